@@ -1,0 +1,3 @@
+from msn_cli.cli import run
+
+run()

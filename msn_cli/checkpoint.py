@@ -1,0 +1,272 @@
+"""Safe loading of original MSN checkpoints, and what can be read from them.
+
+Loading is always ``torch.load(weights_only=True)``: the restricted unpickler refuses any
+Python object other than tensors and plain containers, so nothing in a file can run code.
+Zip-format files are memory-mapped, so only the tensors a caller touches are read from disk;
+the optimizer state of a training checkpoint is never paged in.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .architecture import Architecture
+from .errors import CheckpointError
+from .variants import HEAD_DIM, Variant, match_variant
+
+if TYPE_CHECKING:
+    import torch
+
+Encoder = Literal["target", "online"]
+ENCODER_KEYS: dict[str, str] = {"target": "target_encoder", "online": "encoder"}
+DDP_PREFIX = "module."
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+def sniff(path: Path) -> str:
+    """What kind of file this is from its first bytes: zip, legacy, or a description of junk."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "an empty file"
+    if head.startswith(_ZIP_MAGIC):
+        return "zip"
+    if head.startswith(_LEGACY_MAGIC):
+        return "legacy"
+    if head.startswith(b"\x80"):
+        return "pickle"
+    if head.startswith(b"version https://git-lfs"):
+        return "a git-lfs pointer file (the weights were never fetched: run `git lfs pull`)"
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<")):
+        return "an HTML/XML page (probably an error page saved under the checkpoint's name)"
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return "binary data that is neither a zip nor a pickle"
+
+
+def _load(path: Path) -> Any:
+    import torch
+
+    if not path.exists():
+        raise CheckpointError(f"no such file: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file",
+                              hint="msn inspect/convert take a .pth.tar file, a variant name or a URL")
+    kind = sniff(path)
+    if kind not in ("zip", "legacy", "pickle"):
+        raise CheckpointError(f"{path.name} is not a PyTorch checkpoint: it is {kind}")
+    if kind == "zip" and not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path.name} is a damaged zip archive (truncated or cut short)",
+                              hint="download it again (msn download --force NAME)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=(kind == "zip"))
+    except pickle.UnpicklingError as e:
+        found = _refused_global(str(e))
+        raise CheckpointError(
+            f"refused to load {path.name}: it holds Python objects other than tensors and plain "
+            f"containers{found}, which loading would execute",
+            hint="MSN checkpoints hold only tensors, dicts, lists and numbers; do not trust this file",
+        ) from e
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot read {path.name}: {first}",
+                              hint="the file is damaged or truncated; download it again") from e
+
+
+def _refused_global(message: str) -> str:
+    m = re.search(r"(?:GLOBAL|global) ([\w.]+(?: ?\.[\w]+)*)", message)
+    return f" (it asks for {m.group(1)})" if m else ""
+
+
+@dataclass
+class Entry:
+    """A top-level entry of a checkpoint file, described for ``inspect``."""
+
+    name: str
+    kind: str
+    tensors: int = 0
+    numel: int = 0
+    nbytes: int = 0
+    value: Any = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def _describe(name: str, obj: Any) -> Entry:
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return Entry(name, f"tensor {list(obj.shape)} {str(obj.dtype).removeprefix('torch.')}",
+                     1, obj.numel(), obj.numel() * obj.element_size())
+    if isinstance(obj, (bool, int, float, str)) or obj is None:
+        return Entry(name, type(obj).__name__, value=obj)
+    e = Entry(name, type(obj).__name__)
+    for t in _walk_tensors(obj):
+        e.tensors += 1
+        e.numel += t.numel()
+        e.nbytes += t.numel() * t.element_size()
+    return e
+
+
+def _walk_tensors(obj: Any):
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, Mapping):
+        for v in obj.values():
+            yield from _walk_tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _walk_tensors(v)
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the chosen backbone's state dict (prefix stripped) and its context."""
+
+    path: Path
+    layout: Literal["released", "training", "state_dict"]
+    encoder: Encoder
+    encoder_key: str | None
+    prefixed: bool
+    state: dict[str, torch.Tensor]
+    entries: list[Entry]
+    file_size: int
+    storage: str  # "zip (memory-mapped)" or "legacy (read whole)"
+    available_encoders: list[str] = field(default_factory=list)
+
+    @property
+    def raw_key_prefix(self) -> str:
+        return DDP_PREFIX if self.prefixed else ""
+
+    def original_key(self, key: str) -> str:
+        return self.raw_key_prefix + key
+
+
+def load_checkpoint(path: str | os.PathLike[str], encoder: Encoder = "target") -> Checkpoint:
+    """Load ``path`` safely and pick the backbone ``encoder`` ("target" or "online")."""
+    path = Path(path)
+    kind = sniff(path) if path.is_file() else None
+    obj = _load(path)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(
+            f"{path.name} holds a {type(obj).__name__}, not a dict: not an MSN checkpoint")
+    entries = [_describe(str(k), v) for k, v in obj.items()]
+    available = [name for name, key in ENCODER_KEYS.items() if key in obj]
+    if available:
+        key = ENCODER_KEYS[encoder]
+        if key not in obj:
+            raise CheckpointError(
+                f"{path.name} has no '{key}' (the {encoder} encoder)",
+                hint=f"it has: {', '.join(available)}; pick one with --encoder "
+                + "|".join(available))
+        layout: Literal["released", "training", "state_dict"] = (
+            "training" if ("encoder" in obj or "opt" in obj) else "released")
+        state = obj[key]
+        if not isinstance(state, Mapping):
+            raise CheckpointError(f"'{key}' in {path.name} is a {type(state).__name__}, "
+                                  "not a state dict")
+        encoder_key: str | None = key
+    elif _looks_like_backbone(obj):
+        layout, state, encoder_key = "state_dict", obj, None
+    else:
+        shown = ", ".join(list(map(str, obj))[:8]) or "nothing"
+        raise CheckpointError(
+            f"{path.name} is not an MSN checkpoint: it has no 'target_encoder' or 'encoder' "
+            f"(found: {shown})",
+            hint="MSN checkpoints hold 'target_encoder' and 'prototypes' (plus 'encoder' and "
+                 "'opt' when saved during training)")
+    import torch
+
+    bad = [str(k) for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"the state dict holds non-tensor entries: {', '.join(bad[:5])}")
+    keys = [str(k) for k in state]
+    prefixed = bool(keys) and all(k.startswith(DDP_PREFIX) for k in keys)
+    stripped = {(k[len(DDP_PREFIX):] if prefixed else k): v for k, v in zip(keys, state.values())}
+    return Checkpoint(
+        path=path, layout=layout, encoder=encoder, encoder_key=encoder_key, prefixed=prefixed,
+        state=stripped, entries=entries, file_size=path.stat().st_size,
+        storage="zip (memory-mapped)" if kind == "zip" else "legacy pickle (read whole)",
+        available_encoders=available,
+    )
+
+
+def _looks_like_backbone(obj: Mapping) -> bool:
+    keys = [str(k).removeprefix(DDP_PREFIX) for k in obj]
+    return "cls_token" in keys and any(k.startswith("blocks.") for k in keys)
+
+
+@dataclass(frozen=True)
+class Inferred:
+    arch: Architecture
+    variant: Variant | None
+    dtype: str
+
+
+def infer_architecture(state: Mapping[str, torch.Tensor], num_heads: int | None = None) -> Inferred:
+    """Read the architecture from tensor shapes alone (never from a file name).
+
+    Heads cannot be read from shapes; every released model uses 64-dimensional heads, so the
+    default is ``hidden_size // 64``, cross-checked against the registry for known variants.
+    """
+    def need(key: str):
+        if key not in state:
+            raise CheckpointError(f"the backbone has no '{key}': cannot infer the architecture",
+                                  hint="is this an MSN ViT checkpoint?")
+        return state[key]
+
+    pw = need("patch_embed.proj.weight")
+    if pw.dim() != 4:
+        raise CheckpointError(f"patch_embed.proj.weight has shape {list(pw.shape)}, expected "
+                              "D x C x P x P")
+    d, channels, ph, pwid = (int(x) for x in pw.shape)
+    if ph != pwid:
+        raise CheckpointError(f"the patch embedding kernel is {ph}x{pwid}, not square: "
+                              "not an MSN ViT")
+    pos = need("pos_embed")
+    if pos.dim() != 3 or pos.shape[0] != 1 or pos.shape[2] != d:
+        raise CheckpointError(f"pos_embed has shape {list(pos.shape)}, expected 1 x (N+1) x {d}")
+    n = int(pos.shape[1]) - 1
+    grid = int(round(n ** 0.5))
+    if grid * grid != n or n <= 0:
+        raise CheckpointError(f"pos_embed has {n} patch positions, not a square grid")
+    blocks = sorted({int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))})
+    if not blocks:
+        raise CheckpointError("the backbone has no transformer blocks (no 'blocks.N.' keys)")
+    if blocks != list(range(len(blocks))):
+        missing = sorted(set(range(blocks[-1] + 1)) - set(blocks))
+        raise CheckpointError(f"transformer blocks are missing: {', '.join(map(str, missing))} "
+                              f"(found {len(blocks)} of {blocks[-1] + 1})")
+    fc1 = need("blocks.0.mlp.fc1.weight")
+    heads = num_heads if num_heads is not None else d // HEAD_DIM
+    if heads <= 0 or d % heads:
+        raise CheckpointError(
+            f"hidden size {d} cannot be split into 64-dimensional heads",
+            hint="give the number of heads with --num-heads")
+    arch = Architecture(hidden_size=d, num_layers=len(blocks), num_heads=heads,
+                        intermediate_size=int(fc1.shape[0]), patch_size=ph,
+                        image_size=grid * ph, num_channels=channels)
+    variant = match_variant(arch.hidden_size, arch.num_layers, arch.patch_size,
+                            arch.intermediate_size, arch.image_size)
+    if variant is not None and variant.num_heads != arch.num_heads:
+        raise CheckpointError(
+            f"{arch.num_heads} heads given, but the shapes are those of {variant.name}, "
+            f"which has {variant.num_heads}")
+    dtypes = {str(t.dtype).removeprefix("torch.") for k, t in state.items() if not k.startswith("fc.")}
+    dtype = dtypes.pop() if len(dtypes) == 1 else "mixed"
+    return Inferred(arch, variant, dtype)

@@ -1,0 +1,79 @@
+"""The command-line layer: parse, call the core, render. ``main()`` is the console script."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, MsnError
+
+EXIT_TERMINATED = 143
+
+
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that cleanup (``finally``) runs."""
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subprocess test
+    raise Terminated()
+
+
+def _debug() -> bool:
+    return os.environ.get("MSN_DEBUG", "") not in ("", "0", "false")
+
+
+def _error(message: str, hint: str | None = None) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err.print(f"[bold red]Error:[/bold red] {escape(message)}")
+    if hint:
+        err.print(f"[dim]Hint:[/dim] {escape(hint)}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; every known failure becomes one line on stderr and an exit code."""
+    import click
+
+    from .app import app
+
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (e.g. called from a test runner thread)
+        pass
+    command = __import__("typer").main.get_command(app)
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        rv = command.main(args=args, prog_name="msn", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except MsnError as e:
+        if _debug():
+            raise
+        _error(e.message, e.hint)
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code if e.exit_code else EXIT_USAGE
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    except Terminated:
+        _error("terminated")
+        return EXIT_TERMINATED
+    except BrokenPipeError:
+        return 1
+    except Exception as e:  # a bug of ours: say so, without a wall of text
+        if _debug():
+            raise
+        _error(f"unexpected {type(e).__name__}: {e}",
+               hint="this is a bug in msn; rerun with MSN_DEBUG=1 for the traceback and report it")
+        return 70
+
+
+def run() -> None:
+    sys.exit(main())

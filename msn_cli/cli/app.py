@@ -1,0 +1,47 @@
+"""The Typer application: one command per module, registered here."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from .. import __version__
+from .convert_cmd import convert
+from .download_cmd import download
+from .inspect_cmd import inspect
+from .push_cmd import push
+from .verify_cmd import verify
+
+app = typer.Typer(
+    name="msn",
+    help="Convert Meta's original MSN (Masked Siamese Networks) ViT checkpoints into Hugging "
+         "Face transformers models, prove the conversion exact, and publish the result.\n\n"
+         "Pipeline: download -> inspect -> convert -> verify -> push.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"msn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option(
+        "--version", callback=_version, is_eager=True, help="Show the version and exit.")] = None,
+) -> None:
+    pass
+
+
+app.command(rich_help_panel="Pipeline")(download)
+app.command(rich_help_panel="Pipeline")(inspect)
+app.command(rich_help_panel="Pipeline")(convert)
+app.command(rich_help_panel="Pipeline")(verify)
+app.command(rich_help_panel="Pipeline")(push)

@@ -1,0 +1,99 @@
+"""``msn convert``: an original checkpoint to a ViTMSNModel folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .inspect_cmd import _encoder
+from .options import (BaseUrlOpt, CacheDirOpt, EncoderOpt, ForceOpt, JsonOpt, NumHeadsOpt,
+                      QuietOpt, VerboseOpt)
+from .render import arch_table, counts_line, human_bytes, keydiff_table
+from .term import Term
+
+
+def convert(
+    source: Annotated[str, typer.Argument(
+        help="A checkpoint file, a released name (vits16, vitb16, vitl16, vitb4, vitl7) or a URL.",
+        show_default=False)],
+    out: Annotated[Path, typer.Argument(help="Output folder (created whole or not at all).",
+                                        show_default=False)],
+    dtype: Annotated[Optional[str], typer.Option(
+        "--dtype", help="float32, float16 or bfloat16 [default: as stored].",
+        show_default=False)] = None,
+    encoder: EncoderOpt = "target",
+    num_heads: NumHeadsOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip msn verify after writing.")] = False,
+    force: ForceOpt = False,
+    all_keys: Annotated[bool, typer.Option("--all-keys", help="List every key of every block.")] = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+    cache_dir: CacheDirOpt = None,
+    base_url: BaseUrlOpt = None,
+) -> None:
+    """Convert an original MSN checkpoint into a Hugging Face ViTMSNModel folder.
+
+    Writes model.safetensors (canonical key names: loads in transformers 4.x and 5.x),
+    config.json, preprocessor_config.json and msn_manifest.json, then runs msn verify
+    and records the result. The folder appears only when complete; an existing folder is
+    replaced only with --force, and only after the new one is complete.
+
+    Exit codes: 0 converted (and verified), 1 verify failed, 2 usage, 3 bad checkpoint,
+    4 network.
+
+    Examples:
+
+      msn convert vits16 ./vit-msn-small
+
+      msn convert ./vitb16_600ep.pth.tar ./out --dtype float16
+
+      msn convert vitl16 ./out --dry-run --all-keys
+    """
+    from ..convert import convert as run_convert
+    from ..errors import VerificationFailed
+    from ..sources import resolve_source
+
+    term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
+    with term.progress() as progress:
+        src = resolve_source(source, cache_dir=cache_dir, base_url=base_url, progress=progress)
+        result = run_convert(src, out, dtype=dtype, encoder=_encoder(encoder),
+                             num_heads=num_heads, force=force, dry_run=dry_run,
+                             verify=not no_verify, progress=progress)
+    plan = result.plan
+    if json_out:
+        payload = result.to_dict()
+        if not all_keys:
+            payload["plan"].pop("keys", None)
+        term.emit_json(payload)
+    else:
+        if verbose or dry_run:
+            term.data(arch_table(plan))
+        if dry_run or all_keys or verbose:
+            term.data(keydiff_table(plan, full=all_keys, title="Conversion plan"))
+        term.info(counts_line(plan))
+        if dry_run:
+            term.info(f"dry run: would write {human_bytes(plan.output_bytes)} of {plan.dtype} "
+                      f"weights to {out}; nothing written")
+        else:
+            term.success(f"wrote {result.out} ({human_bytes(result.files['model.safetensors']['size'])}"
+                         f" model.safetensors, {plan.dtype})")
+            if result.verify is not None:
+                _say_verify(term, result.verify)
+            if not quiet:
+                term.line(str(result.out))
+    if result.verify is not None and not result.verify.get("passed"):
+        raise VerificationFailed(
+            f"verify failed: {result.verify.get('summary', 'see msn verify')}",
+            hint=f"the folder was kept for inspection at {result.out}; "
+                 "msn push refuses it. Run msn verify on it for the full report")
+
+
+def _say_verify(term: Term, v: dict) -> None:
+    if v.get("passed"):
+        term.success(f"verified: {v.get('summary', 'all checks passed')}")
+    else:
+        term.err.print(f"[red]✗ verify failed:[/red] {v.get('summary', '')}")

@@ -1,0 +1,27 @@
+"""Option types shared by several commands, defined once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                         help="More detail on stderr (repeat for more).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
+CacheDirOpt = Annotated[Optional[Path], typer.Option(
+    "--cache-dir", help="Checkpoint cache folder [default: $MSN_CACHE, "
+    "else $XDG_CACHE_HOME/msn, else ~/.cache/msn].", show_default=False)]
+BaseUrlOpt = Annotated[Optional[str], typer.Option(
+    "--base-url", envvar="MSN_BASE_URL",
+    help="Mirror of https://dl.fbaipublicfiles.com/msn/ to fetch released checkpoints from.")]
+EncoderOpt = Annotated[str, typer.Option(
+    "--encoder", help="Which network of the file: target (the EMA teacher, as released) "
+    "or online (the 'encoder' of a training checkpoint).",
+    case_sensitive=False)]
+NumHeadsOpt = Annotated[Optional[int], typer.Option(
+    "--num-heads", min=1, help="Attention heads [default: hidden size / 64, as every "
+    "released model].", show_default=False)]

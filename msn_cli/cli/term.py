@@ -1,0 +1,91 @@
+"""All terminal output goes through here: data on stdout, messages and progress on stderr.
+
+Commands never ``print``. Progress bars appear only on an interactive stderr, and never under
+``--json`` or ``--quiet``; Rich honours ``NO_COLOR`` on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (BarColumn, DownloadColumn, Progress, SpinnerColumn, TaskID,
+                           TextColumn, TimeRemainingColumn, TransferSpeedColumn)
+
+from ..progress import ProgressFn
+
+
+class Term:
+    def __init__(self, *, json_mode: bool = False, quiet: bool = False, verbose: int = 0):
+        self.json_mode = json_mode
+        self.quiet = quiet
+        self.verbose = verbose
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.out = Console(highlight=False, soft_wrap=True)
+
+    # -- messages (stderr) ---------------------------------------------------------------
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(message)
+
+    def detail(self, message: str) -> None:
+        if self.verbose and not self.quiet:
+            self.err.print(f"[dim]{message}[/dim]")
+
+    def warn(self, message: str) -> None:
+        self.err.print(f"[yellow]Warning:[/yellow] {message}")
+
+    def success(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(f"[green]✓[/green] {message}")
+
+    # -- data (stdout) -------------------------------------------------------------------
+    def data(self, renderable: Any) -> None:
+        """A table or text that *is* the command's result (suppressed by --json)."""
+        if not self.json_mode:
+            self.out.print(renderable)
+
+    def emit_json(self, payload: Any) -> None:
+        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+        sys.stdout.flush()
+
+    def line(self, text: str) -> None:
+        """A plain line on stdout, for results scripts read (paths)."""
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    # -- progress (stderr) ---------------------------------------------------------------
+    @property
+    def interactive(self) -> bool:
+        return self.err.is_terminal and not self.json_mode and not self.quiet and \
+            os.environ.get("TERM") != "dumb"
+
+    @contextlib.contextmanager
+    def progress(self) -> Iterator[ProgressFn]:
+        """A ``ProgressFn`` that draws one bar per stage; a no-op when not interactive."""
+        if not self.interactive:
+            yield _silent
+            return
+        bars = Progress(
+            SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+            DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+            console=self.err, transient=False,
+        )
+        tasks: dict[str, TaskID] = {}
+
+        def report(stage: str, done: int, total: int | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(stage, total=total)
+            bars.update(tasks[stage], completed=done, total=total)
+
+        with bars:
+            yield report
+
+
+def _silent(stage: str, done: int, total: int | None) -> None:
+    pass

@@ -1,0 +1,27 @@
+"""File hashing with progress."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from .progress import ProgressFn, no_progress
+
+CHUNK = 8 * 1024 * 1024
+
+
+def sha256_file(path: str | os.PathLike[str], progress: ProgressFn = no_progress,
+                stage: str = "hashing") -> str:
+    path = Path(path)
+    total = path.stat().st_size
+    h = hashlib.sha256()
+    done = 0
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+            done += n
+            progress(stage, done, total)
+    return h.hexdigest()

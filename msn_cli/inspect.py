@@ -1,0 +1,46 @@
+"""``inspect``: a checkpoint's contents, the model it implies and its key mapping, as data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .checkpoint import Checkpoint, Encoder, load_checkpoint
+from .plan import ConversionPlan, build_plan
+from .sources import ResolvedSource
+
+
+@dataclass
+class InspectReport:
+    source: ResolvedSource
+    checkpoint: Checkpoint
+    plan: ConversionPlan
+
+    def to_dict(self) -> dict[str, Any]:
+        ck = self.checkpoint
+        total_tensors = sum(e.tensors for e in ck.entries)
+        return {
+            "source": self.source.to_dict(),
+            "file": {"path": str(ck.path), "size": ck.file_size, "storage": ck.storage},
+            "layout": ck.layout,
+            "entries": [e.to_dict() for e in ck.entries],
+            "tensors": total_tensors,
+            "bytes": sum(e.nbytes for e in ck.entries),
+            "encoder": ck.encoder,
+            "encoder_key": ck.encoder_key,
+            "available_encoders": ck.available_encoders,
+            "module_prefix": ck.prefixed,
+            "backbone": {
+                "tensors": len(ck.state),
+                "parameters": sum(t.numel() for t in ck.state.values()),
+                "bytes": sum(t.numel() * t.element_size() for t in ck.state.values()),
+            },
+            **self.plan.to_dict(),
+            "ok": self.plan.ok,
+        }
+
+
+def inspect_checkpoint(source: ResolvedSource, encoder: Encoder = "target",
+                       num_heads: int | None = None) -> InspectReport:
+    ckpt = load_checkpoint(source.path, encoder)
+    return InspectReport(source, ckpt, build_plan(ckpt, None, num_heads))

@@ -1,0 +1,118 @@
+"""Output folders that appear whole or not at all.
+
+A command writes into a temporary folder beside OUT (``.OUT.msn-tmp-PID-XXXX``) and renames it
+into place once everything in it is complete and synced. A lock file (``.OUT.msn-lock``) keeps
+two processes from writing the same OUT; whoever holds it knows every leftover temporary
+folder of that OUT belongs to a run that died (SIGKILL, power cut) and removes it. With
+``force``, an existing OUT is moved aside, the new folder renamed in, and only then the old
+one deleted; if anything fails the old folder is put back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import MsnError, OutputExistsError, UsageError
+
+TMP_MARK = ".msn-tmp-"
+OLD_MARK = ".msn-old-"
+
+
+def lock_path(out: Path) -> Path:
+    return out.parent / f".{out.name}.msn-lock"
+
+
+def check_target(out: Path, force: bool) -> None:
+    """Refuse early (before any work) when OUT cannot or must not be written."""
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} exists and is a file, not a folder",
+                                hint="choose another output folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise OutputExistsError(f"{out} exists and is not empty",
+                                hint="add --force to replace it (only once the new one is complete)")
+    parent = out.parent if out.parent != Path("") else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise MsnError(f"cannot write to {parent}: permission denied",
+                       hint="choose an output folder in a writable location")
+
+
+def stale_temporaries(out: Path) -> list[Path]:
+    parent = out.parent
+    if not parent.is_dir():
+        return []
+    return [p for p in parent.iterdir()
+            if p.name.startswith(f".{out.name}{TMP_MARK}") or p.name.startswith(f".{out.name}{OLD_MARK}")]
+
+
+@contextlib.contextmanager
+def atomic_output_dir(out: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary folder; on clean exit it becomes ``out``."""
+    from filelock import FileLock, Timeout
+
+    out = Path(out).absolute()
+    check_target(out, force)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MsnError(f"cannot create {out.parent}: {e.strerror}") from e
+    lock = FileLock(str(lock_path(out)))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UsageError(f"another msn process is writing {out}",
+                         hint="wait for it to finish, or choose another output folder") from None
+    except OSError as e:
+        raise MsnError(f"cannot write to {out.parent}: {e.strerror}") from e
+    try:
+        for stale in stale_temporaries(out):  # we hold the lock: these are from dead runs
+            shutil.rmtree(stale, ignore_errors=True)
+        check_target(out, force)  # re-check under the lock
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{TMP_MARK}{os.getpid()}-", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+        try:
+            yield tmp
+            _fsync_dir(tmp)
+            _install(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    finally:
+        lock.release()
+
+
+def _install(tmp: Path, out: Path) -> None:
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        os.rename(tmp, out)
+        _fsync_dir(out.parent)
+        return
+    old = out.parent / f".{out.name}{OLD_MARK}{os.getpid()}"
+    os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    _fsync_dir(out.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,105 @@
+"""A streaming safetensors writer: header from shapes, then one tensor at a time.
+
+Peak memory is one output tensor (the largest is a ViT-L MLP matrix, 16 MiB) on top of the
+memory-mapped source; the file's sha256 is computed from the bytes as they are written.
+The format is the documented one (8-byte little-endian header length, JSON header with
+``dtype``/``shape``/``data_offsets`` and ``__metadata__``, padded with spaces to 8 bytes,
+then the raw little-endian data), so ``safetensors.safe_open`` and transformers read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+ST_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64",
+             "int64": "I64", "int32": "I32", "uint8": "U8", "bool": "BOOL"}
+_ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "U8": 1, "BOOL": 1}
+
+
+@dataclass(frozen=True)
+class PendingTensor:
+    name: str
+    dtype: str  # torch dtype name, e.g. "float32"
+    shape: tuple[int, ...]
+    produce: Callable[[], torch.Tensor]
+    """Returns the tensor (any layout); called once, when its bytes are due."""
+
+    @property
+    def nbytes(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n * _ITEMSIZE[ST_DTYPES[self.dtype]]
+
+
+@dataclass(frozen=True)
+class Written:
+    path: Path
+    size: int
+    sha256: str
+
+
+def write_safetensors(path: Path, tensors: Iterable[PendingTensor], metadata: dict[str, str],
+                      on_bytes: Callable[[int], None] | None = None) -> Written:
+    items = sorted(tensors, key=lambda t: t.name)
+    header: dict[str, object] = {"__metadata__": metadata}
+    offset = 0
+    for t in items:
+        header[t.name] = {"dtype": ST_DTYPES[t.dtype], "shape": list(t.shape),
+                          "data_offsets": [offset, offset + t.nbytes]}
+        offset += t.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        for chunk in (struct.pack("<Q", len(raw)), raw):
+            f.write(chunk)
+            digest.update(chunk)
+        for t in items:
+            tensor = t.produce()
+            if tuple(tensor.shape) != t.shape or str(tensor.dtype).removeprefix("torch.") != t.dtype:
+                raise ValueError(f"{t.name}: produced {tuple(tensor.shape)} {tensor.dtype}, "
+                                 f"planned {t.shape} {t.dtype}")
+            buf = tensor.contiguous().reshape(-1).view(_byte_dtype()).numpy()
+            f.write(buf.data)
+            digest.update(buf.data)
+            if on_bytes:
+                on_bytes(t.nbytes)
+            del tensor, buf
+        f.flush()
+        os.fsync(f.fileno())
+    return Written(path, 8 + len(raw) + offset, digest.hexdigest())
+
+
+def _byte_dtype():
+    import torch
+
+    return torch.uint8
+
+
+def read_header(path: Path) -> dict:
+    """The JSON header of a safetensors file (no tensor data read)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError("file shorter than a safetensors header")
+        (n,) = struct.unpack("<Q", head)
+        if n > 100_000_000:
+            raise ValueError("header length is implausible")
+        raw = f.read(n)
+        if len(raw) != n:
+            raise ValueError("header is truncated")
+    header = json.loads(raw)
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    return header

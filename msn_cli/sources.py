@@ -1,0 +1,63 @@
+"""Turn what the user typed (a variant name, a file path, a URL) into a local checkpoint file."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import CheckpointError, UsageError
+from .progress import ProgressFn, no_progress
+from .variants import VARIANTS, get_variant
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    spec: str
+    kind: Literal["variant", "path", "url"]
+    path: Path
+    name: str | None = None  # variant name
+    url: str | None = None
+    sha256: str | None = None  # known without hashing (the cache index recorded it)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"spec": self.spec, "kind": self.kind, "path": str(self.path), "name": self.name,
+                "url": self.url}
+
+
+def is_url(spec: str) -> bool:
+    return "://" in spec
+
+
+def resolve_source(spec: str, *, cache_dir: str | os.PathLike[str] | None = None,
+                   base_url: str | None = None, progress: ProgressFn = no_progress) -> ResolvedSource:
+    """A local file for ``spec``, downloading into the cache when it is a name or a URL.
+
+    An existing path wins over a variant of the same name; a URL must be http(s).
+    """
+    if is_url(spec):
+        scheme = spec.split("://", 1)[0].lower()
+        if scheme not in ("http", "https"):
+            raise UsageError(f"unsupported URL scheme '{scheme}://' in {spec}",
+                             hint="give an http(s) URL, a local path or a variant name")
+        from .download import fetch
+
+        got = fetch(spec, cache_dir=cache_dir, progress=progress)
+        return ResolvedSource(spec, "url", got.path, url=spec, sha256=got.sha256)
+    path = Path(spec).expanduser()
+    if path.exists():
+        return ResolvedSource(spec, "path", path)
+    if spec.lower() in VARIANTS or not _looks_like_path(spec):
+        variant = get_variant(spec)
+        from .download import fetch
+
+        got = fetch(variant.name, cache_dir=cache_dir, base_url=base_url, progress=progress)
+        return ResolvedSource(spec, "variant", got.path, name=variant.name, url=got.url,
+                              sha256=got.sha256)
+    raise CheckpointError(f"no such file: {spec}",
+                          hint=f"give a path, a URL, or one of {', '.join(VARIANTS)}")
+
+
+def _looks_like_path(spec: str) -> bool:
+    return os.sep in spec or "." in spec or spec.startswith("~")
