@@ -20,7 +20,7 @@ from .architecture import preprocessor_config
 from .checkpoint import Checkpoint, Encoder, load_checkpoint
 from .errors import CheckpointError
 from .hashing import sha256_file
-from .manifest import CONFIG, FORMAT_VERSION, MANIFEST, PREPROCESSOR, WEIGHTS, write_manifest
+from .manifest import CONFIG, FORMAT_VERSION, PREPROCESSOR, WEIGHTS, write_manifest
 from .outdir import atomic_output_dir, check_target
 from .plan import ConversionPlan, TensorPlan, build_plan
 from .progress import ProgressFn, no_progress

@@ -8,8 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .inspect_cmd import _encoder
-from .options import (BaseUrlOpt, CacheDirOpt, EncoderOpt, ForceOpt, JsonOpt, NumHeadsOpt,
-                      QuietOpt, VerboseOpt)
+from .options import BaseUrlOpt, CacheDirOpt, EncoderOpt, ForceOpt, JsonOpt, NumHeadsOpt, QuietOpt, VerboseOpt
 from .render import arch_table, counts_line, human_bytes, keydiff_table
 from .term import Term
 

@@ -1,0 +1,86 @@
+"""Shared fixtures: an isolated environment for every test, checkpoint factories, a CLI runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from msn_cli.architecture import Architecture
+from msn_cli.synth import TINY, write_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A second tiny shape with several heads, a non-16 patch and an odd grid.
+TINY_MULTIHEAD = Architecture(hidden_size=128, num_layers=3, num_heads=2, intermediate_size=512,
+                              patch_size=7, image_size=35)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    """Point every cache, token and config path at a temporary folder; no network by accident."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("MSN_CACHE", str(home / "msn-cache"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("HF_HOME", str(home / "hf"))
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MSN_OFFLINE", "HF_HUB_OFFLINE",
+                "MSN_BASE_URL", "HF_ENDPOINT", "MSN_DEBUG"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "200")
+    yield
+
+
+@pytest.fixture
+def make_ckpt(tmp_path):
+    """``make_ckpt(arch=TINY, layout="released", name=..., **kwargs) -> Path``."""
+
+    def make(arch: Architecture = TINY, layout: str = "released", name: str | None = None,
+             **kwargs) -> Path:
+        name = name or f"{layout}-{arch.hidden_size}x{arch.num_layers}-p{arch.patch_size}.pth.tar"
+        return write_checkpoint(tmp_path / "ckpts" / name, arch, layout, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def tiny_ckpt(make_ckpt) -> Path:
+    return make_ckpt()
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self):
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``msn ARGS`` in-process through the real ``main()``; returns code, stdout, stderr."""
+    from msn_cli.cli import main
+
+    def run(*args: str | os.PathLike[str]) -> Result:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    return run
+
+
+def run_msn_process(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
+                    **kwargs) -> subprocess.CompletedProcess:
+    """Run ``python -m msn_cli ARGS`` as a real process (for signals, concurrency, imports)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "msn_cli", *map(str, args)], env=full_env,
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
