@@ -197,7 +197,7 @@ def load_checkpoint(path: str | os.PathLike[str], encoder: Encoder = "target") -
         raise CheckpointError(f"the state dict holds non-tensor entries: {', '.join(bad[:5])}")
     keys = [str(k) for k in state]
     prefixed = bool(keys) and all(k.startswith(DDP_PREFIX) for k in keys)
-    stripped = {(k[len(DDP_PREFIX):] if prefixed else k): v for k, v in zip(keys, state.values())}
+    stripped = {(str(k)[len(DDP_PREFIX):] if prefixed else str(k)): v for k, v in state.items()}
     return Checkpoint(
         path=path, layout=layout, encoder=encoder, encoder_key=encoder_key, prefixed=prefixed,
         state=stripped, entries=entries, file_size=path.stat().st_size,
@@ -242,7 +242,7 @@ def infer_architecture(state: Mapping[str, torch.Tensor], num_heads: int | None 
     if pos.dim() != 3 or pos.shape[0] != 1 or pos.shape[2] != d:
         raise CheckpointError(f"pos_embed has shape {list(pos.shape)}, expected 1 x (N+1) x {d}")
     n = int(pos.shape[1]) - 1
-    grid = int(round(n ** 0.5))
+    grid = round(n ** 0.5)
     if grid * grid != n or n <= 0:
         raise CheckpointError(f"pos_embed has {n} patch positions, not a square grid")
     blocks = sorted({int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))})
