@@ -1,0 +1,45 @@
+"""``make demo``: the whole pipeline offline, on a small checkpoint in the original layout.
+
+Real MSN weights need the network, so the demo writes a synthetic checkpoint with the exact
+layout of Meta's released files (``target_encoder`` with ``module.``-prefixed keys, the
+projection head, ``prototypes``) and runs inspect, convert (with its verify), verify and a push
+dry run on it, exactly as a user would type them.
+
+    python -m msn_cli.demo [FOLDER]      # default: ./demo-out
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from .cli import main
+from .synth import TINY, write_checkpoint
+
+
+def run(folder: Path) -> int:
+    folder.mkdir(parents=True, exist_ok=True)
+    ckpt = folder / "vit-msn-tiny.pth.tar"
+    out = folder / "vit-msn-tiny"
+    if not ckpt.exists():
+        write_checkpoint(ckpt, TINY, "released", seed=0)
+        print(f"wrote a synthetic checkpoint in the released layout: {ckpt}", file=sys.stderr)
+    steps = [
+        ["inspect", str(ckpt)],
+        ["convert", str(ckpt), str(out), "--force"],
+        ["verify", str(out)],
+        ["push", str(out), "your-org/vit-msn-tiny", "--dry-run"],
+    ]
+    for args in steps:
+        print(f"\n$ msn {shlex.join(args)}", file=sys.stderr, flush=True)
+        code = main(args)
+        if code != 0:
+            print(f"\ndemo: 'msn {args[0]}' exited with {code}", file=sys.stderr)
+            return code
+    print(f"\ndemo: all four steps passed; the converted model is in {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(Path(sys.argv[1] if len(sys.argv) > 1 else "demo-out")))
