@@ -143,6 +143,12 @@ def convert(
     ckpt = load_checkpoint(source.path, encoder)
     plan = build_plan(ckpt, dtype, num_heads)
     plan.require_ok()
+    if source.kind == "variant" and plan.variant_name != source.name:
+        raise CheckpointError(
+            f"the file fetched as '{source.name}' has the shapes of "
+            f"{plan.variant_name or 'no released variant'} ({plan.arch.hidden_size} wide, "
+            f"{plan.arch.num_layers} blocks, patch {plan.arch.patch_size})",
+            hint="the mirror or cache holds the wrong file: msn download --force " + str(source.name))
     src_info: dict[str, Any] = {
         **source.to_dict(), "size": ckpt.file_size, "sha256": source.sha256,
         "layout": ckpt.layout, "encoder": ckpt.encoder, "encoder_key": ckpt.encoder_key,
