@@ -15,7 +15,8 @@ from .term import Term
 
 def convert(
     source: Annotated[str, typer.Argument(
-        help="A checkpoint file, a released name (vits16, vitb16, vitl16, vitb4, vitl7) or a URL.",
+        help="A checkpoint file, a released name (vits16, vitb16, vitl16, vitb4, vitl7), a URL, "
+             "or 'all' for the five released checkpoints (OUT is then a parent folder).",
         show_default=False)],
     out: Annotated[Path, typer.Argument(help="Output folder (created whole or not at all).",
                                         show_default=False)],
@@ -51,12 +52,19 @@ def convert(
       msn convert ./vitb16_600ep.pth.tar ./out --dtype float16
 
       msn convert vitl16 ./out --dry-run --all-keys
+
+      msn convert all ./msn-models     # all five, into ./msn-models/<name>
     """
     from ..convert import convert as run_convert
     from ..errors import VerificationFailed
     from ..sources import resolve_source
 
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
+    if source.lower() == "all" and not Path(source).exists():
+        _convert_all(term, out, dtype=dtype, encoder=_encoder(encoder), num_heads=num_heads,
+                     force=force, dry_run=dry_run, verify=not no_verify, cache_dir=cache_dir,
+                     base_url=base_url)
+        return
     with term.progress() as progress:
         src = resolve_source(source, cache_dir=cache_dir, base_url=base_url, progress=progress)
         result = run_convert(src, out, dtype=dtype, encoder=_encoder(encoder),
@@ -96,3 +104,37 @@ def _say_verify(term: Term, v: dict) -> None:
         term.success(f"verified: {v.get('summary', 'all checks passed')}")
     else:
         term.err.print(f"[red]✗ verify failed:[/red] {v.get('summary', '')}")
+
+
+def _convert_all(term: Term, outdir: Path, *, cache_dir, base_url, **options) -> None:
+    from rich.table import Table
+
+    from ..batch import BatchItem, convert_all
+    from ..errors import MsnError
+
+    def said(item: BatchItem) -> None:
+        if item.ok:
+            term.success(f"{item.name}: {item.message}")
+        else:
+            term.err.print(f"[red]✗[/red] {item.name}: {item.message}")
+
+    with term.progress() as progress:
+        items = convert_all(outdir, cache_dir=cache_dir, base_url=base_url, progress=progress,
+                            on_item=said, **options)
+    if term.json_mode:
+        term.emit_json({"outdir": str(outdir), "items": [i.to_dict() for i in items],
+                        "failed": sum(not i.ok for i in items)})
+    else:
+        t = Table(title=f"msn convert all -> {outdir}", title_justify="left")
+        for col in ("checkpoint", "result", "folder", "detail"):
+            t.add_column(col, overflow="fold")
+        for i in items:
+            t.add_row(i.name, "[green]ok[/green]" if i.ok else f"[red]failed ({i.exit_code})[/red]",
+                      str(i.out) if i.ok else "—", i.message)
+        term.data(t)
+    failed = [i for i in items if not i.ok]
+    if failed:
+        raise MsnError(f"{len(failed)} of {len(items)} conversions failed: "
+                       + ", ".join(i.name for i in failed),
+                       hint="the others were converted; rerun for the failed ones",
+                       exit_code=max(i.exit_code for i in failed))

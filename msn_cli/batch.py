@@ -1,0 +1,68 @@
+"""Batch conversion: every released checkpoint into OUTDIR/<name>, past individual failures."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import MsnError
+from .progress import ProgressFn, no_progress
+from .variants import VARIANTS
+
+
+@dataclass
+class BatchItem:
+    name: str
+    out: Path
+    ok: bool
+    exit_code: int
+    message: str
+    result: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "out": str(self.out), "ok": self.ok, "exit_code": self.exit_code,
+                "message": self.message, "result": self.result}
+
+
+def convert_all(
+    outdir: str | os.PathLike[str],
+    names: Sequence[str] | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    base_url: str | None = None,
+    progress: ProgressFn = no_progress,
+    on_item: Callable[[BatchItem], None] | None = None,
+    **convert_options: Any,
+) -> list[BatchItem]:
+    """Download (through the cache) and convert each released checkpoint; never stop early.
+
+    A failure of one checkpoint (network, bad file, failed verify) is recorded in its
+    :class:`BatchItem` and the next one is converted.
+    """
+    from .convert import convert
+    from .sources import resolve_source
+
+    outdir = Path(outdir)
+    items: list[BatchItem] = []
+    for name in names or list(VARIANTS):
+        out = outdir / name
+
+        def scoped(stage: str, done: int, total: int | None, _name: str = name) -> None:
+            progress(f"{_name}: {stage}", done, total)
+
+        try:
+            src = resolve_source(name, cache_dir=cache_dir, base_url=base_url, progress=scoped)
+            res = convert(src, out, progress=scoped, **convert_options)
+            ok = res.verify is None or bool(res.verify.get("passed"))
+            summary = (res.verify or {}).get("summary", "converted (not verified)")
+            item = BatchItem(name, out, ok, 0 if ok else 1,
+                             summary if ok else f"verify failed: {summary}", res.to_dict())
+        except MsnError as e:
+            item = BatchItem(name, out, False, e.exit_code, e.message)
+        items.append(item)
+        if on_item:
+            on_item(item)
+    return items
