@@ -8,10 +8,14 @@ the optimizer state of a training checkpoint is never paged in.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
+import struct
+import warnings
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .architecture import Architecture
 from .errors import CheckpointError
-from .variants import HEAD_DIM, Variant, match_variant
+from .progress import ProgressFn, no_progress
+from .variants import HEAD_DIM, VARIANTS, Variant, match_variant
 
 if TYPE_CHECKING:
     import torch
@@ -70,8 +75,12 @@ def _load(path: Path) -> Any:
     if kind == "zip" and not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path.name} is a damaged zip archive (truncated or cut short)",
                               hint="download it again (msn download --force NAME)")
+    if kind == "zip":
+        _check_pickle_crc(path)  # a damaged pickle must not read as a hostile one
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=(kind == "zip"))
+        with warnings.catch_warnings():  # torch's warnings are not for our users
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=(kind == "zip"))
     except pickle.UnpicklingError as e:
         found = _refused_global(str(e))
         raise CheckpointError(
@@ -81,8 +90,94 @@ def _load(path: Path) -> Any:
         ) from e
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if kind == "pickle" and "magic number" in first.lower():
+            raise CheckpointError(f"{path.name} is a plain Python pickle, not a file written by "
+                                  "torch.save", hint="MSN checkpoints are torch.save files") from e
         raise CheckpointError(f"cannot read {path.name}: {first}",
                               hint="the file is damaged or truncated; download it again") from e
+
+
+def _damaged(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"{path.name} is damaged: {what}",
+                           hint="the file changed after it was written; download it again "
+                                "(msn download --force NAME)")
+
+
+def _check_pickle_crc(path: Path) -> None:
+    """Check the CRC-32 of the archive's ``data.pkl`` (small) before anything unpickles it."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.filename.rsplit("/", 1)[-1] == "data.pkl":
+                    with zf.open(info) as f:
+                        while f.read(1 << 20):
+                            pass
+    except zipfile.BadZipFile as e:  # "Bad CRC-32 for file ...", bad local header, ...
+        raise _damaged(path, f"{e} (the object table does not match its checksum)") from e
+    except (OSError, EOFError, ValueError) as e:
+        raise _damaged(path, str(e) or type(e).__name__) from e
+
+
+def check_zip_integrity(path: str | os.PathLike[str], progress: ProgressFn = no_progress,
+                        want_sha256: bool = True) -> str | None:
+    """Read a zip-format checkpoint once, checking every member against its stored CRC-32.
+
+    ``torch.load`` does not check these checksums, so a flipped bit in a tensor would otherwise
+    be converted silently. The file's sha256 is computed in the same pass and returned when
+    ``want_sha256``. Raises :class:`CheckpointError` naming the first damaged member.
+    """
+    path = Path(path)
+    ranges: list[tuple[int, int, int, str]] = []  # data start, end, CRC, member name
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+        with open(path, "rb") as f:
+            for info in infos:
+                f.seek(info.header_offset)
+                local = f.read(30)
+                if len(local) != 30 or not local.startswith(_ZIP_MAGIC):
+                    raise _damaged(path, f"the local header of {info.filename} is broken")
+                if info.compress_type != zipfile.ZIP_STORED:  # torch never compresses; be safe
+                    with zipfile.ZipFile(path) as zf, zf.open(info) as member:
+                        while member.read(1 << 20):
+                            pass
+                    continue
+                name_len, extra_len = struct.unpack("<HH", local[26:30])
+                start = info.header_offset + 30 + name_len + extra_len
+                ranges.append((start, start + info.compress_size, info.CRC, info.filename))
+    except zipfile.BadZipFile as e:
+        raise _damaged(path, str(e)) from e
+    ranges.sort()
+    total = path.stat().st_size
+    digest = hashlib.sha256() if want_sha256 else None
+    crcs = [0] * len(ranges)
+    first_open = 0  # ranges before this one are complete and checked
+    pos = 0
+    buf = bytearray(8 << 20)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            chunk = view[:n]
+            if digest is not None:
+                digest.update(chunk)
+            end = pos + n
+            j = first_open
+            while j < len(ranges) and ranges[j][0] <= end:
+                start, stop, want, name = ranges[j]
+                lo, hi = max(start, pos), min(stop, end)
+                if lo < hi:
+                    crcs[j] = zlib.crc32(chunk[lo - pos:hi - pos], crcs[j])
+                if stop > end:
+                    break
+                if crcs[j] != want:
+                    raise _damaged(path, f"member {name} does not match its CRC-32 checksum")
+                j += 1
+                first_open = j
+            pos = end
+            progress("checking source", pos, total)
+    if first_open < len(ranges):
+        raise _damaged(path, f"it ends inside member {ranges[first_open][3]} (truncated)")
+    return digest.hexdigest() if digest is not None else None
 
 
 def _refused_global(message: str) -> str:
@@ -263,6 +358,16 @@ def infer_architecture(state: Mapping[str, torch.Tensor], num_heads: int | None 
                         image_size=grid * ph, num_channels=channels)
     variant = match_variant(arch.hidden_size, arch.num_layers, arch.patch_size,
                             arch.intermediate_size, arch.image_size)
+    if variant is None:  # blocks missing at the end leave a shallower but well-formed ViT
+        for v in VARIANTS.values():
+            if (v.hidden_size, v.patch_size, v.intermediate_size, v.image_size) == (
+                    arch.hidden_size, arch.patch_size, arch.intermediate_size, arch.image_size) \
+                    and v.num_layers > arch.num_layers:
+                raise CheckpointError(
+                    f"transformer blocks are missing: the shapes are those of {v.name}, which has "
+                    f"{v.num_layers} blocks, but only {arch.num_layers} are present "
+                    f"(blocks {arch.num_layers}-{v.num_layers - 1} missing)",
+                    hint="the checkpoint is incomplete; download it again")
     if variant is not None and variant.num_heads != arch.num_heads:
         raise CheckpointError(
             f"{arch.num_heads} heads given, but the shapes are those of {variant.name}, "

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .architecture import preprocessor_config
-from .checkpoint import Checkpoint, Encoder, load_checkpoint
+from .checkpoint import Checkpoint, Encoder, check_zip_integrity, load_checkpoint
 from .errors import CheckpointError
 from .hashing import sha256_file
 from .manifest import CONFIG, FORMAT_VERSION, PREPROCESSOR, WEIGHTS, write_manifest
@@ -156,7 +156,10 @@ def convert(
     }
     if dry_run:
         return ConvertResult(None, plan, src_info, dry_run=True)
-    if not src_info["sha256"]:
+    if ckpt.storage.startswith("zip"):  # one pass: every member's CRC-32, and the sha256
+        digest = check_zip_integrity(source.path, progress, want_sha256=not src_info["sha256"])
+        src_info["sha256"] = src_info["sha256"] or digest
+    elif not src_info["sha256"]:
         src_info["sha256"] = sha256_file(source.path, progress, "hashing source")
     manifest: dict[str, Any] = {
         "tool": "msn", "format_version": FORMAT_VERSION, "msn_version": __version__,
