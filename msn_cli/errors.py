@@ -92,3 +92,9 @@ class CacheError(MsnError):
     """The cache folder is unusable or an entry is damaged."""
 
     exit_code = EXIT_BAD_INPUT
+
+
+class OutputError(MsnError):
+    """The output location cannot be written: read-only, permission denied, disk full."""
+
+    exit_code = EXIT_BAD_INPUT

@@ -11,13 +11,14 @@ one deleted; if anything fails the old folder is put back.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import MsnError, OutputExistsError, UsageError
+from .errors import OutputError, OutputExistsError, UsageError
 
 TMP_MARK = ".msn-tmp-"
 OLD_MARK = ".msn-old-"
@@ -37,8 +38,8 @@ def check_target(out: Path, force: bool) -> None:
                                 hint="add --force to replace it (only once the new one is complete)")
     parent = out.parent if out.parent != Path("") else Path(".")
     if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
-        raise MsnError(f"cannot write to {parent}: permission denied",
-                       hint="choose an output folder in a writable location")
+        raise OutputError(f"cannot write to {parent}: permission denied or read-only",
+                          hint="choose an output folder in a writable location")
 
 
 def stale_temporaries(out: Path) -> list[Path]:
@@ -59,7 +60,8 @@ def atomic_output_dir(out: str | os.PathLike[str], force: bool = False) -> Itera
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise MsnError(f"cannot create {out.parent}: {e.strerror}") from e
+        raise OutputError(f"cannot create {out.parent}: {e.strerror}",
+                          hint="choose an output folder in a writable location") from e
     lock = FileLock(str(lock_path(out)))
     try:
         lock.acquire(timeout=0)
@@ -67,24 +69,53 @@ def atomic_output_dir(out: str | os.PathLike[str], force: bool = False) -> Itera
         raise UsageError(f"another msn process is writing {out}",
                          hint="wait for it to finish, or choose another output folder") from None
     except OSError as e:
-        raise MsnError(f"cannot write to {out.parent}: {e.strerror}") from e
+        raise _output_error(e, out) from e
     try:
         for stale in stale_temporaries(out):  # we hold the lock: these are from dead runs
-            shutil.rmtree(stale, ignore_errors=True)
+            if OLD_MARK in stale.name and not out.exists():
+                os.rename(stale, out)  # died mid-swap: the previous OUT is the one to keep
+            else:
+                shutil.rmtree(stale, ignore_errors=True)
         check_target(out, force)  # re-check under the lock
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{TMP_MARK}{os.getpid()}-", dir=out.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+        tmp: Path | None = None
         try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{TMP_MARK}{os.getpid()}-", dir=out.parent))
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
             yield tmp
             _fsync_dir(tmp)
             _install(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException as e:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, OSError) and e.errno in _OUTPUT_ERRNOS:
+                raise _output_error(e, out) from e
             raise
     finally:
         lock.release()
+
+
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+                  errno.EIO}
+
+
+def _output_error(e: OSError, out: Path) -> OutputError:
+    """An OS-level failure while writing ``out``, said in the user's terms."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutputError(f"no space left on the device while writing {out}; nothing was written",
+                           hint="free some space or choose an output folder on another disk")
+    if e.errno == errno.EFBIG:
+        return OutputError(f"file too large for the file system while writing {out}",
+                           hint="choose an output folder on another file system")
+    if e.errno == errno.EROFS:
+        return OutputError(f"cannot write {out}: the file system is read-only",
+                           hint="choose an output folder in a writable location")
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return OutputError(f"cannot write {out}: permission denied",
+                           hint="choose an output folder in a writable location")
+    return OutputError(f"cannot write {out}: {e.strerror or e}",
+                       hint="check the disk, or choose an output folder elsewhere")
 
 
 def _install(tmp: Path, out: Path) -> None:
