@@ -8,7 +8,7 @@ import typer
 
 from .. import __version__
 from .convert_cmd import convert
-from .download_cmd import download
+from .download_cmd import cache_app, download
 from .inspect_cmd import inspect
 from .push_cmd import push
 from .verify_cmd import verify
@@ -45,3 +45,4 @@ app.command(rich_help_panel="Pipeline")(inspect)
 app.command(rich_help_panel="Pipeline")(convert)
 app.command(rich_help_panel="Pipeline")(verify)
 app.command(rich_help_panel="Pipeline")(push)
+app.add_typer(cache_app, name="cache", rich_help_panel="Cache")

@@ -1,10 +1,284 @@
-"""``msn download``: not built yet."""
+"""``msn download`` and ``msn cache``: fill, list, check and empty the checkpoint cache."""
 
 from __future__ import annotations
 
-from ..errors import UsageError
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import MsnError, UsageError, VerificationFailed
+from .options import BaseUrlOpt, CacheDirOpt, JsonOpt, QuietOpt, VerboseOpt
+from .render import human_bytes
+from .term import Term
+
+RELEASED_HELP = "vits16, vitb16, vitl16, vitb4, vitl7"
 
 
-def download() -> None:
-    """Not available yet."""
-    raise UsageError("msn download is not available yet")
+def download(
+    names: Annotated[Optional[list[str]], typer.Argument(
+        help=f"Released names ({RELEASED_HELP}) or http(s) URLs.", show_default=False)] = None,
+    all_released: Annotated[bool, typer.Option(
+        "--all", help="All five released checkpoints.")] = False,
+    sha256: Annotated[Optional[str], typer.Option(
+        "--sha256", metavar="HEX", help="Expected sha256 of the file (one name or URL only); "
+        "a mismatch deletes the download.", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Download again even when cached.")] = False,
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Re-hash a cached file against the index; a damaged one is downloaded "
+        "again.")] = False,
+    base_url: BaseUrlOpt = None,
+    cache_dir: CacheDirOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Download released checkpoints (or any http(s) URL) into the shared cache.
+
+    Prints the cached path of each file on stdout. A file that is already cached is not
+    downloaded again (no network at all). An interrupted download resumes where it stopped
+    the next time. Other commands (inspect, convert) download through the same cache.
+
+    Exit codes: 0 done, 2 usage, 4 network or server error, 130 interrupted.
+
+    Examples:
+
+      msn download vits16
+
+      msn download --all --base-url https://mirror.example.org/msn/
+
+      msn download https://example.org/my_msn_run.pth.tar --sha256 0123...cdef
+    """
+    from ..cache import Cache
+    from ..download import fetch
+    from ..variants import VARIANTS
+
+    specs = list(names or [])
+    if all_released:
+        specs += [n for n in VARIANTS if n not in specs]
+    if not specs:
+        raise UsageError("nothing to download", hint=f"give one or more of {RELEASED_HELP}, a URL, or --all")
+    if sha256 and len(specs) > 1:
+        raise UsageError("--sha256 pins one file; give a single name or URL with it")
+
+    term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
+    got: list[dict[str, Any]] = []
+    failed: list[tuple[str, MsnError]] = []
+    with term.progress() as progress:
+        for spec in specs:
+            try:
+                f = fetch(spec, cache_dir=cache_dir, base_url=base_url, sha256=sha256, force=force,
+                          verify=verify, progress=progress, notify=term.info)
+            except MsnError as e:
+                if len(specs) == 1:
+                    raise
+                term.warn(f"{spec}: {e.message}")
+                failed.append((spec, e))
+                continue
+            got.append(f.to_dict())
+            if f.downloaded:
+                resumed = f" (resumed from {human_bytes(f.resumed_from)})" if f.resumed_from else ""
+                term.success(f"downloaded {f.name}, {human_bytes(f.size)}{resumed}, sha256 {f.sha256}")
+            elif f.verified:
+                term.success(f"{f.name} is cached and its sha256 matches the index")
+            else:
+                term.detail(f"{f.name} is already cached ({human_bytes(f.size)})")
+            if not json_out:
+                term.line(str(f.path))
+    if json_out:
+        term.emit_json({
+            "cache_dir": str(Cache(cache_dir).root),
+            "files": got,
+            "failed": [{"spec": s, "error": e.message, "hint": e.hint, "exit_code": e.exit_code}
+                       for s, e in failed],
+        })
+    if failed:
+        first = failed[0][1]
+        raise type(first)(f"{len(failed)} of {len(specs)} downloads failed: "
+                          + "; ".join(f"{s} ({e.message})" for s, e in failed),
+                          hint=first.hint, exit_code=first.exit_code)
+
+
+cache_app = typer.Typer(
+    name="cache",
+    help="List, check and remove downloaded checkpoints.\n\n"
+         "The cache is --cache-dir, else $MSN_CACHE, else $XDG_CACHE_HOME/msn, else ~/.cache/msn.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@cache_app.command("ls")
+def cache_ls(
+    cache_dir: CacheDirOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """List the cached checkpoints, unfinished downloads and the total size.
+
+    Examples:
+
+      msn cache ls
+
+      msn cache ls --json
+    """
+    from ..cache import Cache
+
+    term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
+    summary = Cache(cache_dir).summary()
+    if json_out:
+        term.emit_json(summary)
+        return
+    t = Table(title=f"Cache: {summary['cache_dir']}", title_justify="left")
+    t.add_column("name")
+    t.add_column("released")
+    t.add_column("size", justify="right")
+    t.add_column("downloaded")
+    t.add_column("sha256")
+    t.add_column("source", overflow="fold")
+    for e in summary["entries"]:
+        state = "" if e["intact"] else " [red](damaged: size differs)[/red]"
+        t.add_row(e["name"] + state, e["variant"] or "", human_bytes(e["size"]), e["downloaded_at"],
+                  e["sha256"][:12] if not verbose else e["sha256"], e["url"])
+    for p in summary["partial"]:
+        of = f" of {human_bytes(p['total'])}" if p["total"] else ""
+        t.add_row(f"{p['name']} [yellow](partial)[/yellow]", "", human_bytes(p["size"]) + of,
+                  "unfinished: resumes on next download", "", p["url"] or "")
+    n = len(summary["entries"])
+    t.caption = (f"{n} file{'s' if n != 1 else ''}"
+                 + (f", {len(summary['partial'])} unfinished" if summary["partial"] else "")
+                 + f", {human_bytes(summary['total_bytes'])} in all")
+    term.data(t)
+
+
+def _selected(cache: Any, names: list[str] | None, everything: bool) -> list[str]:
+    """Entry names (finished or partial) for what the user typed."""
+    known = {e.name for e in cache.entries()} | {p.name for p in cache.partials()}
+    if everything:
+        if names:
+            raise UsageError("give names or --all, not both")
+        return sorted(known)
+    if not names:
+        raise UsageError("say what to remove", hint="give names (see msn cache ls) or --all")
+    out: list[str] = []
+    for spec in names:
+        name = cache.name_for(spec)
+        if name not in known:
+            found = cache.find_by_url(spec) if "://" in spec else None
+            if found is None:
+                raise UsageError(f"nothing in the cache is called '{spec}'",
+                                 hint="msn cache ls lists what is there")
+            name = found.name
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def _stdin_interactive() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+@cache_app.command("rm")
+def cache_rm(
+    names: Annotated[Optional[list[str]], typer.Argument(
+        help="Entry names from msn cache ls, released names or source URLs.", show_default=False)] = None,
+    all_entries: Annotated[bool, typer.Option("--all", help="Empty the whole cache.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    cache_dir: CacheDirOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Remove cached checkpoints (and their unfinished downloads).
+
+    Asks for confirmation unless --yes is given; without a terminal to ask on, --yes is required.
+
+    Examples:
+
+      msn cache rm vits16
+
+      msn cache rm --all --yes
+    """
+    from ..cache import Cache
+
+    term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
+    cache = Cache(cache_dir)
+    selected = _selected(cache, names, all_entries)
+    sizes = {e.name: e.size for e in cache.entries()}
+    for p in cache.partials():
+        sizes[p.name] = sizes.get(p.name, 0) + p.size
+    total = sum(sizes.get(n, 0) for n in selected)
+    if not selected:
+        term.info("the cache is empty; nothing to remove")
+        if json_out:
+            term.emit_json({"cache_dir": str(cache.root), "removed": [], "bytes": 0})
+        return
+    if not yes:
+        if not _stdin_interactive():
+            raise UsageError(f"refusing to delete {len(selected)} cached file(s) without confirmation",
+                             hint="add --yes")
+        listing = ", ".join(selected)
+        if not typer.confirm(f"Delete {listing} ({human_bytes(total)}) from {cache.root}?",
+                             default=False, err=True):
+            term.info("nothing deleted")
+            if json_out:
+                term.emit_json({"cache_dir": str(cache.root), "removed": [], "bytes": 0})
+            return
+    removed = [cache.remove(n) for n in selected]
+    freed = sum(r["bytes"] for r in removed)
+    if json_out:
+        term.emit_json({"cache_dir": str(cache.root), "removed": removed, "bytes": freed})
+    else:
+        term.success(f"removed {', '.join(selected)}: {human_bytes(freed)} freed")
+
+
+@cache_app.command("check")
+def cache_check(
+    names: Annotated[Optional[list[str]], typer.Argument(
+        help="Entries to check [default: all].", show_default=False)] = None,
+    cache_dir: CacheDirOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Re-hash cached checkpoints and compare them with the index.
+
+    Exits 1 when a file is missing, has another size or another sha256. Nothing is changed:
+    'msn download NAME --verify' (or --force) fetches a damaged file again.
+
+    Examples:
+
+      msn cache check
+
+      msn cache check vitb16 --json
+    """
+    from ..cache import Cache
+
+    term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
+    cache = Cache(cache_dir)
+    entries = cache.entries()
+    if names:
+        wanted = _selected(cache, names, False)
+        entries = [e for e in entries if e.name in wanted]
+    rows = []
+    with term.progress() as progress:
+        for e in entries:
+            rows.append(cache.check(e, progress))
+    bad = [r for r in rows if not r["ok"]]
+    if json_out:
+        term.emit_json({"cache_dir": str(cache.root), "checked": rows, "ok": not bad})
+    else:
+        for r in rows:
+            if r["ok"]:
+                term.success(f"{r['name']}: sha256 matches the index")
+            else:
+                term.err.print(f"[red]✗[/red] {r['name']}: {r['problem']}")
+        if not rows:
+            term.info("the cache holds no finished files")
+    if bad:
+        raise VerificationFailed(f"{len(bad)} of {len(rows)} cached file(s) damaged: "
+                                 + ", ".join(r["name"] for r in bad),
+                                 hint="msn download NAME --verify fetches a damaged file again")

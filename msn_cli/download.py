@@ -1,0 +1,479 @@
+"""Download released checkpoints (or any http(s) URL) into the shared cache.
+
+:func:`fetch` is the one entry point. What it does, in order:
+
+1. Resolve the spec: a released name (``vits16``) becomes ``<base-url>/<file name>``, where the
+   base URL is ``base_url``, else ``$MSN_BASE_URL``, else Meta's server; a URL stays a URL.
+2. Already in the cache with the size the index recorded: return it. No network, no hashing
+   (unless ``verify``), the sha256 comes from the index.
+3. Offline (``MSN_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``): stop with an error that says how to get
+   the file. Nothing below touches the network.
+4. Take the entry's file lock. Another process downloading the same file makes this one wait;
+   when the lock comes, a finished entry from that process is used as is.
+5. Stream the body in chunks into ``partial/<name>.part`` while hashing it. A partial file left
+   by an earlier run is resumed with a ``Range`` request (guarded by ``If-Range`` when the server
+   gave an ETag or Last-Modified); its bytes are hashed first so that no second pass is needed.
+   A server that answers 200 instead of 206 is followed by starting over. Connection errors,
+   timeouts and 5xx answers are retried a bounded number of times with exponential backoff,
+   resuming each time from what arrived.
+6. Check the length against Content-Length / Content-Range and, when pinned, the sha256; then
+   rename the file into ``files/`` (atomic) and record it in the index.
+
+An interruption (Ctrl-C, SIGTERM, a killed process, a failed run) leaves the partial file for
+the next run to resume. Memory use does not grow with the file size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .cache import (
+    Cache,
+    CacheEntry,
+    disk_free,
+    now_iso,
+    read_partial_meta,
+    write_partial_meta,
+)
+from .errors import CacheError, DownloadError, OfflineError, UsageError
+from .progress import ProgressFn, no_progress
+from .variants import DEFAULT_BASE_URL, VARIANTS, get_variant
+
+CHUNK = 1024 * 1024
+RETRIES = 4
+"""Failed attempts in a row (no bytes gained) before giving up; ``MSN_DOWNLOAD_RETRIES``."""
+BACKOFF = 1.0
+"""First wait between attempts in seconds; doubled each time, at most ``BACKOFF_MAX``."""
+BACKOFF_MAX = 30.0
+CONNECT_TIMEOUT = 15.0
+READ_TIMEOUT = 60.0
+"""Seconds without a byte before the connection counts as lost; ``MSN_DOWNLOAD_TIMEOUT``."""
+
+NotifyFn = Callable[[str], None]
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    """A checked file in the cache."""
+
+    name: str
+    path: Path
+    url: str
+    sha256: str
+    size: int
+    downloaded_at: str
+    variant: str | None = None
+    downloaded: bool = False
+    """This call transferred bytes (False: the cache already had the file)."""
+    resumed_from: int = 0
+    """Bytes of an earlier partial download that this call kept."""
+    verified: bool = False
+    """The file was re-hashed by this call (``verify=True`` or just downloaded)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "variant": self.variant, "path": str(self.path), "url": self.url,
+                "size": self.size, "sha256": self.sha256, "downloaded_at": self.downloaded_at,
+                "downloaded": self.downloaded, "resumed_from": self.resumed_from,
+                "verified": self.verified}
+
+
+def offline_variable() -> str | None:
+    """The environment variable that puts msn offline, if one does."""
+    for var in ("MSN_OFFLINE", "HF_HUB_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in _TRUE:
+            return var
+    return None
+
+
+def effective_base_url(base_url: str | None = None) -> str:
+    return base_url or os.environ.get("MSN_BASE_URL") or DEFAULT_BASE_URL
+
+
+def check_sha256(value: str | None) -> str | None:
+    if value is None:
+        return None
+    v = value.strip().lower()
+    if not _HEX64.match(v):
+        raise UsageError(f"--sha256 must be 64 hexadecimal digits, not '{value}'")
+    return v
+
+
+@dataclass(frozen=True)
+class _Target:
+    name: str
+    url: str
+    variant: str | None
+
+
+def _target(spec: str, cache: Cache, base_url: str | None) -> _Target:
+    if "://" in spec:
+        scheme = spec.split("://", 1)[0].lower()
+        if scheme not in ("http", "https"):
+            raise UsageError(f"unsupported URL scheme '{scheme}://' in {spec}",
+                             hint="give an http(s) URL or one of " + ", ".join(VARIANTS))
+        for v in VARIANTS.values():
+            if spec in (v.url(DEFAULT_BASE_URL), v.url(effective_base_url(base_url))):
+                return _Target(v.filename, spec, v.name)
+        return _Target(cache.name_for_url(spec), spec, None)
+    v = get_variant(spec)
+    return _Target(v.filename, v.url(effective_base_url(base_url)), v.name)
+
+
+def fetch(spec: str, *, cache_dir: str | os.PathLike[str] | None = None, base_url: str | None = None,
+          sha256: str | None = None, force: bool = False, verify: bool = False,
+          progress: ProgressFn = no_progress, notify: NotifyFn | None = None) -> CachedFile:
+    """The cached file for ``spec`` (a released name or an http(s) URL), downloading it if needed.
+
+    ``sha256`` pins the expected hash; ``force`` downloads again even when cached; ``verify``
+    re-hashes a cached file (a damaged one is downloaded again). ``progress`` receives
+    ``(file name, bytes done, total or None)``; ``notify`` receives one-line messages (resuming,
+    retrying, waiting for another process).
+    """
+    say = notify or (lambda message: None)
+    cache = Cache(cache_dir)
+    target = _target(spec, cache, base_url)
+    pinned = check_sha256(sha256)
+
+    if not force:
+        hit = _lookup(cache, target, pinned, verify, progress, say)
+        if hit is not None:
+            return hit
+    var = offline_variable()
+    if var is not None:
+        raise OfflineError(
+            f"{target.name} is not in the cache ({cache.root}) and {var} is set, so msn may not "
+            "use the network",
+            hint=f"unset {var} and run 'msn download {spec}', or copy the file from "
+                 f"{target.url} onto this machine and give its path instead of the name")
+    cache.ensure()
+    with _locked(cache, target.name, say):
+        if force:
+            _discard(cache, target.name)
+        else:
+            hit = _lookup(cache, target, pinned, False, progress, say)  # another process's result
+            if hit is not None:
+                return hit
+        return _download(cache, target, pinned, progress, say)
+
+
+@contextlib.contextmanager
+def _locked(cache: Cache, name: str, say: NotifyFn):
+    from filelock import Timeout
+
+    lock = cache.entry_lock(name)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        say(f"waiting for another msn process that is downloading {name}")
+        lock.acquire(poll_interval=0.1)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _lookup(cache: Cache, target: _Target, pinned: str | None, verify: bool,
+            progress: ProgressFn, say: NotifyFn) -> CachedFile | None:
+    entry = cache.get(target.name)
+    if entry is None:
+        return None
+    if not cache.intact(entry):
+        say(f"the cached {target.name} is missing or its size differs from the index; "
+            "downloading it again")
+        return None
+    verified = False
+    if verify:
+        digest = _hash_file(cache.file_path(entry.name), progress, f"verifying {entry.name}")
+        if digest != entry.sha256:
+            say(f"the cached {entry.name} is damaged (sha256 {digest[:12]}..., the index says "
+                f"{entry.sha256[:12]}...); downloading it again")
+            cache.remove(entry.name)
+            return None
+        verified = True
+    if pinned is not None and entry.sha256 != pinned:
+        raise DownloadError(
+            f"the cached {entry.name} has sha256 {entry.sha256}, not the expected {pinned}",
+            hint=f"if the expected hash is right, the server sent another file; "
+                 f"'msn download {target.variant or entry.url} --force' downloads it again")
+    return CachedFile(entry.name, cache.file_path(entry.name), entry.url, entry.sha256, entry.size,
+                      entry.downloaded_at, entry.variant or target.variant, verified=verified)
+
+
+def _discard(cache: Cache, name: str) -> None:
+    for p in (cache.file_path(name), cache.partial_path(name), cache.partial_meta_path(name)):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    cache.drop(name)
+
+
+def _hash_file(path: Path, progress: ProgressFn, stage: str, limit: int | None = None) -> str:
+    h = hashlib.sha256()
+    _hash_into(h, path, progress, stage, limit)
+    return h.hexdigest()
+
+
+def _hash_into(h: Any, path: Path, progress: ProgressFn, stage: str, limit: int | None = None) -> int:
+    total = path.stat().st_size if limit is None else limit
+    buf = bytearray(8 * CHUNK)
+    view = memoryview(buf)
+    done = 0
+    with open(path, "rb", buffering=0) as f:
+        while done < total:
+            n = f.readinto(view[: min(len(buf), total - done)])
+            if not n:
+                break
+            h.update(view[:n])
+            done += n
+            progress(stage, done, total)
+    return done
+
+
+# -- the transfer ----------------------------------------------------------------------------
+
+
+class _Retry(Exception):
+    """An attempt failed in a way another attempt may mend."""
+
+    def __init__(self, reason: str, gained: int = 0):
+        super().__init__(reason)
+        self.reason = reason
+        self.gained = gained
+
+
+class _StartOver(Exception):
+    """The partial file cannot be continued; the next attempt starts from byte 0."""
+
+
+def _env_number(var: str, default: float) -> float:
+    raw = os.environ.get(var)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise UsageError(f"{var} must be a number, not '{raw}'") from None
+
+
+def _download(cache: Cache, target: _Target, pinned: str | None, progress: ProgressFn,
+              say: NotifyFn) -> CachedFile:
+    import requests
+
+    from . import __version__
+
+    retries = int(_env_number("MSN_DOWNLOAD_RETRIES", RETRIES))
+    read_timeout = _env_number("MSN_DOWNLOAD_TIMEOUT", READ_TIMEOUT)
+    part = cache.partial_path(target.name)
+    meta_path = cache.partial_meta_path(target.name)
+    meta = read_partial_meta(meta_path)
+    if part.exists() and meta.get("url") != target.url:
+        say(f"discarding a partial {target.name} that came from another URL")
+        part.unlink()
+    resumed_from = part.stat().st_size if part.exists() else 0
+
+    session = requests.Session()
+    session.headers.update({"User-Agent": f"msn-cli/{__version__}", "Accept-Encoding": "identity"})
+    failures = attempts = 0
+    max_attempts = 4 * (retries + 1)
+    try:
+        while True:
+            attempts += 1
+            try:
+                digest, size = _attempt(session, target, part, meta_path, (CONNECT_TIMEOUT, read_timeout),
+                                        progress, say)
+                break
+            except _StartOver:
+                with contextlib.suppress(FileNotFoundError):
+                    part.unlink()
+                resumed_from = 0
+                if attempts >= max_attempts:
+                    raise DownloadError(f"download of {target.name} kept restarting; giving up") from None
+                continue
+            except _Retry as e:
+                failures = 0 if e.gained > 0 else failures + 1
+                have = part.stat().st_size if part.exists() else 0
+                if failures > retries or attempts >= max_attempts:
+                    raise DownloadError(
+                        f"download of {target.name} from {target.url} failed after {attempts} "
+                        f"attempt{'s' if attempts != 1 else ''}: {e.reason}",
+                        hint=(f"run the same command again to resume from byte {have:,}" if have
+                              else "check the network (or --base-url / MSN_BASE_URL) and try again"),
+                    ) from None
+                delay = min(BACKOFF * 2 ** max(failures - 1, 0), BACKOFF_MAX)
+                say(f"{e.reason}; retrying in {delay:.1f}s (attempt {attempts + 1})")
+                time.sleep(delay)
+    finally:
+        session.close()
+
+    if pinned is not None and digest != pinned:
+        _discard_partial(part, meta_path)
+        raise DownloadError(
+            f"{target.name} from {target.url} has sha256 {digest}, not the expected {pinned}; "
+            "the download was deleted",
+            hint="check the --sha256 value; if it is right, the server sent a different file")
+    final = cache.file_path(target.name)
+    os.replace(part, final)
+    entry = CacheEntry(target.name, target.url, size, digest, now_iso(), target.variant)
+    cache.put(entry)
+    with contextlib.suppress(FileNotFoundError):
+        meta_path.unlink()
+    return CachedFile(entry.name, final, entry.url, digest, size, entry.downloaded_at, target.variant,
+                      downloaded=True, resumed_from=resumed_from, verified=True)
+
+
+def _discard_partial(part: Path, meta_path: Path) -> None:
+    for p in (part, meta_path):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
+_UNSATISFIED = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.I)
+
+
+def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout: tuple[float, float],
+             progress: ProgressFn, say: NotifyFn) -> tuple[str, int]:
+    """One request: resume or start the partial file, stream it to the end, return (sha256, size)."""
+    import requests
+
+    _BROKEN = _broken_errors()
+    have = part.stat().st_size if part.exists() else 0
+    meta = read_partial_meta(meta_path) if have else {}
+    headers = {}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+        validator = meta.get("etag") or meta.get("last_modified")
+        if validator:
+            headers["If-Range"] = validator
+    try:
+        r = session.get(target.url, headers=headers, stream=True, timeout=timeout)
+    except requests.exceptions.InvalidURL as e:
+        raise UsageError(f"invalid URL {target.url}: {e}") from None
+    except (requests.ConnectionError, requests.Timeout) as e:
+        raise _Retry(f"cannot reach {_host(target.url)} ({_short(e)})") from None
+    with r:
+        status = r.status_code
+        if status == 416 and have:
+            m = _UNSATISFIED.match(r.headers.get("Content-Range", ""))
+            if m and int(m.group(1)) == have and meta.get("total") == have:
+                # The earlier run had every byte; it stopped before the checks.
+                return _hash_file(part, progress, target.name), have
+            say(f"the server refused to resume {target.name}; starting over")
+            raise _StartOver()
+        if status >= 500 or status in (408, 429):
+            raise _Retry(f"the server answered HTTP {status} {r.reason or ''}".rstrip())
+        if status >= 400:
+            hint = ("check the name or URL" + (", and --base-url / MSN_BASE_URL" if target.variant
+                                                else ""))
+            raise DownloadError(f"{target.url}: HTTP {status} {r.reason or ''}".rstrip(), hint=hint)
+        if status == 206 and have:
+            m = _CONTENT_RANGE.match(r.headers.get("Content-Range", ""))
+            if not m or int(m.group(1)) != have:
+                say(f"the server sent another range of {target.name} than asked; starting over")
+                raise _StartOver()
+            total = None if m.group(3) == "*" else int(m.group(3))
+            if meta.get("total") is not None and total is not None and meta["total"] != total:
+                say(f"{target.name} changed size on the server; starting over")
+                raise _StartOver()
+            say(f"resuming {target.name} from byte {have:,}")
+        elif status == 200:
+            if have:
+                say(f"the server does not support resuming; downloading {target.name} from the start")
+                have = 0
+            length = r.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+        else:
+            raise DownloadError(f"{target.url}: unexpected HTTP {status} {r.reason or ''}".rstrip())
+
+        if total is not None:
+            free = disk_free(part.parent)
+            if free is not None and free < total - have:
+                raise CacheError(
+                    f"not enough space for {target.name} in {part.parent}: it needs "
+                    f"{total - have:,} more bytes and {free:,} are free",
+                    hint="free some space (msn cache rm ...) or use --cache-dir / MSN_CACHE elsewhere")
+        write_partial_meta(meta_path, {"url": target.url, "etag": r.headers.get("ETag"),
+                                       "last_modified": r.headers.get("Last-Modified"), "total": total,
+                                       "started_at": meta.get("started_at") or now_iso()})
+        h = hashlib.sha256()
+        if have:
+            if _hash_into(h, part, progress, f"checking partial {target.name}", have) != have:
+                raise _StartOver()
+        done = start = have
+        progress(target.name, done, total)
+        try:
+            with open(part, "ab" if have else "wb") as f:
+                if have:
+                    f.truncate(have)
+                for chunk in _chunks(r):
+                    f.write(chunk)
+                    h.update(chunk)
+                    done += len(chunk)
+                    progress(target.name, done, total)
+        except _BROKEN as e:
+            raise _Retry(f"the connection broke after {done:,} bytes ({_short(e)})",
+                         gained=done - start) from None
+    if total is not None and done != total:
+        if done < total:
+            raise _Retry(f"the body ended after {done:,} of {total:,} bytes", gained=done - start)
+        raise _StartOver()
+    return h.hexdigest(), done
+
+
+def _chunks(r: Any) -> Iterator[bytes]:
+    """The body as it arrives, undecoded (the bytes on the server, as ``curl -o`` saves them).
+
+    ``read1`` hands over whatever the socket has, so a broken connection loses nothing that
+    arrived before the break; without it (urllib3 < 2) smaller chunks keep the loss small.
+    """
+    read1 = getattr(r.raw, "read1", None)
+    if read1 is None:
+        r.raw.decode_content = False
+        yield from r.raw.stream(64 * 1024, decode_content=False)
+        return
+    while True:
+        chunk = read1(CHUNK, decode_content=False)
+        if not chunk:
+            return
+        yield chunk
+
+
+def _broken_errors() -> tuple[type[BaseException], ...]:
+    import requests
+    import urllib3.exceptions
+
+    return (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError,
+            urllib3.exceptions.DecodeError, ConnectionError, TimeoutError)
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).netloc or url
+
+
+def _short(e: BaseException) -> str:
+    """The innermost cause of a requests/urllib3 error, in a few words."""
+    for _ in range(6):
+        inner = getattr(e, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in getattr(e, "args", ()) if isinstance(a, BaseException)), None)
+        if inner is None:
+            break
+        e = inner
+    if type(e).__name__ == "IncompleteRead":
+        return "the body ended early"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror[0].lower() + e.strerror[1:]
+    text = str(e).strip() or type(e).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
