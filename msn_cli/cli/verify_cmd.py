@@ -1,10 +1,157 @@
-"""``msn verify``: not built yet."""
+"""``msn verify``: prove a converted folder computes what the original network computes."""
 
 from __future__ import annotations
 
-from ..errors import UsageError
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .options import BaseUrlOpt, CacheDirOpt, JsonOpt, QuietOpt, VerboseOpt
+from .term import Term
+
+if TYPE_CHECKING:
+    from ..verify import CheckResult, VerifyReport
+
+_STATUS = {True: "[green]passed[/green]", False: "[bold red]FAILED[/bold red]", None: "[dim]skipped[/dim]"}
 
 
-def verify() -> None:
-    """Not available yet."""
-    raise UsageError("msn verify is not available yet")
+def verify(
+    out: Annotated[Path, typer.Argument(help="The folder msn convert wrote.", show_default=False)],
+    source: Annotated[Optional[str], typer.Option(
+        "--source", help="The original checkpoint (file, released name or URL) [default: the "
+        "one the manifest records].", show_default=False)] = None,
+    image: Annotated[Optional[Path], typer.Option(
+        "--image", help="COCO val2017 000000039769.jpg, to check the published values of the "
+        "five released models (golden check).", show_default=False)] = None,
+    against: Annotated[Optional[str], typer.Option(
+        "--against", help="Another Hugging Face folder or Hub repo id (e.g. facebook/vit-msn-small) "
+        "to compare tensor by tensor.", show_default=False)] = None,
+    no_record: Annotated[bool, typer.Option(
+        "--no-record", help="Do not store the result in msn_manifest.json.")] = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+    cache_dir: CacheDirOpt = None,
+    base_url: BaseUrlOpt = None,
+) -> None:
+    """Check that a converted folder computes what the original network computes.
+
+    Checks: files (manifest hashes; config and weights agree), loading (from_pretrained
+    reports no missing/unexpected/mismatched keys), config (every computation-relevant value
+    matches the source checkpoint), parity (an independent implementation of the original
+    ViT on the source checkpoint vs the converted model, every layer, all tokens, several
+    seeded inputs at two sizes; the first layer over tolerance is named), golden (with
+    --image, released models only) and against (with --against). The result is recorded in
+    the folder's manifest unless --no-record.
+
+    Exit codes: 0 every check that ran passed, 1 a check failed, 3 verify could not run
+    (no source checkpoint, unreadable folder), 4 network.
+
+    Examples:
+
+      msn verify ./vit-msn-small
+
+      msn verify ./out --source ./vits16_800ep.pth.tar --json
+
+      msn verify ./vit-msn-small --image 000000039769.jpg --against facebook/vit-msn-small
+    """
+    from ..errors import VerificationFailed
+    from ..manifest import MANIFEST
+    from ..verify import record_in_manifest, verify_folder
+
+    term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
+    with term.progress() as progress:
+        report = verify_folder(out, source=source, image=image, against=against,
+                               cache_dir=cache_dir, base_url=base_url, progress=progress)
+    recorded = False
+    if not no_record and (out / MANIFEST).is_file():
+        record_in_manifest(out, report)
+        recorded = True
+    if json_out:
+        term.emit_json({**report.to_dict(), "recorded": recorded})
+    else:
+        for note in report.notes:
+            term.warn(note)
+        term.data(checks_table(report))
+        for size in dict.fromkeys(s.size for s in report.layers):
+            term.data(layers_table(report, size, full=bool(verbose)))
+        against_check = report.check("against")
+        if against_check is not None and against_check.rows and (verbose or not against_check.passed):
+            term.data(against_table(against_check))
+        for c in report.checks:
+            if verbose and c.name in ("files", "config") and c.rows:
+                term.data(rows_table(c))
+        if recorded:
+            term.detail(f"recorded in {out / MANIFEST}")
+        if report.passed:
+            term.success(f"verified: {report.summary()}")
+    if not report.passed:
+        raise VerificationFailed(f"verify failed: {report.summary()}",
+                                 hint="the tables above show which check and which layer")
+
+
+def checks_table(report: VerifyReport) -> Table:
+    t = Table(title=f"msn verify {report.folder} ({report.dtype})", title_justify="left")
+    t.add_column("check", no_wrap=True)
+    t.add_column("result", no_wrap=True)
+    t.add_column("detail", overflow="fold")
+    for c in report.checks:
+        t.add_row(c.name, _STATUS[c.passed], escape(c.detail))
+    if report.tolerance:
+        t.caption = (f"parity tolerance ({report.dtype}): max abs err <= {report.tolerance.atol:g} x "
+                     f"max(1, max|reference|) per layer, cosine >= {report.tolerance.cosine_min}")
+    return t
+
+
+def layers_table(report: VerifyReport, size: int, full: bool = False) -> Table:
+    first = report.first_bad_layer
+    t = Table(title=f"Parity per layer at {size} px (all tokens, "
+                    f"{sum(1 for i in report.inputs if i['size'] == size)} inputs)",
+              title_justify="left")
+    cols = [("layer", "left")]
+    if full:
+        cols += [("Hugging Face", "left"), ("original", "left")]
+    cols += [("max abs err", "right"), ("tolerance", "right"), ("mean abs err", "right"),
+             ("min cosine", "right"), ("result", "left")]
+    for col, just in cols:
+        t.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
+    for s in report.layers:
+        if s.size != size:
+            continue
+        mark = " [bold red]<- first bad layer[/bold red]" if first is s else ""
+        names = [s.name, s.hf, s.original] if full else [s.name]
+        t.add_row(*names, f"{s.max_abs_err:.2e}", f"{s.allowed:.2e}",
+                  f"{s.mean_abs_err:.2e}", f"{s.min_cosine:.7f}",
+                  ("[green]pass[/green]" if s.passed else "[bold red]FAIL[/bold red]") + mark)
+    return t
+
+
+def against_table(check: CheckResult) -> Table:
+    t = Table(title="Tensor-by-tensor comparison (--against)", title_justify="left")
+    t.add_column("key", overflow="fold")
+    t.add_column("status")
+    t.add_column("shape")
+    t.add_column("dtype here / there")
+    t.add_column("max abs diff", justify="right")
+    for r in check.rows:
+        style = "green" if r["ok"] else "bold red"
+        shape = "x".join(map(str, r.get("shape") or [])) or ""
+        if "other_shape" in r:
+            shape += " vs " + "x".join(map(str, r["other_shape"]))
+        dtypes = f"{r['dtype']} / {r['other_dtype']}" if "dtype" in r else ""
+        diff = f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else ""
+        t.add_row(escape(r["key"]), f"[{style}]{r['status']}[/{style}]", shape, dtypes, diff)
+    return t
+
+
+def rows_table(check: CheckResult) -> Table:
+    t = Table(title=f"{check.name} check", title_justify="left")
+    keys = [k for k in check.rows[0] if k not in ("expected_sha256",)]
+    for k in keys:
+        t.add_column(k, overflow="fold")
+    for r in check.rows:
+        t.add_row(*(escape(str(r.get(k, ""))) for k in keys))
+    return t

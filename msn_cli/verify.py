@@ -1,0 +1,929 @@
+"""``verify``: prove that a converted folder computes what the original network computes.
+
+Checks, in order (each one passes, fails, or is skipped; a failed check is a result, never an
+exception -- exceptions mean verify could not run at all):
+
+``files``
+    Every file the manifest lists is there with its recorded size and sha256; the three files
+    a ``ViTMSNModel`` folder needs exist; ``config.json`` and the ``model.safetensors`` header
+    agree (every key the config implies, at the shape it implies, nothing else, one dtype that
+    is the config's and the manifest's).
+``loading``
+    ``ViTMSNModel.from_pretrained(folder, output_loading_info=True)`` with the installed
+    transformers reports no missing, unexpected or mismatched keys and no load errors.
+``config``
+    Every configuration value that changes the computation (model type, hidden size, layers,
+    heads, MLP size, patch size, image size, channels, activation -- exact erf GELU --,
+    LayerNorm eps, qkv bias), as transformers reads it from the folder, equals what the source
+    checkpoint implies (:func:`msn_cli.checkpoint.infer_architecture`). Parity alone cannot
+    catch e.g. ``layer_norm_eps`` 1e-5 instead of 1e-6: its effect is below float32 noise.
+``parity``
+    The independent reference (:mod:`msn_cli.reference`, float32, on the source checkpoint's
+    own tensors in their original names) and the converted model (in the folder's dtype) run on
+    the same deterministic inputs -- two seeded normal-noise images and one smooth
+    natural-image-like image (low-frequency noise, 8-bit quantised, ImageNet-normalised) at the
+    native size; one of each at a second size with position interpolation -- and every layer's
+    output is compared on all tokens: the embeddings (``hidden_states[0]``), each block
+    (``hidden_states[i + 1]`` against ``blocks.i``) and the final norm (``last_hidden_state``).
+    The first layer over tolerance is named.
+``golden``
+    Only for the five released variants with ``--image`` (COCO val2017 000000039769): the
+    seed's preprocessing and ``last_hidden_state[0, 0, :3]`` against its published values.
+``against``
+    Only with ``--against``: tensor-by-tensor comparison with another Hugging Face folder or
+    Hub repository (key diff, shapes, values), plus the computation-relevant config values.
+
+Tolerances (parity), per layer ``l`` with ``scale_l = max(1, max |reference_l|)`` over all
+inputs of one size::
+
+    max |hf_l - reference_l|  <=  atol[dtype] * scale_l      and
+    min over tokens of cosine(hf_l, reference_l)  >=  cosine_min[dtype]
+
+==========  ========  ===========  ==================================================
+dtype       atol      cosine_min   why
+==========  ========  ===========  ==================================================
+float32     1e-5      0.99999      same weights, only the order of float32 operations
+                                   differs (fused vs split qkv, SDPA vs explicit
+                                   softmax): measured 1-3e-7 relative on tiny models
+float16     1e-2      0.9995       weights rounded to 11 bits, computed in float16:
+                                   relative rounding 2^-11 per operation, accumulating
+bfloat16    6e-2      0.998        8-bit mantissa: relative rounding 2^-8 per operation
+==========  ========  ===========  ==================================================
+
+In float32 a change of 1e-3 to any one weight tensor is ~50x over tolerance on the test
+models; in float16/bfloat16 parity catches structural errors (a swapped or transposed
+matrix, a wrong split) but not a 1e-3 perturbation, which is below their own rounding -- the
+``files`` hashes and ``--against`` cover bit-level identity there.
+
+The second size: the original resizes the position grid by ``scale_factor=sqrt(npatch/N)``,
+transformers to an explicit ``(H/P, W/P)``. Where ``floor(g * sqrt(n^2/g^2)) == n`` both give
+the same grid at the same sampling positions and agree to float rounding, so the second size
+is held to the same tolerance; :func:`msn_cli.reference.other_grid` picks such a size (half
+the native grid where possible, e.g. 112 px for the 224 px /16 models).
+
+Golden tolerance: 1e-4 in float32 (the seed's), ``atol[dtype] * max(1, max|expected|)`` in
+float16/bfloat16.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import __version__, mapping
+from .architecture import IMAGENET_MEAN, IMAGENET_STD, LAYER_NORM_EPS, Architecture
+from .checkpoint import Checkpoint, infer_architecture, load_checkpoint
+from .errors import EXIT_BAD_INPUT, CheckpointError, FolderError, MsnError, NetworkError
+from .manifest import CONFIG, MANIFEST, PREPROCESSOR, WEIGHTS, read_manifest, write_manifest
+from .progress import ProgressFn, no_progress
+from .safetensors_io import read_header
+from .variants import VARIANTS, Variant, match_variant
+
+if TYPE_CHECKING:
+    import torch
+
+CHECK_NAMES = ("files", "loading", "config", "parity", "golden", "against")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    """Allowed max abs error as a fraction of ``max(1, max|reference|)`` of the layer."""
+    cosine_min: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"atol": self.atol, "cosine_min": self.cosine_min,
+                "atol_scaled_by": "max(1, max|reference|) of each layer"}
+
+
+TOLERANCES: dict[str, Tolerance] = {
+    "float32": Tolerance(1e-5, 0.99999),
+    "float16": Tolerance(1e-2, 0.9995),
+    "bfloat16": Tolerance(6e-2, 0.998),
+}
+GOLDEN_ATOL_FLOAT32 = 1e-4
+GOLDEN_IMAGE_SIZE = 224
+
+# Configuration values that change what the network computes, as ViTMSNConfig names them.
+RELEVANT_CONFIG = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                   "intermediate_size", "patch_size", "image_size", "num_channels", "hidden_act",
+                   "layer_norm_eps", "qkv_bias")
+
+_ST_TO_TORCH = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64",
+                "I64": "int64", "I32": "int32", "U8": "uint8", "BOOL": "bool"}
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool | None  # None: skipped
+    detail: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    """Per-item rows (files, config keys, key diff) for the CLI and --json; not in the manifest."""
+
+    @property
+    def status(self) -> str:
+        return {True: "passed", False: "FAILED", None: "skipped"}[self.passed]
+
+    def record(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "detail": self.detail, **self.numbers}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.record(), "rows": self.rows}
+
+
+@dataclass
+class LayerStat:
+    """One layer's comparison at one input size, over all inputs of that size."""
+
+    index: int  # 0 embeddings, 1..L blocks, L+1 final norm
+    name: str
+    hf: str
+    original: str
+    size: int
+    max_abs_err: float
+    mean_abs_err: float
+    min_cosine: float
+    scale: float
+    allowed: float
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class VerifyReport:
+    folder: Path
+    dtype: str | None
+    tolerance: Tolerance | None
+    checks: list[CheckResult]
+    layers: list[LayerStat] = field(default_factory=list)
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    source: dict[str, Any] = field(default_factory=dict)
+    variant: str | None = None
+    notes: list[str] = field(default_factory=list)
+    date: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """True when no check that ran failed (and at least one ran)."""
+        ran = [c for c in self.checks if c.passed is not None]
+        return bool(ran) and all(c.passed for c in ran)
+
+    def check(self, name: str) -> CheckResult | None:
+        return next((c for c in self.checks if c.name == name), None)
+
+    @property
+    def first_bad_layer(self) -> LayerStat | None:
+        bad = [s for s in self.layers if not s.passed]
+        return min(bad, key=lambda s: (s.index, s.size != self._native_size)) if bad else None
+
+    @property
+    def _native_size(self) -> int | None:
+        return self.layers[0].size if self.layers else None
+
+    def summary(self) -> str:
+        parity = self.check("parity")
+        parts = []
+        ok = [c.name for c in self.checks if c.passed]
+        bad = [c for c in self.checks if c.passed is False]
+        if bad:
+            parts.append("FAILED " + "; ".join(f"{c.name} ({c.detail})" for c in bad))
+            if ok:
+                parts.append("passed " + ", ".join(ok))
+            return "; ".join(parts)
+        text = ", ".join(ok)
+        if parity is not None and parity.passed:
+            n = parity.numbers
+            text += (f": {n['layers']} layers x {n['inputs']} inputs, max abs err "
+                     f"{n['max_abs_err']:.1e} (tol {n['tolerance']:.0e} x layer scale)")
+        skipped = [c.name for c in self.checks if c.passed is None]
+        if skipped:
+            text += f"; skipped {', '.join(skipped)}"
+        return text
+
+    def manifest_record(self) -> dict[str, Any]:
+        """What ``record_in_manifest`` stores (the schema push and the model card read)."""
+        return {
+            "passed": self.passed,
+            "summary": self.summary(),
+            "date": self.date,
+            "msn_version": self.versions.get("msn", __version__),
+            "transformers_version": self.versions.get("transformers"),
+            "torch_version": self.versions.get("torch"),
+            "dtype": self.dtype,
+            "tolerance": {"atol": self.tolerance.atol, "cosine_min": self.tolerance.cosine_min}
+            if self.tolerance else None,
+            "checks": [c.record() for c in self.checks],
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        first = self.first_bad_layer
+        return {
+            **self.manifest_record(),
+            "folder": str(self.folder),
+            "variant": self.variant,
+            "source": self.source,
+            "tolerance": self.tolerance.to_dict() if self.tolerance else None,
+            "checks": [c.to_dict() for c in self.checks],
+            "first_bad_layer": first.name if first else None,
+            "layers": [s.to_dict() for s in self.layers],
+            "inputs": self.inputs,
+            "notes": self.notes,
+        }
+
+
+def record_in_manifest(folder: str | os.PathLike[str], report: VerifyReport) -> dict[str, Any]:
+    """Store ``report`` as ``manifest["verify"]`` (the files' hashes do not cover the manifest)."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    record = report.manifest_record()
+    manifest["verify"] = record
+    write_manifest(folder, manifest)
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {"msn": __version__, "transformers": transformers.__version__,
+            "torch": str(torch.__version__)}
+
+
+def _could_not_run(message: str, hint: str | None = None) -> MsnError:
+    return MsnError(message, hint, exit_code=EXIT_BAD_INPUT)
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' warnings and its per-load progress bar while verify uses it."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = getattr(hf_logging, "is_progress_bar_enabled", lambda: True)()
+    hf_logging.set_verbosity_error()
+    if hasattr(hf_logging, "disable_progress_bar"):
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars and hasattr(hf_logging, "enable_progress_bar"):
+            hf_logging.enable_progress_bar()
+
+
+def expected_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
+    """Every Hugging Face key of a ``ViTMSNModel`` with ``arch`` and its shape (from the rules)."""
+    out: dict[str, tuple[int, ...]] = {}
+    for target, _src, rule, part in mapping.expected_targets(arch):
+        assert rule.shape is not None
+        shape = rule.shape(arch)
+        if part is not None:
+            shape = (shape[0] // 3, *shape[1:])
+        out[target] = shape
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return json.dumps(v) if isinstance(v, str) else str(v)
+
+
+# --------------------------------------------------------------------------------------------
+# Deterministic inputs
+# --------------------------------------------------------------------------------------------
+
+def noise_image(size: int, seed: int, channels: int = 3) -> torch.Tensor:
+    """Standard normal pixels: roughly the range of an ImageNet-normalised image."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, channels, size, size, generator=g)
+
+
+def natural_image(size: int, seed: int, channels: int = 3) -> torch.Tensor:
+    """A smooth image with natural-image statistics, normalised with ImageNet mean/std.
+
+    Sum of bicubically upsampled noise octaves with 1/f-like weights (most energy at low
+    frequencies), channels correlated through a shared luminance, squashed into [0, 1],
+    quantised to 8 bits like a decoded JPEG, then ``(x - mean) / std``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(seed)
+    img = torch.zeros(1, channels, size, size)
+    for cells, weight in ((2, 1.0), (4, 0.6), (8, 0.35), (16, 0.2), (32, 0.1)):
+        n = torch.randn(1, channels, cells, cells, generator=g)
+        img += weight * F.interpolate(n, size=(size, size), mode="bicubic", align_corners=False)
+    img = 0.75 * img.mean(dim=1, keepdim=True) + 0.25 * img
+    img = torch.sigmoid(1.8 * img)
+    img = torch.round(img * 255) / 255
+    mean = torch.tensor((IMAGENET_MEAN * channels)[:channels]).view(1, channels, 1, 1)
+    std = torch.tensor((IMAGENET_STD * channels)[:channels]).view(1, channels, 1, 1)
+    return (img - mean) / std
+
+
+def parity_inputs(arch: Architecture) -> list[tuple[str, int, torch.Tensor]]:
+    """(description, image size, pixels) for every parity input, native size first."""
+    from .reference import other_grid
+
+    native = arch.image_size
+    other = other_grid(arch.grid) * arch.patch_size
+    c = arch.num_channels
+    return [
+        (f"normal noise, seed 0, {native} px", native, noise_image(native, 0, c)),
+        (f"normal noise, seed 1, {native} px", native, noise_image(native, 1, c)),
+        (f"natural-image-like, seed 2, {native} px", native, natural_image(native, 2, c)),
+        (f"normal noise, seed 3, {other} px (interpolated positions)", other, noise_image(other, 3, c)),
+        (f"natural-image-like, seed 4, {other} px (interpolated positions)", other,
+         natural_image(other, 4, c)),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# The checks
+# --------------------------------------------------------------------------------------------
+
+def _read_config(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
+    path = folder / CONFIG
+    if not path.is_file():
+        return None, f"{CONFIG} is missing"
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return None, f"{CONFIG} is not valid JSON ({e})"
+    if not isinstance(data, dict):
+        return None, f"{CONFIG} is not a JSON object"
+    return data, None
+
+
+def _weights_header(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
+    path = folder / WEIGHTS
+    if not path.is_file():
+        return None, f"{WEIGHTS} is missing"
+    try:
+        header = read_header(path)
+    except (ValueError, OSError, UnicodeDecodeError) as e:
+        return None, f"{WEIGHTS} is not a readable safetensors file ({e})"
+    size = path.stat().st_size
+    end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+              default=0)
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+    if 8 + n + end > size:
+        return None, f"{WEIGHTS} is truncated: the header promises {8 + n + end} bytes, file has {size}"
+    return header, None
+
+
+def check_files(folder: Path, manifest: dict[str, Any] | None,
+                progress: ProgressFn = no_progress) -> tuple[CheckResult, str | None]:
+    """Hashes against the manifest, required files, config <-> weights header; and the dtype."""
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    listed = (manifest or {}).get("files", {}) if manifest else {}
+    for name in (WEIGHTS, CONFIG, PREPROCESSOR):
+        if not (folder / name).is_file():
+            problems.append(f"{name} is missing")
+            rows.append({"file": name, "ok": False, "problem": "missing"})
+    total = sum(int(w.get("size") or 0) for w in listed.values())
+    done = 0
+    for name, want in listed.items():
+        p = folder / name
+        if not p.is_file():
+            if not any(r["file"] == name for r in rows):
+                rows.append({"file": name, "ok": False, "problem": "missing"})
+                problems.append(f"{name} is missing")
+            continue
+        size = p.stat().st_size
+        row: dict[str, Any] = {"file": name, "size": size, "expected_size": want.get("size"),
+                               "expected_sha256": want.get("sha256")}
+        if size != want.get("size"):
+            row.update(ok=False, problem=f"size {size}, manifest says {want.get('size')}")
+            problems.append(f"{name} has size {size}, the manifest says {want.get('size')}")
+        else:
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                while chunk := f.read(8 << 20):
+                    h.update(chunk)
+                    done += len(chunk)
+                    progress("hashing", done, total)
+            digest = h.hexdigest()
+            row["sha256"] = digest
+            row["ok"] = digest == want.get("sha256")
+            if not row["ok"]:
+                row["problem"] = "sha256 differs from the manifest"
+                problems.append(f"{name}'s sha256 differs from the manifest")
+        rows.append(row)
+    config, cerr = _read_config(folder)
+    header, herr = _weights_header(folder)
+    for err in (cerr, herr):
+        if err and "missing" not in err:
+            problems.append(err)
+    dtype: str | None = None
+    if header is not None:
+        tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+        dtypes = sorted({_ST_TO_TORCH.get(v.get("dtype"), str(v.get("dtype"))) for v in tensors.values()})
+        dtype = dtypes[0] if len(dtypes) == 1 else None
+        if len(dtypes) > 1:
+            problems.append(f"{WEIGHTS} mixes dtypes: {', '.join(dtypes)}")
+        if config is not None:
+            try:
+                arch = Architecture.from_hf_config(config)
+                want = expected_shapes(arch)
+            except (KeyError, TypeError, ValueError) as e:
+                problems.append(f"{CONFIG} lacks or garbles an architecture value ({e})")
+                want = None
+            if want is not None:
+                missing = sorted(set(want) - set(tensors))
+                extra = sorted(set(tensors) - set(want))
+                shapes = sorted(k for k in set(want) & set(tensors)
+                                if tuple(tensors[k]["shape"]) != want[k])
+                for label, keys in (("missing from the weights", missing),
+                                    ("not expected by the config", extra),
+                                    ("with a shape the config does not imply", shapes)):
+                    if keys:
+                        problems.append(f"{len(keys)} tensor(s) {label}: {', '.join(keys[:3])}"
+                                        + (" ..." if len(keys) > 3 else ""))
+            cdtype = config.get("torch_dtype") or config.get("dtype")
+            if dtype and cdtype and cdtype != dtype:
+                problems.append(f"{CONFIG} says dtype {cdtype}, the weights are {dtype}")
+        mdtype = (manifest or {}).get("dtype")
+        if dtype and mdtype and mdtype != dtype:
+            problems.append(f"the manifest says dtype {mdtype}, the weights are {dtype}")
+    if problems:
+        return CheckResult("files", False, "; ".join(problems), {"files": len(rows)}, rows), dtype
+    what = f"{len(listed)} files match the manifest's sha256" if listed else \
+        "no manifest: hashes not checked"
+    return CheckResult("files", True, f"{what}; config and weights header agree ({dtype})",
+                       {"files": len(rows)}, rows), dtype
+
+
+def check_config(folder: Path, arch: Architecture, dtype: str) -> CheckResult:
+    """Effective (as transformers reads them) computation-relevant values vs the source's."""
+    expected = arch.hf_config(dtype)
+    raw, err = _read_config(folder)
+    if raw is None:
+        return CheckResult("config", False, err or f"{CONFIG} unreadable")
+    try:
+        from transformers import ViTMSNConfig
+
+        with _quiet_transformers():
+            effective = ViTMSNConfig.from_pretrained(str(folder)).to_dict()
+    except Exception as e:
+        return CheckResult("config", False, f"transformers cannot read {CONFIG}: {e}")
+    rows = []
+    bad = []
+    for key in RELEVANT_CONFIG:
+        want = expected[key]
+        got = effective.get(key, raw.get(key))
+        if isinstance(want, float) and isinstance(got, (int, float)) and not isinstance(got, bool):
+            ok = math.isclose(float(got), want, rel_tol=1e-9, abs_tol=0.0)
+        else:
+            ok = type(got) is type(want) and got == want
+        rows.append({"key": key, "expected": want, "found": got, "in_file": key in raw, "ok": ok})
+        if not ok:
+            bad.append(f"{key} = {_fmt(got)}, the source implies {_fmt(want)}")
+    if bad:
+        return CheckResult("config", False, "; ".join(bad), {"mismatched": len(bad)}, rows)
+    return CheckResult("config", True, f"{len(rows)} computation-relevant values match the source "
+                       f"(layer_norm_eps {LAYER_NORM_EPS:g}, exact gelu)", {"mismatched": 0}, rows)
+
+
+def _info_get(info: Any, key: str) -> list[Any]:
+    v = info.get(key) if isinstance(info, dict) else getattr(info, key, None)
+    return sorted(map(str, v)) if v else []
+
+
+def load_hf_model(folder: Path, dtype: str) -> tuple[Any, CheckResult]:
+    """``ViTMSNModel.from_pretrained`` with loading info; (model or None, the loading check)."""
+    import torch
+    from transformers import ViTMSNModel
+
+    try:
+        with _quiet_transformers():
+            model, info = ViTMSNModel.from_pretrained(
+                str(folder), output_loading_info=True, dtype=getattr(torch, dtype))
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return None, CheckResult("loading", False, f"from_pretrained failed: {first[:300]}")
+    model.eval()
+    rows = []
+    problems = []
+    for key in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
+        items = _info_get(info, key)
+        rows.append({"kind": key, "count": len(items), "items": items[:20]})
+        if items:
+            problems.append(f"{len(items)} {key.replace('_', ' ')}: {', '.join(items[:3])}"
+                            + (" ..." if len(items) > 3 else ""))
+    numbers = {r["kind"]: r["count"] for r in rows}
+    if problems:
+        return model, CheckResult("loading", False, "; ".join(problems), numbers, rows)
+    return model, CheckResult("loading", True, "from_pretrained: no missing, unexpected or "
+                              "mismatched keys", numbers, rows)
+
+
+def _layer_names(num_layers: int) -> list[tuple[str, str, str]]:
+    names = [("embeddings", "hidden_states[0]", "patch_embed + cls_token + pos_embed")]
+    names += [(f"block {i}", f"hidden_states[{i + 1}]", f"blocks.{i}") for i in range(num_layers)]
+    names.append(("final norm", "last_hidden_state", "norm"))
+    return names
+
+
+def check_parity(model: Any, reference: Any, arch: Architecture, dtype: str,
+                 progress: ProgressFn = no_progress) -> tuple[CheckResult, list[LayerStat], list[dict]]:
+    """Compare every layer on every input; the per-layer table; the input descriptions."""
+    import torch
+
+    from .reference import run_reference
+
+    tol = TOLERANCES.get(dtype, TOLERANCES["float32"])
+    inputs = parity_inputs(arch)
+    names = _layer_names(arch.num_layers)
+    acc: dict[tuple[int, int], dict[str, float]] = {}
+    sizes: list[int] = []
+    descriptions = []
+    tdtype = getattr(torch, dtype)
+    for n_done, (desc, size, pixels) in enumerate(inputs):
+        descriptions.append({"input": desc, "size": size})
+        if size not in sizes:
+            sizes.append(size)
+        ref = run_reference(reference, pixels).all
+        try:
+            with torch.inference_mode():
+                out = model(pixel_values=pixels.to(tdtype), output_hidden_states=True,
+                            interpolate_pos_encoding=size != arch.image_size)
+            hf = [*out.hidden_states, out.last_hidden_state]
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            return CheckResult("parity", False, f"the converted model failed on {desc}: "
+                               f"{first[:300]}"), [], descriptions
+        if len(hf) != len(ref) or any(h.shape != r.shape for h, r in zip(hf, ref, strict=False)):
+            return CheckResult("parity", False, (
+                f"the converted model returns {len(hf)} outputs of shape "
+                f"{list(hf[-1].shape)}, the original {len(ref)} of {list(ref[-1].shape)} "
+                f"on {desc}")), [], descriptions
+        for li, (h, r) in enumerate(zip(hf, ref, strict=False)):
+            h32 = h.float()
+            diff = (h32 - r).abs()
+            cos = torch.nn.functional.cosine_similarity(h32, r, dim=-1, eps=1e-12)
+            a = acc.setdefault((size, li), {"max": 0.0, "sum": 0.0, "n": 0, "cos": 1.0, "scale": 0.0})
+            a["max"] = max(a["max"], float(diff.max()))
+            a["sum"] += float(diff.sum(dtype=torch.float64))
+            a["n"] += diff.numel()
+            a["cos"] = min(a["cos"], float(cos.min()))
+            a["scale"] = max(a["scale"], float(r.abs().max()))
+            if not math.isfinite(float(diff.max())):
+                a["max"] = math.inf
+        progress("parity", n_done + 1, len(inputs))
+    stats = []
+    for size in sizes:
+        for li, (name, hfname, orig) in enumerate(names):
+            a = acc[(size, li)]
+            scale = max(1.0, a["scale"])
+            allowed = tol.atol * scale
+            ok = a["max"] <= allowed and a["cos"] >= tol.cosine_min
+            stats.append(LayerStat(li, name, hfname, orig, size, a["max"], a["sum"] / max(1, a["n"]),
+                                   a["cos"], scale, allowed, ok))
+    worst = max(stats, key=lambda s: s.max_abs_err / s.allowed)
+    bad = [s for s in stats if not s.passed]
+    numbers: dict[str, Any] = {
+        "layers": len(names), "inputs": len(inputs), "sizes": sizes,
+        "max_abs_err": max(s.max_abs_err for s in stats),
+        "mean_abs_err": sum(s.mean_abs_err for s in stats) / len(stats),
+        "min_cosine": min(s.min_cosine for s in stats),
+        "worst_ratio": worst.max_abs_err / worst.allowed,
+        "tolerance": tol.atol,
+        "first_bad_layer": None,
+    }
+    if bad:
+        first = min(bad, key=lambda s: (s.index, sizes.index(s.size)))
+        numbers["first_bad_layer"] = first.name
+        why = (f"max abs err {first.max_abs_err:.2e} > {first.allowed:.2e}"
+               if first.max_abs_err > first.allowed else
+               f"min cosine {first.min_cosine:.6f} < {tol.cosine_min}")
+        return CheckResult("parity", False, (
+            f"first bad layer: {first.name} ({first.hf} vs original {first.original}) at "
+            f"{first.size} px: {why}; {len(bad)} of {len(stats)} layer comparisons over "
+            "tolerance"), numbers), stats, descriptions
+    return CheckResult("parity", True, (
+        f"{len(names)} layers x {len(inputs)} inputs at {' and '.join(f'{s} px' for s in sizes)}: "
+        f"max abs err {numbers['max_abs_err']:.1e}, min cosine {numbers['min_cosine']:.7f}, "
+        f"worst layer at {numbers['worst_ratio']:.0%} of its tolerance"), numbers), stats, descriptions
+
+
+def golden_pixels(image: Path) -> torch.Tensor:
+    """The seed's preprocessing: ViTImageProcessor, 224 x 224 bilinear, ImageNet mean/std."""
+    from PIL import Image, UnidentifiedImageError
+    from transformers import ViTImageProcessor
+
+    try:
+        with Image.open(image) as im:
+            rgb = im.convert("RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise _could_not_run(f"cannot read the image {image}: {e}") from e
+    proc = ViTImageProcessor(size={"height": GOLDEN_IMAGE_SIZE, "width": GOLDEN_IMAGE_SIZE},
+                             resample=2, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+    return proc(images=rgb, return_tensors="pt")["pixel_values"]
+
+
+def check_golden(model: Any, variant: Variant | None, image: Path | None, dtype: str) -> CheckResult:
+    if variant is None:
+        return CheckResult("golden", None, "skipped: not one of the released variants")
+    if image is None:
+        return CheckResult("golden", None, f"skipped: {variant.name} has published values; give "
+                           "--image with COCO val2017 000000039769.jpg to check them")
+    if model is None:
+        return CheckResult("golden", False, "the model did not load")
+    import torch
+
+    pixels = golden_pixels(image)
+    if pixels.shape[-1] != variant.image_size:
+        return CheckResult("golden", None, "skipped: image size differs from the variant's")
+    with torch.inference_mode():
+        out = model(pixel_values=pixels.to(getattr(torch, dtype))).last_hidden_state
+    got = [float(x) for x in out[0, 0, :3].float()]
+    want = list(variant.expected_slice)
+    atol = GOLDEN_ATOL_FLOAT32 if dtype == "float32" else \
+        TOLERANCES.get(dtype, TOLERANCES["float32"]).atol * max(1.0, *(abs(w) for w in want))
+    err = max(abs(g - w) for g, w in zip(got, want, strict=True))
+    numbers = {"got": got, "expected": want, "max_abs_err": err, "atol": atol}
+    text = (f"last_hidden_state[0, 0, :3] = {', '.join(f'{g:.4f}' for g in got)}; published "
+            f"{', '.join(f'{w:.4f}' for w in want)}; max abs err {err:.1e} (tol {atol:.0e})")
+    return CheckResult("golden", err <= atol, text, numbers)
+
+
+# --------------------------------------------------------------------------------------------
+# --against
+# --------------------------------------------------------------------------------------------
+
+def _resolve_against(spec: str, progress: ProgressFn) -> Path:
+    p = Path(spec).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise _could_not_run(f"--against {spec}: not a folder",
+                                 hint="give a Hugging Face model folder or a Hub repo id")
+        return p
+    if spec.count("/") != 1 or spec.startswith((".", "/", "~")):
+        raise _could_not_run(f"--against {spec}: no such folder, and not a Hub repo id (owner/name)")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as e:  # pragma: no cover
+        raise NetworkError("huggingface_hub is not installed") from e
+    progress("downloading " + spec, 0, None)
+    try:
+        path = snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "pytorch_model.bin"])
+    except Exception as e:
+        raise NetworkError(f"cannot fetch {spec} from the Hub: {type(e).__name__}: "
+                           f"{(str(e).splitlines() or [''])[0][:200]}",
+                           hint="check the repo id and your connection (HF_HUB_OFFLINE=1 "
+                                "uses only what is cached)") from e
+    return Path(path)
+
+
+def _load_hf_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a Hugging Face model folder (safetensors, sharded or not, else .bin)."""
+    import torch
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    out: dict[str, torch.Tensor] = {}
+    if files:
+        for f in files:
+            try:
+                out.update(load_file(str(f)))
+            except Exception as e:
+                raise _could_not_run(f"cannot read {f}: {e}") from e
+        return out
+    binf = folder / "pytorch_model.bin"
+    if binf.is_file():
+        try:
+            obj = torch.load(binf, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:
+            raise _could_not_run(f"cannot read {binf} safely: {e}") from e
+        return {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    raise _could_not_run(f"{folder} holds no model weights (*.safetensors or pytorch_model.bin)")
+
+
+_IGNORED_PREFIXES = ("classifier.",)
+
+
+def _normalise_keys(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip the ``vit.`` prefix of ``ViTMSNForImageClassification`` saves."""
+    if tensors and all(k.startswith("vit.") or k.startswith(_IGNORED_PREFIXES) for k in tensors):
+        return {k.removeprefix("vit."): v for k, v in tensors.items()}
+    return tensors
+
+
+_EPS = {"float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7, "float64": 2.0 ** -52}
+
+
+def check_against(folder: Path, spec: str, progress: ProgressFn = no_progress) -> CheckResult:
+    import torch
+
+    other = _resolve_against(spec, progress)
+    ours = _normalise_keys(_load_hf_tensors(folder))
+    theirs = _normalise_keys(_load_hf_tensors(other))
+    rows: list[dict[str, Any]] = []
+    n_bad = 0
+    worst = 0.0
+    for key in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(key), theirs.get(key)
+        row: dict[str, Any] = {"key": key}
+        if a is None or b is None:
+            ignored = key.startswith(_IGNORED_PREFIXES)
+            row["status"] = ("ignored (classification head)" if ignored else
+                             "only here" if b is None else "only there")
+            row["ok"] = ignored
+        elif a.shape != b.shape:
+            row.update(status="shape", ok=False, shape=list(a.shape), other_shape=list(b.shape))
+        else:
+            da, db = str(a.dtype).removeprefix("torch."), str(b.dtype).removeprefix("torch.")
+            d = float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
+            worst = max(worst, d)
+            row.update(shape=list(a.shape), dtype=da, other_dtype=db, max_abs_diff=d)
+            if da == db:
+                row["ok"] = bool(torch.equal(a, b))
+                row["status"] = "identical" if row["ok"] else "differs"
+            else:  # different precisions: equal up to rounding to the coarser one
+                eps = max(_EPS.get(da, 2.0 ** -23), _EPS.get(db, 2.0 ** -23))
+                lim = eps * float(torch.maximum(a.float().abs(), b.float().abs()).max()) + 1e-12
+                row["ok"] = d <= lim
+                row["status"] = "equal to rounding" if row["ok"] else "differs"
+        n_bad += not row["ok"]
+        rows.append(row)
+    cfg_bad = []
+    mine, _ = _read_config(folder)
+    their_cfg, _ = _read_config(other)
+    if mine is not None and their_cfg is not None:
+        for key in RELEVANT_CONFIG:
+            if key in mine and key in their_cfg and mine[key] != their_cfg[key]:
+                cfg_bad.append(f"{key} {_fmt(mine[key])} here, {_fmt(their_cfg[key])} there")
+                rows.append({"key": f"config.json:{key}", "status": "differs", "ok": False,
+                             "here": mine[key], "there": their_cfg[key]})
+    compared = sum(1 for r in rows if "max_abs_diff" in r)
+    numbers = {"tensors_here": len(ours), "tensors_there": len(theirs), "compared": compared,
+               "differing": n_bad, "max_abs_diff": worst}
+    if n_bad or cfg_bad:
+        kinds: dict[str, int] = {}
+        for r in rows:
+            if not r["ok"]:
+                kinds[r["status"]] = kinds.get(r["status"], 0) + 1
+        text = f"{spec}: " + ", ".join(f"{n} {k}" for k, n in kinds.items())
+        if cfg_bad:
+            text += "; config: " + "; ".join(cfg_bad)
+        return CheckResult("against", False, text, numbers, rows)
+    return CheckResult("against", True, f"{spec}: all {compared} tensors match "
+                       f"(max abs diff {worst:.1e})", numbers, rows)
+
+
+# --------------------------------------------------------------------------------------------
+# The entry point
+# --------------------------------------------------------------------------------------------
+
+def _source_checkpoint(manifest: dict[str, Any] | None, source: str | None, cache_dir: Any,
+                       base_url: str | None, progress: ProgressFn,
+                       encoder: str | None) -> tuple[Checkpoint, dict[str, Any], list[str]]:
+    from .sources import resolve_source
+
+    notes: list[str] = []
+    src = (manifest or {}).get("source") or {}
+    enc = encoder or src.get("encoder") or "target"
+    if enc not in ("target", "online"):
+        raise _could_not_run(f"unknown encoder '{enc}' in the manifest")
+    if source is not None:
+        resolved = resolve_source(source, cache_dir=cache_dir, base_url=base_url, progress=progress)
+    elif src.get("path") and Path(src["path"]).is_file():
+        resolved = resolve_source(src["path"], cache_dir=cache_dir, base_url=base_url, progress=progress)
+    elif src.get("kind") in ("variant", "url") and (src.get("name") or src.get("url")):
+        resolved = resolve_source(src.get("name") or src["url"], cache_dir=cache_dir,
+                                  base_url=base_url, progress=progress)
+    else:
+        where = src.get("path") or "(not recorded)"
+        raise CheckpointError(f"the source checkpoint {where} is gone, and the manifest names no "
+                              "released variant or URL to fetch it again",
+                              hint="pass it with --source PATH|NAME|URL")
+    ckpt = load_checkpoint(resolved.path, enc)  # type: ignore[arg-type]
+    want_sha = src.get("sha256")
+    if want_sha and resolved.sha256 and resolved.sha256 != want_sha:
+        notes.append(f"the source {resolved.path} (sha256 {resolved.sha256[:12]}) is not the file "
+                     f"this folder was converted from (sha256 {want_sha[:12]})")
+    elif src.get("size") and ckpt.file_size != src.get("size"):
+        notes.append(f"the source {resolved.path} has {ckpt.file_size} bytes; the folder was "
+                     f"converted from one of {src.get('size')} bytes")
+    info = {"path": str(resolved.path), "kind": resolved.kind, "encoder": enc,
+            "given": source is not None}
+    return ckpt, info, notes
+
+
+def verify_folder(
+    folder: str | os.PathLike[str],
+    *,
+    checkpoint: Checkpoint | None = None,
+    source: str | None = None,
+    image: str | os.PathLike[str] | None = None,
+    against: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    base_url: str | None = None,
+    encoder: str | None = None,
+    num_heads: int | None = None,
+    progress: ProgressFn = no_progress,
+) -> VerifyReport:
+    """Run every check on ``folder``; see the module docstring.
+
+    A failed check is part of the returned report. Raises :class:`FolderError`,
+    :class:`CheckpointError` (exit 3) or a network error (exit 4) when verify cannot run.
+    """
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FolderError(f"{folder} is not a folder" if folder.exists() else f"no such folder: {folder}",
+                          hint="give the folder msn convert wrote")
+    image = Path(image).expanduser() if image is not None else None
+    if image is not None and not image.is_file():
+        raise _could_not_run(f"no such image: {image}")
+    manifest: dict[str, Any] | None = None
+    if (folder / MANIFEST).exists() or (checkpoint is None and source is None):
+        manifest = read_manifest(folder)
+    notes: list[str] = []
+    if checkpoint is not None:
+        ckpt = checkpoint
+        src_info = {"path": str(ckpt.path), "kind": "given", "encoder": ckpt.encoder, "given": True}
+    else:
+        ckpt, src_info, notes = _source_checkpoint(manifest, source, cache_dir, base_url, progress,
+                                                   encoder)
+    heads = num_heads or ((manifest or {}).get("architecture") or {}).get("num_heads")
+    inferred = infer_architecture(ckpt.state, heads)
+    arch = inferred.arch
+    versions = _versions()
+
+    files, wdtype = check_files(folder, manifest, progress)
+    dtype = wdtype or (manifest or {}).get("dtype") or "float32"
+    if dtype not in TOLERANCES:
+        dtype = "float32"
+    tol = TOLERANCES[dtype]
+    checks = [files]
+    layers: list[LayerStat] = []
+    inputs: list[dict[str, Any]] = []
+    model = None
+    if (folder / WEIGHTS).is_file() and (folder / CONFIG).is_file():
+        model, loading = load_hf_model(folder, dtype)
+    else:
+        loading = CheckResult("loading", False, "cannot load: " + " and ".join(
+            n for n in (WEIGHTS, CONFIG) if not (folder / n).is_file()) + " missing")
+    checks.append(loading)
+    checks.append(check_config(folder, arch, dtype))
+    if model is not None:
+        from .reference import build_reference
+
+        reference = build_reference(ckpt.state, num_heads=arch.num_heads)
+        parity, layers, inputs = check_parity(model, reference, arch, dtype, progress)
+        del reference
+    else:
+        parity = CheckResult("parity", None, "skipped: the converted model did not load")
+    checks.append(parity)
+    variant = None
+    if manifest and manifest.get("variant") in VARIANTS:
+        variant = VARIANTS[manifest["variant"]]
+    elif inferred.variant is not None:
+        variant = inferred.variant
+    checks.append(check_golden(model, variant, image, dtype))
+    if against is not None:
+        checks.append(check_against(folder, against, progress))
+    else:
+        checks.append(CheckResult("against", None, "skipped: no --against given"))
+    del model
+    return VerifyReport(folder=folder, dtype=dtype, tolerance=tol, checks=checks, layers=layers,
+                        inputs=inputs, source=src_info, variant=variant.name if variant else
+                        match_variant_name(arch), notes=notes, date=_now(), versions=versions)
+
+
+def match_variant_name(arch: Architecture) -> str | None:
+    v = match_variant(arch.hidden_size, arch.num_layers, arch.patch_size, arch.intermediate_size,
+                      arch.image_size)
+    return v.name if v else None
