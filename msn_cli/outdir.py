@@ -37,6 +37,12 @@ def check_target(out: Path, force: bool) -> None:
         raise OutputExistsError(f"{out} exists and is not empty",
                                 hint="add --force to replace it (only once the new one is complete)")
     parent = out.parent if out.parent != Path("") else Path(".")
+    for above in (parent, *parent.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise OutputError(f"cannot create {out}: {above} is a file, not a folder",
+                                  hint="choose another output folder")
+            break
     if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to {parent}: permission denied or read-only",
                           hint="choose an output folder in a writable location")
