@@ -36,7 +36,12 @@ def _error(message: str, hint: str | None = None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; every known failure becomes one line on stderr and an exit code."""
-    import click
+    import typer
+
+    try:  # typer >= 0.26 carries its own copy of click (and does not install click)
+        from typer._click import ClickException
+    except ImportError:  # older typer is built on click itself
+        from click import ClickException  # type: ignore[assignment]
 
     from .app import app
 
@@ -44,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread (e.g. called from a test runner thread)
         pass
-    command = __import__("typer").main.get_command(app)
+    command = typer.main.get_command(app)
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         rv = command.main(args=args, prog_name="msn", standalone_mode=False)
@@ -54,12 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _error(e.message, e.hint)
         return e.exit_code
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.ClickException as e:
+    except ClickException as e:
         e.show()
         return e.exit_code if e.exit_code else EXIT_USAGE
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         _error("interrupted")
         return EXIT_INTERRUPTED
     except Terminated:
