@@ -30,5 +30,23 @@ demo: install
 bench: install
 	$(BIN)/python bench/run.py
 
+# A second environment with transformers 4.57 (and the huggingface_hub<1.0 it requires): the
+# conversion, verify and compatibility tests run there too.
+COMPAT_VENV  ?= .venv-compat
+COMPAT_TF    ?= transformers==4.57.*
+COMPAT_STAMP  = $(COMPAT_VENV)/.installed
+COMPAT_TESTS  = tests/test_compat.py tests/test_convert.py tests/test_seed_equivalence.py \
+                $(wildcard tests/test_verify*.py)
+
+$(COMPAT_STAMP): pyproject.toml
+	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(COMPAT_VENV)/bin/python -m pip install -q "$(TORCH)"
+	$(COMPAT_VENV)/bin/python -m pip install -q -e ".[dev]" "$(COMPAT_TF)"
+	touch $(COMPAT_STAMP)
+
+compat: $(COMPAT_STAMP)
+	MSN_EXPECT_TRANSFORMERS=4.57 $(COMPAT_VENV)/bin/python -m pytest -q $(COMPAT_TESTS)
+
 clean:
 	rm -rf demo-out .bench .pytest_cache .mypy_cache .ruff_cache
