@@ -1,10 +1,146 @@
-"""``msn push``: not built yet."""
+"""``msn push``: publish a verified converted folder to the Hugging Face Hub, with a model card."""
 
 from __future__ import annotations
 
-from ..errors import UsageError
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .options import JsonOpt, QuietOpt, VerboseOpt
+from .render import human_bytes
+from .term import Term
 
 
-def push() -> None:
-    """Not available yet."""
-    raise UsageError("msn push is not available yet")
+def push(
+    folder: Annotated[Path, typer.Argument(help="A folder written by msn convert (and verified).",
+                                           show_default=False)],
+    repo_id: Annotated[str, typer.Argument(help="Hub repository: NAMESPACE/NAME (your user or an "
+                                                "organization); created if missing.", show_default=False)],
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private (an existing "
+                                                            "repo keeps its visibility).")] = False,
+    revision: Annotated[Optional[str], typer.Option(
+        "--revision", help="Branch to commit to; created from main if missing [default: main].",
+        show_default=False)] = None,
+    create_pr: Annotated[bool, typer.Option("--create-pr", help="Open a pull request instead of "
+                                                                "committing to the branch.")] = False,
+    commit_message: Annotated[Optional[str], typer.Option(
+        "--commit-message", "-m", help="Commit title [default: names the model and msn version].",
+        show_default=False)] = None,
+    token: Annotated[Optional[str], typer.Option(
+        "--token", help="Hugging Face token with write access [default: $HF_TOKEN, else the stored "
+                        "login]. Never printed.", show_default=False)] = None,
+    card: Annotated[Optional[Path], typer.Option(
+        "--card", help="Markdown file that replaces the generated card's body (the metadata "
+                       "is kept).", show_default=False)] = None,
+    skip_verify_check: Annotated[bool, typer.Option(
+        "--skip-verify-check", help="Push even if the folder is unverified, failed verify, or "
+                                    "differs from its manifest (with a warning).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the repo, the files with sizes and "
+                                                            "the card; send nothing.")] = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Publish a converted, verified folder to the Hugging Face Hub as a model repository.
+
+    Before anything is sent, the folder's msn_manifest.json must record a passed msn verify
+    and every file must match the manifest's size and sha256. Then: create the repo if
+    needed, create --revision if it is a missing branch, and make ONE commit holding
+    model.safetensors, config.json, preprocessor_config.json, msn_manifest.json and a
+    generated model card (README.md), so a failed upload leaves the repo as it was.
+    The endpoint is $HF_ENDPOINT when set.
+
+    Exit codes: 0 pushed, 1 verify recorded a failure, 2 usage, 3 folder unverified, incomplete
+    or changed since convert, 4 Hub/network error (bad token, no rights, offline).
+
+    Examples:
+
+      msn push ./vit-msn-small my-org/vit-msn-small --dry-run
+
+      msn push ./vit-msn-small my-org/vit-msn-small --private
+
+      msn push ./vit-msn-small my-org/vit-msn-small --revision fp16 --create-pr
+
+      HF_TOKEN=hf_... msn push ./out my-org/vit-msn-small --json
+    """
+    from ..push import plan_push, send_push
+
+    term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
+    with term.progress() as progress:
+        plan = plan_push(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
+                         commit_message=commit_message, card_path=card,
+                         skip_verify_check=skip_verify_check, progress=progress)
+    for w in plan.warnings:
+        term.warn(w)
+    if dry_run:
+        from ..push import PushResult, hub_endpoint
+
+        result = PushResult(plan, hub_endpoint(), dry_run=True)
+        if json_out:
+            term.emit_json(result.to_dict())
+            return
+        _render_plan(term, result)
+        term.info(f"dry run: nothing was sent to {result.endpoint}")
+        return
+
+    if not term.interactive:
+        _quiet_hub_bars()
+    n = len(plan.files)
+    term.info(f"pushing {n} files ({human_bytes(plan.total_bytes)}) to {plan.repo_id}"
+              f"{' as a pull request' if create_pr else ''}"
+              f"{f' on branch {plan.revision}' if plan.revision else ''}")
+    before = len(plan.warnings)
+    with term.progress() as progress:
+        result = send_push(plan, token=token, progress=progress)
+    for w in plan.warnings[before:]:
+        term.warn(w)
+    if json_out:
+        term.emit_json(result.to_dict())
+        return
+    if result.repo_created:
+        term.detail(f"created {result.repo_url}{' (private)' if private else ''}")
+    term.detail(f"as {result.user} on {result.endpoint}")
+    if result.changed is False:
+        term.success(f"nothing to push: {plan.repo_id} ({plan.revision or 'main'}) already holds exactly "
+                     f"these files; no {'pull request' if create_pr else 'commit'} made")
+        if not quiet:
+            term.line(str(result.commit_url))
+    elif result.pr_url:
+        term.success(f"opened pull request #{result.pr_num} on {plan.repo_id}: {result.pr_url}")
+        term.line(result.pr_url)
+    else:
+        term.success(f"pushed {n} files to {plan.repo_id} ({plan.revision or 'main'}): {result.commit_url}")
+        if not quiet:
+            term.line(str(result.commit_url))
+
+
+def _render_plan(term: Term, result) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    plan = result.plan
+    where = f"{result.endpoint}/{plan.repo_id}"
+    mode = "pull request against" if plan.create_pr else "commit to"
+    t = Table(title=f"Would {mode} {where} ({plan.revision or 'main'}"
+                    f"{', private if created' if plan.private else ''})",
+              title_justify="left")
+    t.add_column("file")
+    t.add_column("size", justify="right")
+    t.add_column("sha256")
+    for f in plan.files:
+        t.add_row(f.path, human_bytes(f.size), f.sha256[:16] + "…")
+    t.caption = f"{len(plan.files)} files, {human_bytes(plan.total_bytes)}; message: {plan.commit_message}"
+    term.data(t)
+    term.data(f"\n[bold]{escape('README.md')} (model card):[/bold]\n")
+    term.line(plan.card)
+
+
+def _quiet_hub_bars() -> None:
+    """huggingface_hub draws its own tqdm bars for LFS/Xet uploads: not on a pipe or with --json."""
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    except ImportError:  # pragma: no cover
+        pass

@@ -1,0 +1,343 @@
+"""``msn push`` against a local stand-in for the Hub (tests/hub_server.py): what gets committed.
+
+Every folder here is a tiny synthetic checkpoint converted by ``msn convert`` and checked by the
+real ``msn verify`` (run once per session, copied per test). The assertions compare what the
+server received, byte for byte, with the folder's files and the card.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from hub_server import HubServer
+
+from msn_cli.manifest import MANIFEST, read_manifest
+from msn_cli.synth import TINY, write_checkpoint
+
+TOKEN = "hf_test_alice_0123456789"
+OTHER_TOKEN = "hf_test_bob_9876543210"
+
+
+# -- fixtures (the helpers are shared with test_push_errors.py and test_card.py) ------------------
+
+_VERIFIED: dict[str, Path] = {}
+
+
+def verified_source_path(tmp_path_factory) -> Path:
+    """One tiny checkpoint converted with the real verify, once per session (read-only: copy it)."""
+    if "folder" not in _VERIFIED:
+        from msn_cli.convert import convert
+        from msn_cli.sources import resolve_source
+
+        base = tmp_path_factory.mktemp("push-src")
+        ckpt = write_checkpoint(base / "vit-tiny.pth.tar", TINY, "released")
+        convert(resolve_source(str(ckpt)), base / "converted", verify=True)
+        manifest = read_manifest(base / "converted")
+        assert manifest["verify"]["passed"] is True, manifest["verify"]["summary"]
+        _VERIFIED["folder"] = base / "converted"
+    return _VERIFIED["folder"]
+
+
+def copy_verified(tmp_path_factory, tmp_path: Path) -> Path:
+    out = tmp_path / "vit-msn-tiny"
+    shutil.copytree(verified_source_path(tmp_path_factory), out)
+    return out
+
+
+def start_hub(monkeypatch, tmp_path: Path) -> HubServer:
+    """A running stand-in Hub, with HF_ENDPOINT and huggingface_hub pointed at it.
+
+    huggingface_hub reads HF_ENDPOINT and the token path once, at import; patch those
+    constants too so that nothing it does on its own (its agent registry fetch) leaves 127.0.0.1
+    and no stored login of the machine is found. The caller stops the server.
+    """
+    from huggingface_hub import constants
+
+    server = HubServer().start()
+    server.add_user("alice", TOKEN, orgs=("my-org",))
+    server.add_user("bob", OTHER_TOKEN)
+    server.add_org("other-org")
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setattr(constants, "ENDPOINT", server.url)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf-stored-tokens"))
+    monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agent-harnesses.json"),
+                        raising=False)
+    return server
+
+
+@pytest.fixture
+def folder(tmp_path_factory, tmp_path) -> Path:
+    return copy_verified(tmp_path_factory, tmp_path)
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    server = start_hub(monkeypatch, tmp_path)
+    yield server
+    server.stop()
+
+
+def folder_files(folder: Path) -> dict[str, bytes]:
+    """What a push must send: every file the manifest lists, and the manifest itself."""
+    manifest = read_manifest(folder)
+    files = {name: (folder / name).read_bytes() for name in manifest["files"]}
+    files[MANIFEST] = (folder / MANIFEST).read_bytes()
+    return files
+
+
+def assert_received_folder(commit, folder: Path) -> str:
+    """The commit holds exactly the folder's files plus README.md; returns the card text."""
+    expected = folder_files(folder)
+    assert set(commit.files) == set(expected) | {"README.md"}
+    for name, data in expected.items():
+        assert commit.files[name] == data, f"{name} differs from the folder's file"
+    assert commit.deleted == [] and commit.lfs_files == []
+    card = commit.files["README.md"].decode("utf-8")
+    assert card.startswith("---\n") and "license: cc-by-nc-4.0" in card
+    return card
+
+
+# -- successful pushes ------------------------------------------------------------------------------
+
+def test_new_repo_gets_one_commit_with_every_file_and_the_card(cli, hub, folder, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    r = cli("push", folder, "my-org/vit-msn-tiny", "--json")
+    assert r.code == 0, r.stderr
+    out = r.json()
+    assert len(hub.commits) == 1
+    commit = hub.commits[0]
+    assert commit.repo_id == "my-org/vit-msn-tiny" and commit.ref == "main"
+    card = assert_received_folder(commit, folder)
+    # what --json reports is what the server made
+    assert out["commit_url"] == f"{hub.url}/my-org/vit-msn-tiny/commit/{commit.oid}"
+    assert out["commit_oid"] == commit.oid and out["repo_created"] is True and out["changed"] is True
+    assert out["pr_url"] is None and out["user"] == "alice"
+    assert out["card"] == card
+    assert {f["path"]: f["size"] for f in out["files"]} == {k: len(v) for k, v in commit.files.items()}
+    # the repo now holds the folder (plus the .gitattributes every new repo starts with)
+    now = hub.files_at("my-org/vit-msn-tiny")
+    assert set(now) == set(commit.files) | {".gitattributes"}
+    assert all(now[name] == data for name, data in commit.files.items())
+    assert hub.repo("my-org/vit-msn-tiny").private is False
+    # the default message names the tool; the description carries the provenance
+    manifest = read_manifest(folder)
+    assert "msn" in commit.summary
+    assert manifest["source"]["sha256"] in commit.description
+    assert TOKEN not in r.stdout + r.stderr
+    # one create, one commit: exactly the calls huggingface_hub makes
+    calls = [(q.method, q.path) for q in hub.requests if q.path != "/api/agent-harnesses"]
+    assert calls == [
+        ("GET", "/api/whoami-v2"),
+        ("GET", "/api/models/my-org/vit-msn-tiny"),
+        ("POST", "/api/repos/create"),
+        ("GET", "/api/models/my-org/vit-msn-tiny/revision/main"),
+        ("POST", "/api/validate-yaml"),
+        ("POST", "/api/models/my-org/vit-msn-tiny/preupload/main"),
+        ("POST", "/api/models/my-org/vit-msn-tiny/commit/main"),
+    ]
+    assert all(q.authenticated for q in hub.requests if q.path != "/api/agent-harnesses")
+
+
+def test_plain_output_prints_the_commit_url_on_stdout(cli, hub, folder):
+    r = cli("push", folder, "alice/tiny", "--token", TOKEN)
+    assert r.code == 0, r.stderr
+    commit = hub.commits[0]
+    assert r.stdout.strip() == f"{hub.url}/alice/tiny/commit/{commit.oid}"
+    assert "pushed 5 files" in r.stderr
+    assert TOKEN not in r.stdout + r.stderr
+
+
+def test_existing_repo_is_updated_not_recreated(cli, hub, folder):
+    hub.add_repo("my-org/vit-msn-tiny", {"README.md": b"old card\n", "model.safetensors": b"old weights",
+                                         "notes.txt": b"kept\n"})
+    r = cli("push", folder, "my-org/vit-msn-tiny", "--token", TOKEN, "--json")
+    assert r.code == 0, r.stderr
+    assert r.json()["repo_created"] is False
+    assert not [q for q in hub.requests if q.path == "/api/repos/create"]
+    assert len(hub.commits) == 1
+    assert_received_folder(hub.commits[0], folder)
+    after = hub.files_at("my-org/vit-msn-tiny")
+    assert after["notes.txt"] == b"kept\n"  # a commit adds and replaces; it deletes nothing
+    assert after["model.safetensors"] == (folder / "model.safetensors").read_bytes()
+
+
+def test_revision_branch_is_created_from_main_and_committed_to(cli, hub, folder):
+    r = cli("push", folder, "my-org/vit-msn-tiny", "--revision", "fp32", "--token", TOKEN, "--json")
+    assert r.code == 0, r.stderr
+    assert r.json()["revision"] == "fp32"
+    commit = hub.commits[0]
+    assert commit.ref == "fp32"
+    assert_received_folder(commit, folder)
+    assert set(hub.files_at("my-org/vit-msn-tiny", "main")) == {".gitattributes"}  # main untouched
+    assert [q.path for q in hub.requests if "/branch/" in q.path] == \
+        ["/api/models/my-org/vit-msn-tiny/branch/fp32"]
+
+
+def test_revision_that_exists_is_reused(cli, hub, folder):
+    hub.add_repo("my-org/vit-msn-tiny", branches={"dev": {"old.txt": b"x"}})
+    r = cli("push", folder, "my-org/vit-msn-tiny", "--revision", "dev", "--token", TOKEN)
+    assert r.code == 0, r.stderr
+    assert hub.commits[0].ref == "dev"
+    assert_received_folder(hub.commits[0], folder)
+    assert hub.files_at("my-org/vit-msn-tiny", "dev")["old.txt"] == b"x"
+
+
+def test_create_pr_opens_a_pull_request_and_leaves_main_alone(cli, hub, folder):
+    hub.add_repo("my-org/vit-msn-tiny", {"README.md": b"maintained by someone else\n"})
+    before = hub.files_at("my-org/vit-msn-tiny")
+    r = cli("push", folder, "my-org/vit-msn-tiny", "--create-pr", "--token", TOKEN, "--json")
+    assert r.code == 0, r.stderr
+    out = r.json()
+    commit = hub.commits[0]
+    assert commit.pr_num == 1 and commit.ref == "refs/pr/1"
+    assert out["pr_url"] == f"{hub.url}/my-org/vit-msn-tiny/discussions/1" and out["pr_num"] == 1
+    assert_received_folder(commit, folder)
+    assert hub.files_at("my-org/vit-msn-tiny") == before
+    assert hub.repo("my-org/vit-msn-tiny").prs[1]["target"] == "main"
+    # the preupload and the commit both said create_pr
+    sent = [q for q in hub.requests if "/preupload/" in q.path or "/commit/" in q.path]
+    assert [q.query.get("create_pr") for q in sent] == [["1"], ["1"]]
+
+
+def test_create_pr_plain_output_is_the_pr_url(cli, hub, folder):
+    r = cli("push", folder, "my-org/x", "--create-pr", "--revision", "v2", "--token", TOKEN)
+    assert r.code == 0, r.stderr
+    assert r.stdout.strip() == f"{hub.url}/my-org/x/discussions/1"
+    assert hub.repo("my-org/x").prs[1]["target"] == "v2"
+    assert_received_folder(hub.commits[0], folder)
+
+
+def test_private_creates_a_private_repo(cli, hub, folder):
+    r = cli("push", folder, "my-org/secret", "--private", "--token", TOKEN, "--json")
+    assert r.code == 0, r.stderr
+    assert hub.repo("my-org/secret").private is True
+    assert r.json()["private"] is True
+    assert_received_folder(hub.commits[0], folder)
+    create = next(q for q in hub.requests if q.path == "/api/repos/create")
+    assert create.status == 200
+
+
+def test_private_on_an_existing_public_repo_warns(cli, hub, folder):
+    hub.add_repo("my-org/public-one")
+    r = cli("push", folder, "my-org/public-one", "--private", "--token", TOKEN)
+    assert r.code == 0, r.stderr
+    assert "already exists and is public" in r.stderr
+    assert hub.repo("my-org/public-one").private is False
+
+
+def test_commit_message_is_used(cli, hub, folder):
+    r = cli("push", folder, "alice/tiny", "-m", "Add MSN tiny", "--token", TOKEN)
+    assert r.code == 0, r.stderr
+    assert hub.commits[0].summary == "Add MSN tiny"
+
+
+def test_token_flag_wins_over_environment(cli, hub, folder, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_valid_token")
+    r = cli("push", folder, "alice/tiny", "--token", TOKEN)
+    assert r.code == 0, r.stderr
+    assert len(hub.commits) == 1
+
+
+def test_stored_login_is_used_when_nothing_else_is_given(cli, hub, folder, tmp_path):
+    (tmp_path / "hf-token").write_text(TOKEN)
+    r = cli("push", folder, "alice/tiny")
+    assert r.code == 0, r.stderr
+    assert len(hub.commits) == 1
+
+
+def test_repo_id_without_namespace_goes_to_the_token_owner(cli, hub, folder):
+    r = cli("push", folder, "tiny", "--token", TOKEN, "--json")
+    assert r.code == 0, r.stderr
+    assert hub.commits[0].repo_id == "alice/tiny"
+
+
+def test_pushing_the_same_folder_twice_makes_no_second_commit(cli, hub, folder):
+    assert cli("push", folder, "alice/tiny", "--token", TOKEN).code == 0
+    r = cli("push", folder, "alice/tiny", "--token", TOKEN, "--json")
+    assert r.code == 0, r.stderr
+    assert len(hub.commits) == 1
+    assert r.json()["changed"] is False
+    assert r.json()["commit_oid"] == hub.commits[0].oid
+
+
+def test_skip_verify_check_pushes_an_unverified_folder_with_a_warning(cli, hub, tiny_ckpt, tmp_path):
+    out = tmp_path / "unverified"
+    assert cli("convert", tiny_ckpt, out, "--no-verify").code == 0
+    r = cli("push", out, "alice/raw", "--skip-verify-check", "--token", TOKEN)
+    assert r.code == 0, r.stderr
+    assert "Warning:" in r.stderr and "never verified" in r.stderr
+    card = assert_received_folder(hub.commits[0], out)
+    assert "Not verified" in card
+
+
+def test_custom_card_body_is_sent(cli, hub, folder, tmp_path):
+    body = tmp_path / "card.md"
+    body.write_text("# My port\n\nHand-written notes.\n")
+    r = cli("push", folder, "alice/tiny", "--card", body, "--token", TOKEN)
+    assert r.code == 0, r.stderr
+    card = assert_received_folder(hub.commits[0], folder)
+    assert card.endswith("# My port\n\nHand-written notes.\n")
+    assert "pipeline_tag: image-feature-extraction" in card
+
+
+def test_extra_files_in_the_folder_are_not_uploaded(cli, hub, folder):
+    (folder / "notes.txt").write_text("scratch")
+    r = cli("push", folder, "alice/tiny", "--token", TOKEN)
+    assert r.code == 0, r.stderr
+    assert "notes.txt" in r.stderr
+    assert "notes.txt" not in hub.commits[0].files
+
+
+# -- dry run ------------------------------------------------------------------------------------------
+
+def test_dry_run_sends_nothing_and_shows_repo_files_and_card(cli, hub, folder, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    r = cli("push", folder, "my-org/vit-msn-tiny", "--dry-run")
+    assert r.code == 0, r.stderr
+    assert hub.requests == []
+    assert "my-org/vit-msn-tiny" in r.stdout
+    from msn_cli.cli.render import human_bytes
+
+    for name, data in folder_files(folder).items():
+        row = next(line for line in r.stdout.splitlines() if name in line)
+        assert human_bytes(len(data)) in row
+    assert "README.md" in r.stdout
+    assert "license: cc-by-nc-4.0" in r.stdout and "@inproceedings" in r.stdout
+    assert "nothing was sent" in r.stderr
+
+
+def test_dry_run_json_lists_sizes_and_needs_no_token(cli, hub, folder):
+    r = cli("push", folder, "my-org/vit-msn-tiny", "--dry-run", "--json")
+    assert r.code == 0, r.stderr
+    assert hub.requests == []
+    out = r.json()
+    assert out["dry_run"] is True and out["commit_url"] is None
+    sizes = {f["path"]: f["size"] for f in out["files"]}
+    expected = {k: len(v) for k, v in folder_files(folder).items()}
+    expected["README.md"] = len(out["card"].encode())
+    assert sizes == expected
+
+
+def test_dry_run_in_a_fresh_process_sends_nothing(hub, folder):
+    """A real process reads HF_ENDPOINT at import: still not a single request."""
+    from conftest import run_msn_process
+
+    p = run_msn_process("push", str(folder), "my-org/x", "--dry-run", "--json",
+                        env={"HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN})
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["endpoint"] == hub.url
+    assert hub.requests == []
+
+
+def test_help_has_examples(cli):
+    r = cli("push", "--help")
+    assert r.code == 0
+    examples = [line.strip() for line in r.stdout.splitlines() if line.strip().startswith("msn push ")]
+    assert len(examples) >= 3
+    for opt in ("--private", "--revision", "--create-pr", "--commit-message", "--token", "--card",
+                "--skip-verify-check", "--dry-run", "--json"):
+        assert opt in r.stdout

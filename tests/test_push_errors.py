@@ -1,0 +1,217 @@
+"""``msn push`` refusals and Hub failures: one clear message, the right exit code, nothing committed."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+from test_push import TOKEN, copy_verified, start_hub
+
+from msn_cli.manifest import MANIFEST, read_manifest, write_manifest
+
+
+@pytest.fixture
+def folder(tmp_path_factory, tmp_path):
+    return copy_verified(tmp_path_factory, tmp_path)
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    server = start_hub(monkeypatch, tmp_path)
+    yield server
+    server.stop()
+
+
+def one_error(r) -> str:
+    """stderr holds one Error line (plus an optional Hint), no traceback."""
+    assert "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, r.stderr
+    return errors[0]
+
+
+# -- the Hub says no -------------------------------------------------------------------------------
+
+def test_invalid_token_is_401_exit_4_and_never_printed(cli, hub, folder, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong_token_value")
+    r = cli("push", folder, "my-org/vit-msn-tiny")
+    assert r.code == 4
+    assert "rejected the token" in one_error(r) and "401" in r.stderr
+    assert "Hint:" in r.stderr and "HF_TOKEN" in r.stderr
+    assert "hf_wrong_token_value" not in r.stdout + r.stderr
+    assert hub.commits == [] and "my-org/vit-msn-tiny" not in hub.state.repos
+
+
+def test_401_at_commit_time_is_reported_too(cli, hub, folder):
+    hub.fail(r"/commit/", 401, "Invalid credentials in Authorization header")
+    r = cli("push", folder, "alice/tiny", "--token", TOKEN)
+    assert r.code == 4
+    assert "rejected the token" in one_error(r)
+    assert hub.commits == []
+
+
+def test_no_rights_on_the_organization_is_403(cli, hub, folder):
+    r = cli("push", folder, "other-org/vit-msn-tiny", "--token", TOKEN)  # alice is not a member
+    assert r.code == 4
+    assert "not allowed" in one_error(r) and "403" in r.stderr
+    assert "other-org" in r.stderr  # the hint names the namespace
+    assert hub.commits == []
+
+
+def test_read_only_token_cannot_push(cli, hub, folder):
+    hub.add_user("carol", "hf_read_only_token", role="read")
+    r = cli("push", folder, "carol/tiny", "--token", "hf_read_only_token")
+    assert r.code == 4
+    assert "not allowed" in one_error(r)
+    assert "hf_read_only_token" not in r.stdout + r.stderr
+    assert hub.commits == []
+
+
+def test_unknown_organization_is_404(cli, hub, folder):
+    r = cli("push", folder, "no-such-org/vit-msn-tiny", "--token", TOKEN)
+    assert r.code == 4
+    line = one_error(r)
+    assert "no-such-org" in line and "404" in line
+    assert hub.commits == []
+
+
+def test_server_error_during_commit_leaves_the_repo_as_it_was(cli, hub, folder):
+    hub.add_repo("alice/tiny", {"README.md": b"before\n"})
+    before = hub.files_at("alice/tiny")
+    hub.fail(r"/commit/", 500, "internal error")
+    r = cli("push", folder, "alice/tiny", "--token", TOKEN)
+    assert r.code == 4
+    assert "the Hub failed" in one_error(r)
+    assert hub.commits == [] and hub.files_at("alice/tiny") == before
+
+
+def test_no_token_anywhere(cli, hub, folder):
+    r = cli("push", folder, "alice/tiny")
+    assert r.code == 4
+    assert "no Hugging Face token" in one_error(r)
+    assert "--token" in r.stderr and "HF_TOKEN" in r.stderr
+    assert hub.requests == []
+
+
+def test_offline_mode_sends_nothing(cli, hub, folder, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = cli("push", folder, "alice/tiny")
+    assert r.code == 4
+    assert "offline" in one_error(r) and "HF_HUB_OFFLINE" in r.stderr
+    assert hub.requests == []
+
+
+def test_hub_unreachable(cli, folder, monkeypatch):
+    from huggingface_hub import constants
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    r = cli("push", folder, "alice/tiny", "--token", TOKEN)
+    assert r.code == 4
+    assert f"cannot reach the Hub at {url}" in one_error(r)
+
+
+# -- refusing the folder (before any request) -------------------------------------------------------
+
+def test_unverified_folder_is_refused_with_exit_3(cli, hub, tiny_ckpt, tmp_path):
+    out = tmp_path / "raw"
+    assert cli("convert", tiny_ckpt, out, "--no-verify").code == 0
+    r = cli("push", out, "alice/tiny", "--token", TOKEN)
+    assert r.code == 3
+    assert "has not been verified" in one_error(r)
+    assert "msn verify" in r.stderr and "--skip-verify-check" in r.stderr
+    assert hub.requests == []
+
+
+def test_folder_that_failed_verify_is_refused_with_exit_1(cli, hub, folder):
+    # Break the model for real (a wrong LayerNorm eps), run the real verify, record its verdict.
+    from msn_cli.verify import record_in_manifest, verify_folder
+
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["layer_norm_eps"] = 1e-5
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    report = verify_folder(folder)
+    record_in_manifest(folder, report)
+    assert read_manifest(folder)["verify"]["passed"] is False
+    r = cli("push", folder, "alice/tiny", "--token", TOKEN)
+    assert r.code == 1
+    assert "verify recorded a failure" in one_error(r)
+    assert hub.requests == []
+
+
+def test_weights_changed_after_verify_are_refused(cli, hub, folder):
+    data = bytearray((folder / "model.safetensors").read_bytes())
+    data[-1] ^= 0x01  # one bit of one weight
+    (folder / "model.safetensors").write_bytes(bytes(data))
+    r = cli("push", folder, "alice/tiny", "--token", TOKEN)
+    assert r.code == 3
+    line = one_error(r)
+    assert "do not match its manifest" in line and "model.safetensors" in line
+    assert hub.requests == []
+
+
+def test_missing_file_is_refused_even_with_skip(cli, hub, folder):
+    (folder / "preprocessor_config.json").unlink()
+    r = cli("push", folder, "alice/tiny", "--token", TOKEN, "--skip-verify-check")
+    assert r.code == 3
+    assert "missing preprocessor_config.json" in one_error(r)
+    assert hub.requests == []
+
+
+def test_tampered_manifest_claiming_a_pass_is_caught_by_the_hashes(cli, hub, folder):
+    # A manifest edited by hand to say "passed" does not make swapped weights pass: the sha256
+    # of the file on disk is checked against the manifest's table.
+    manifest = read_manifest(folder)
+    manifest["verify"] = {**manifest["verify"], "passed": True, "summary": "edited by hand"}
+    write_manifest(folder, manifest)
+    (folder / "config.json").write_text((folder / "config.json").read_text().replace("1e-06", "1e-05"))
+    r = cli("push", folder, "alice/tiny", "--token", TOKEN)
+    assert r.code == 3
+    assert "config.json" in one_error(r)
+    assert hub.requests == []
+
+
+@pytest.mark.parametrize("name", ["../outside.txt", "/etc/hostname"])
+def test_manifest_naming_files_outside_the_folder_is_refused(cli, hub, folder, name):
+    manifest = read_manifest(folder)
+    manifest["files"][name] = {"size": 1, "sha256": "0" * 64}
+    write_manifest(folder, manifest)
+    r = cli("push", folder, "alice/tiny", "--token", TOKEN, "--skip-verify-check")
+    assert r.code == 3
+    assert "not a file of the folder" in one_error(r)
+    assert hub.requests == []
+
+
+def test_no_manifest_is_refused(cli, hub, folder):
+    (folder / MANIFEST).unlink()
+    r = cli("push", folder, "alice/tiny", "--token", TOKEN)
+    assert r.code == 3
+    assert MANIFEST in one_error(r)
+    assert hub.requests == []
+
+
+def test_not_a_folder(cli, hub, tmp_path):
+    r = cli("push", tmp_path / "nope", "alice/tiny", "--token", TOKEN)
+    assert r.code == 3
+    one_error(r)
+
+
+@pytest.mark.parametrize("repo_id", ["a/b/c", "bad--name", "spaces in/name", ""])
+def test_invalid_repo_id_is_a_usage_error(cli, hub, folder, repo_id):
+    r = cli("push", folder, repo_id, "--token", TOKEN)
+    assert r.code == 2
+    assert "not a valid repo id" in one_error(r)
+    assert hub.requests == []
+
+
+def test_missing_card_file_is_a_usage_error(cli, hub, folder, tmp_path):
+    r = cli("push", folder, "alice/tiny", "--card", tmp_path / "nope.md", "--token", TOKEN)
+    assert r.code == 2
+    assert "card file not found" in one_error(r)
+    assert hub.requests == []
