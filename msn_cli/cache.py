@@ -271,8 +271,9 @@ class Cache:
                         continue
                     except OSError as e:
                         raise CacheError(f"cannot delete {p}: {e.strerror or e}") from e
-                    removed["bytes"] += size
-                    removed["files"].append(str(p))
+                    if p != self.partial_meta_path(name):  # the partial's small note is not data
+                        removed["bytes"] += size
+                        removed["files"].append(str(p))
                 self.drop(name)
         except Timeout as e:
             raise CacheError(f"{name} is being downloaded by another process",

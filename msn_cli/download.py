@@ -49,7 +49,7 @@ from .variants import DEFAULT_BASE_URL, VARIANTS, get_variant
 
 CHUNK = 1024 * 1024
 RETRIES = 4
-"""Failed attempts in a row (no bytes gained) before giving up; ``MSN_DOWNLOAD_RETRIES``."""
+"""Retries of failed attempts that gained no bytes; ``MSN_DOWNLOAD_RETRIES`` (0: never retry)."""
 BACKOFF = 1.0
 """First wait between attempts in seconds; doubled each time, at most ``BACKOFF_MAX``."""
 BACKOFF_MAX = 30.0
@@ -283,13 +283,15 @@ def _download(cache: Cache, target: _Target, pinned: str | None, progress: Progr
     session = requests.Session()
     session.headers.update({"User-Agent": f"msn-cli/{__version__}", "Accept-Encoding": "identity"})
     failures = attempts = 0
-    max_attempts = 4 * (retries + 1)
+    state = {"restarted": False}
+    # Attempts that gained bytes do not use up the retries, but the total stays bounded.
+    max_attempts = 1 if retries <= 0 else 4 * (retries + 1)
     try:
         while True:
             attempts += 1
             try:
                 digest, size = _attempt(session, target, part, meta_path, (CONNECT_TIMEOUT, read_timeout),
-                                        progress, say)
+                                        progress, say, state)
                 break
             except _StartOver:
                 with contextlib.suppress(FileNotFoundError):
@@ -327,7 +329,8 @@ def _download(cache: Cache, target: _Target, pinned: str | None, progress: Progr
     with contextlib.suppress(FileNotFoundError):
         meta_path.unlink()
     return CachedFile(entry.name, final, entry.url, digest, size, entry.downloaded_at, target.variant,
-                      downloaded=True, resumed_from=resumed_from, verified=True)
+                      downloaded=True, resumed_from=0 if state["restarted"] else resumed_from,
+                      verified=True)
 
 
 def _discard_partial(part: Path, meta_path: Path) -> None:
@@ -341,7 +344,7 @@ _UNSATISFIED = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.I)
 
 
 def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout: tuple[float, float],
-             progress: ProgressFn, say: NotifyFn) -> tuple[str, int]:
+             progress: ProgressFn, say: NotifyFn, state: dict[str, bool]) -> tuple[str, int]:
     """One request: resume or start the partial file, stream it to the end, return (sha256, size)."""
     import requests
 
@@ -389,6 +392,7 @@ def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout
             if have:
                 say(f"the server does not support resuming; downloading {target.name} from the start")
                 have = 0
+                state["restarted"] = True
             length = r.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
         else:

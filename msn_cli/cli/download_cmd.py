@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from ..errors import MsnError, UsageError, VerificationFailed
+from ..errors import EXIT_INTERRUPTED, MsnError, UsageError, VerificationFailed
 from .options import BaseUrlOpt, CacheDirOpt, JsonOpt, QuietOpt, VerboseOpt
 from .render import human_bytes
 from .term import Term
@@ -70,6 +70,10 @@ def download(
             try:
                 f = fetch(spec, cache_dir=cache_dir, base_url=base_url, sha256=sha256, force=force,
                           verify=verify, progress=progress, notify=term.info)
+            except KeyboardInterrupt:
+                raise MsnError(f"interrupted while getting {spec}; what arrived is kept in the cache",
+                               hint="run the same command again to resume where it stopped",
+                               exit_code=EXIT_INTERRUPTED) from None
             except MsnError as e:
                 if len(specs) == 1:
                     raise

@@ -1,0 +1,188 @@
+"""The cache: where it is, its layout and index, and ``msn cache ls / rm / check``."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from pathlib import Path
+
+import pytest
+from http_server import FileServer
+
+from msn_cli import download as dl
+from msn_cli.cache import Cache, default_cache_dir
+from msn_cli.variants import VARIANTS
+
+
+@pytest.fixture(autouse=True)
+def _fast_backoff(monkeypatch):
+    monkeypatch.setattr(dl, "BACKOFF", 0.01)
+
+
+@pytest.fixture
+def server():
+    with FileServer() as srv:
+        yield srv
+
+
+def blob(n: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+@pytest.fixture
+def filled(cli, server):
+    """A cache with two released names (from a mirror) and one URL download."""
+    a, b, c = blob(70_000, 1), blob(120_000, 2), blob(33_333, 3)
+    server.add(f"/m/{VARIANTS['vits16'].filename}", a)
+    server.add(f"/m/{VARIANTS['vitb4'].filename}", b)
+    url = server.add("/other/my_run.pth.tar", c)
+    assert cli("download", "vits16", "vitb4", "--base-url", server.url("/m/")).code == 0
+    assert cli("download", url).code == 0
+    return {"vits16_800ep.pth.tar": a, "vitb4_300ep.pth.tar": b, "my_run.pth.tar": c, "url": url}
+
+
+def test_location_order_is_resolved_at_call_time(monkeypatch, tmp_path):
+    monkeypatch.setenv("MSN_CACHE", str(tmp_path / "a"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "a"
+    assert Cache(tmp_path / "explicit").root == tmp_path / "explicit"
+    monkeypatch.delenv("MSN_CACHE")
+    assert default_cache_dir() == tmp_path / "xdg" / "msn"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "msn"
+    assert Cache().root == tmp_path / "home" / ".cache" / "msn"
+
+
+def test_cache_dir_option_wins_over_environment(cli, server, tmp_path):
+    url = server.add("/f.bin", b"abc" * 1000)
+    r = cli("download", url, "--cache-dir", tmp_path / "mine")
+    assert r.code == 0
+    assert Path(r.stdout.strip()) == tmp_path / "mine" / "files" / "f.bin"
+    assert (tmp_path / "mine" / "CACHEDIR.TAG").is_file()
+    assert Cache().entries() == []  # $MSN_CACHE untouched
+
+
+def test_ls_json_lists_entries_partials_and_total(cli, filled, server, monkeypatch):
+    url = server.add("/p/half.bin", blob(400_000, 9))
+    server.fault("/p/half.bin", "short", times=None, after=150_000)
+    monkeypatch.setenv("MSN_DOWNLOAD_RETRIES", "0")
+    assert cli("download", url).code == 4
+    r = cli("cache", "ls", "--json")
+    assert r.code == 0, r.stderr
+    doc = r.json()
+    assert doc["cache_dir"] == str(Cache().root)
+    names = {e["name"]: e for e in doc["entries"]}
+    assert set(names) == {"vits16_800ep.pth.tar", "vitb4_300ep.pth.tar", "my_run.pth.tar"}
+    assert names["vits16_800ep.pth.tar"]["variant"] == "vits16"
+    assert names["my_run.pth.tar"]["variant"] is None and names["my_run.pth.tar"]["url"] == filled["url"]
+    for name, e in names.items():
+        assert e["size"] == len(filled[name]) and e["intact"] is True
+        assert Path(e["path"]).read_bytes() == filled[name]
+    assert [p["name"] for p in doc["partial"]] == ["half.bin"]
+    assert doc["partial"][0]["size"] == 150_000 and doc["partial"][0]["total"] == 400_000
+    assert doc["total_bytes"] == sum(len(filled[n]) for n in names) + 150_000
+    # The table names everything too.
+    r = cli("cache", "ls")
+    assert r.code == 0
+    for name in [*names, "half.bin"]:
+        assert name in r.stdout
+
+
+def test_ls_on_an_empty_cache(cli):
+    r = cli("cache", "ls", "--json")
+    assert r.code == 0
+    assert r.json()["entries"] == [] and r.json()["total_bytes"] == 0
+
+
+def test_rm_by_released_name_with_yes(cli, filled):
+    r = cli("cache", "rm", "vits16", "--yes", "--json")
+    assert r.code == 0, r.stderr
+    doc = r.json()
+    assert [x["name"] for x in doc["removed"]] == ["vits16_800ep.pth.tar"]
+    assert doc["bytes"] == len(filled["vits16_800ep.pth.tar"])
+    assert not Cache().file_path("vits16_800ep.pth.tar").exists()
+    assert {e.name for e in Cache().entries()} == {"vitb4_300ep.pth.tar", "my_run.pth.tar"}
+
+
+def test_rm_by_url_and_entry_name(cli, filled):
+    assert cli("cache", "rm", filled["url"], "vitb4_300ep.pth.tar", "-y").code == 0
+    assert {e.name for e in Cache().entries()} == {"vits16_800ep.pth.tar"}
+
+
+def test_rm_without_yes_and_no_terminal_refuses(cli, filled):
+    r = cli("cache", "rm", "--all")
+    assert r.code == 2 and "--yes" in r.stderr
+    assert len(Cache().entries()) == 3
+
+
+@pytest.mark.parametrize(("answer", "kept"), [("n\n", 3), ("y\n", 0)])
+def test_rm_prompts_when_interactive(cli, filled, monkeypatch, answer, kept):
+    from msn_cli.cli import download_cmd
+
+    monkeypatch.setattr(download_cmd, "_stdin_interactive", lambda: True)
+    monkeypatch.setattr("sys.stdin", io.StringIO(answer))
+    r = cli("cache", "rm", "--all")
+    assert r.code == 0, r.stderr
+    assert "Delete" in r.stderr
+    assert len(Cache().entries()) == kept
+    assert len(list((Cache().root / "files").iterdir())) == kept
+
+
+def test_rm_all_removes_partials_too(cli, filled, server, monkeypatch):
+    url = server.add("/p/half.bin", blob(400_000, 9))
+    server.fault("/p/half.bin", "short", after=100_000)
+    monkeypatch.setenv("MSN_DOWNLOAD_RETRIES", "0")
+    assert cli("download", url).code == 4
+    r = cli("cache", "rm", "--all", "--yes", "--json")
+    assert r.code == 0
+    assert r.json()["bytes"] == sum(len(v) for k, v in filled.items() if k != "url") + 100_000
+    assert cli("cache", "ls", "--json").json()["total_bytes"] == 0
+    assert (Cache().root / "CACHEDIR.TAG").exists()  # the cache itself stays
+
+
+def test_rm_unknown_name_is_a_usage_error(cli, filled):
+    r = cli("cache", "rm", "vitl16", "--yes")
+    assert r.code == 2 and "msn cache ls" in r.stderr
+    assert len(Cache().entries()) == 3
+
+
+def test_check_passes_then_finds_damage(cli, filled):
+    r = cli("cache", "check", "--json")
+    assert r.code == 0, r.stderr
+    assert r.json()["ok"] is True and len(r.json()["checked"]) == 3
+    path = Cache().file_path("vitb4_300ep.pth.tar")
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    r = cli("cache", "check", "--json")
+    assert r.code == 1
+    bad = [c for c in r.json()["checked"] if not c["ok"]]
+    assert [c["name"] for c in bad] == ["vitb4_300ep.pth.tar"]
+    assert "sha256 differs" in bad[0]["problem"]
+    assert cli("cache", "check", "vits16").code == 0  # only the one asked for
+
+
+def test_damaged_index_is_a_clear_error(cli, filled):
+    Cache().index_path.write_text("{ not json")
+    r = cli("cache", "ls")
+    assert r.code == 3
+    assert "index" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_index_records_what_the_issue_asks(filled):
+    doc = json.loads(Cache().index_path.read_text())
+    assert doc["version"] == 1
+    e = doc["entries"]["my_run.pth.tar"]
+    assert set(e) >= {"url", "size", "sha256", "downloaded_at"}
+
+
+def test_same_basename_from_two_urls_gets_two_entries(cli, server):
+    u1 = server.add("/a/model.pth", b"one" * 100)
+    u2 = server.add("/b/model.pth", b"two" * 100)
+    p1 = Path(cli("download", u1).stdout.strip())
+    p2 = Path(cli("download", u2).stdout.strip())
+    assert p1 != p2
+    assert p1.read_bytes() == b"one" * 100 and p2.read_bytes() == b"two" * 100
+    assert Path(cli("download", u1).stdout.strip()) == p1

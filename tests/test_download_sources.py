@@ -1,0 +1,82 @@
+"""``msn inspect`` / ``msn convert`` resolving released names and URLs through the cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from http_server import FileServer
+
+from msn_cli.cache import Cache
+from msn_cli.synth import TINY, write_checkpoint
+from msn_cli.variants import VARIANTS
+
+FILENAME = VARIANTS["vits16"].filename
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    """A local mirror serving a tiny synthetic checkpoint under the released vits16 file name."""
+    ckpt = write_checkpoint(tmp_path / "mirror" / FILENAME, TINY, "released")
+    with FileServer(root=tmp_path / "mirror") as srv:
+        yield srv, ckpt
+
+
+def test_inspect_name_downloads_through_the_mirror_once(cli, mirror):
+    server, ckpt = mirror
+    r = cli("inspect", "vits16", "--base-url", server.url("/"), "--json")
+    assert r.code == 0, r.stderr
+    doc = r.json()
+    assert doc["source"]["kind"] == "variant" and doc["source"]["name"] == "vits16"
+    assert doc["source"]["url"] == server.url("/" + FILENAME)
+    assert doc["file"]["path"] == str(Cache().file_path(FILENAME))
+    assert len(server.requests()) == 1
+    # The second time the cache answers: no request, not even with a mirror given.
+    r = cli("inspect", "vits16", "--base-url", server.url("/"), "--json")
+    assert r.code == 0 and len(server.requests()) == 1
+    entry = Cache().get(FILENAME)
+    assert entry is not None and entry.sha256 == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+
+
+def test_convert_url_records_url_and_sha256_from_the_index(cli, mirror, tmp_path, monkeypatch):
+    server, ckpt = mirror
+    url = server.url("/" + FILENAME)
+    assert cli("download", url).code == 0
+    digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+
+    import msn_cli.convert as conv
+
+    def no_rehash(*args, **kwargs):
+        raise AssertionError("convert hashed a source whose sha256 the cache index knows")
+
+    monkeypatch.setattr(conv, "sha256_file", no_rehash)
+    n = len(server.requests())
+    out = tmp_path / "out"
+    r = cli("convert", url, out, "--no-verify")
+    assert r.code == 0, r.stderr
+    assert len(server.requests()) == n  # served from the cache
+    manifest = json.loads((out / "msn_manifest.json").read_text())
+    assert manifest["source"]["url"] == url
+    assert manifest["source"]["sha256"] == digest
+    assert manifest["source"]["kind"] == "url"
+
+
+def test_convert_name_fetches_via_mirror_and_refuses_a_wrong_file(cli, mirror, tmp_path, monkeypatch):
+    # A tiny model served as 'vits16' has the wrong shapes: convert must say so (exit 3) after
+    # resolving the name through MSN_BASE_URL and the cache.
+    server, _ = mirror
+    monkeypatch.setenv("MSN_BASE_URL", server.url("/"))
+    r = cli("convert", "vits16", tmp_path / "out", "--no-verify")
+    assert r.code == 3
+    assert "fetched as 'vits16'" in r.stderr
+    assert len(server.requests()) == 1
+    assert Cache().get(FILENAME) is not None
+    assert not (tmp_path / "out").exists()
+
+
+def test_offline_inspect_of_uncached_name_says_how_to_get_it(cli, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = cli("inspect", "vitb16")
+    assert r.code == 4
+    assert "HF_HUB_OFFLINE" in r.stderr and "msn download vitb16" in r.stderr
