@@ -381,7 +381,6 @@ def send_push(plan: PushPlan, *, token: str | None = None,
     hub = _Hub(endpoint, tok, plan.repo_id)
     result = PushResult(plan, endpoint)
 
-    progress("connecting", 0, None)
     with hub.call("check the token"):
         result.user = api.whoami().get("name")
     repo_id = plan.repo_id if "/" in plan.repo_id else f"{result.user}/{plan.repo_id}"

@@ -147,7 +147,7 @@ def test_plain_output_prints_the_commit_url_on_stdout(cli, hub, folder):
     assert r.code == 0, r.stderr
     commit = hub.commits[0]
     assert r.stdout.strip() == f"{hub.url}/alice/tiny/commit/{commit.oid}"
-    assert "pushed 5 files" in r.stderr
+    assert "pushing 5 files" in r.stderr and "committed to alice/tiny (main)" in r.stderr
     assert TOKEN not in r.stdout + r.stderr
 
 

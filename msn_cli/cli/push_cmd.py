@@ -64,6 +64,8 @@ def push(
 
       HF_TOKEN=hf_... msn push ./out my-org/vit-msn-small --json
     """
+    from rich.markup import escape
+
     from ..push import plan_push, send_push
 
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
@@ -72,7 +74,7 @@ def push(
                          commit_message=commit_message, card_path=card,
                          skip_verify_check=skip_verify_check, progress=progress)
     for w in plan.warnings:
-        term.warn(w)
+        term.warn(escape(w))
     if dry_run:
         from ..push import PushResult, hub_endpoint
 
@@ -94,7 +96,7 @@ def push(
     with term.progress() as progress:
         result = send_push(plan, token=token, progress=progress)
     for w in plan.warnings[before:]:
-        term.warn(w)
+        term.warn(escape(w))
     if json_out:
         term.emit_json(result.to_dict())
         return
@@ -108,9 +110,10 @@ def push(
             term.line(str(result.commit_url))
     elif result.pr_url:
         term.success(f"opened pull request #{result.pr_num} on {plan.repo_id}: {result.pr_url}")
-        term.line(result.pr_url)
+        if not quiet:
+            term.line(result.pr_url)
     else:
-        term.success(f"pushed {n} files to {plan.repo_id} ({plan.revision or 'main'}): {result.commit_url}")
+        term.success(f"committed to {plan.repo_id} ({plan.revision or 'main'}): {result.commit_url}")
         if not quiet:
             term.line(str(result.commit_url))
 
