@@ -418,11 +418,14 @@ def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout
             with open(part, "ab" if have else "wb") as f:
                 if have:
                     f.truncate(have)
-                for chunk in _chunks(r):
-                    f.write(chunk)
-                    h.update(chunk)
-                    done += len(chunk)
-                    progress(target.name, done, total)
+                sink = _Sink(f, h)
+                try:
+                    for chunk in _chunks(r):
+                        sink.put(chunk)
+                        done += len(chunk)
+                        progress(target.name, done, total)
+                finally:
+                    sink.close()  # everything received is on disk before anything else happens
         except _BROKEN as e:
             raise _Retry(f"the connection broke after {done:,} bytes ({_short(e)})",
                          gained=done - start) from None
@@ -431,6 +434,48 @@ def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout
             raise _Retry(f"the body ended after {done:,} of {total:,} bytes", gained=done - start)
         raise _StartOver()
     return h.hexdigest(), done
+
+
+class _Sink:
+    """Writes and hashes chunks in order on a worker thread, so that receiving overlaps both.
+
+    Both the file write and ``hashlib``'s update release the GIL on large buffers, so the
+    network, the disk and the hash each get a core when there is one. The queue is short
+    (``depth`` chunks), which bounds memory.
+    """
+
+    def __init__(self, f: Any, h: Any, depth: int = 8):
+        import queue
+        import threading
+
+        self._f, self._h = f, h
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="msn-download-sink", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            chunk = self._q.get()
+            if chunk is None:
+                return
+            if self._error is None:  # after a failure, keep draining so put() never blocks forever
+                try:
+                    self._f.write(chunk)
+                    self._h.update(chunk)
+                except BaseException as e:
+                    self._error = e
+
+    def put(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._q.put(chunk)
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _chunks(r: Any) -> Iterator[bytes]:
