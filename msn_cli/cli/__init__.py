@@ -53,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         rv = command.main(args=args, prog_name="msn", standalone_mode=False)
+        if rv == EXIT_INTERRUPTED:  # typer turns KeyboardInterrupt into a silent Exit(130)
+            _error("interrupted")
         return rv if isinstance(rv, int) else 0
     except MsnError as e:
         if _debug():
@@ -81,4 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # Ctrl-C while the command was still being imported
+        _error("interrupted")
+        code = EXIT_INTERRUPTED
+    sys.exit(code)
