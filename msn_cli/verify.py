@@ -82,6 +82,7 @@ from . import __version__, mapping
 from .architecture import IMAGENET_MEAN, IMAGENET_STD, LAYER_NORM_EPS, Architecture
 from .checkpoint import Checkpoint, infer_architecture, load_checkpoint
 from .errors import EXIT_BAD_INPUT, CheckpointError, FolderError, MsnError, NetworkError
+from .hashing import sha256_file
 from .manifest import CONFIG, MANIFEST, PREPROCESSOR, WEIGHTS, read_manifest, write_manifest
 from .progress import ProgressFn, no_progress
 from .safetensors_io import read_header
@@ -501,7 +502,9 @@ def check_config(folder: Path, arch: Architecture, dtype: str) -> CheckResult:
     bad = []
     for key in RELEVANT_CONFIG:
         want = expected[key]
-        got = effective.get(key, raw.get(key))
+        # model_type: what AutoModel dispatches on is the file's value (ViTMSNConfig reports
+        # its own class attribute whatever the file says); the rest: what transformers uses
+        got = raw.get(key) if key == "model_type" else effective.get(key, raw.get(key))
         if isinstance(want, float) and isinstance(got, (int, float)) and not isinstance(got, bool):
             ok = math.isclose(float(got), want, rel_tol=1e-9, abs_tol=0.0)
         else:
@@ -637,7 +640,7 @@ def check_parity(model: Any, reference: Any, arch: Architecture, dtype: str,
         f"worst layer at {numbers['worst_ratio']:.0%} of its tolerance"), numbers), stats, descriptions
 
 
-def golden_pixels(image: Path) -> torch.Tensor:
+def golden_pixels(image: Path, size: int = GOLDEN_IMAGE_SIZE) -> torch.Tensor:
     """The seed's preprocessing: ViTImageProcessor, 224 x 224 bilinear, ImageNet mean/std."""
     from PIL import Image, UnidentifiedImageError
     from transformers import ViTImageProcessor
@@ -647,7 +650,7 @@ def golden_pixels(image: Path) -> torch.Tensor:
             rgb = im.convert("RGB")
     except (OSError, UnidentifiedImageError) as e:
         raise _could_not_run(f"cannot read the image {image}: {e}") from e
-    proc = ViTImageProcessor(size={"height": GOLDEN_IMAGE_SIZE, "width": GOLDEN_IMAGE_SIZE},
+    proc = ViTImageProcessor(size={"height": size, "width": size},
                              resample=2, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
     return proc(images=rgb, return_tensors="pt")["pixel_values"]
 
@@ -662,9 +665,7 @@ def check_golden(model: Any, variant: Variant | None, image: Path | None, dtype:
         return CheckResult("golden", False, "the model did not load")
     import torch
 
-    pixels = golden_pixels(image)
-    if pixels.shape[-1] != variant.image_size:
-        return CheckResult("golden", None, "skipped: image size differs from the variant's")
+    pixels = golden_pixels(image, variant.image_size)
     with torch.inference_mode():
         out = model(pixel_values=pixels.to(getattr(torch, dtype))).last_hidden_state
     got = [float(x) for x in out[0, 0, :3].float()]
@@ -830,12 +831,15 @@ def _source_checkpoint(manifest: dict[str, Any] | None, source: str | None, cach
                               hint="pass it with --source PATH|NAME|URL")
     ckpt = load_checkpoint(resolved.path, enc)  # type: ignore[arg-type]
     want_sha = src.get("sha256")
-    if want_sha and resolved.sha256 and resolved.sha256 != want_sha:
-        notes.append(f"the source {resolved.path} (sha256 {resolved.sha256[:12]}) is not the file "
-                     f"this folder was converted from (sha256 {want_sha[:12]})")
-    elif src.get("size") and ckpt.file_size != src.get("size"):
-        notes.append(f"the source {resolved.path} has {ckpt.file_size} bytes; the folder was "
-                     f"converted from one of {src.get('size')} bytes")
+    if want_sha:
+        if src.get("size") and ckpt.file_size != src.get("size"):
+            have = None
+        else:
+            have = resolved.sha256 or sha256_file(resolved.path, progress, "hashing source")
+        if have != want_sha:
+            notes.append(f"the source {resolved.path} is not the file this folder was converted "
+                         f"from (the manifest records {src.get('size')} bytes, sha256 "
+                         f"{want_sha[:12]}...)")
     info = {"path": str(resolved.path), "kind": resolved.kind, "encoder": enc,
             "given": source is not None}
     return ckpt, info, notes
