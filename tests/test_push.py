@@ -341,3 +341,30 @@ def test_help_has_examples(cli):
     for opt in ("--private", "--revision", "--create-pr", "--commit-message", "--token", "--card",
                 "--skip-verify-check", "--dry-run", "--json"):
         assert opt in r.stdout
+
+
+def test_files_the_revision_already_holds_are_not_resent(cli, hub, folder):
+    same_config = (folder / "config.json").read_bytes()
+    hub.add_repo("alice/tiny", {"config.json": same_config, "README.md": b"old\n"})
+    r = cli("push", folder, "alice/tiny", "--token", TOKEN, "--json")
+    assert r.code == 0, r.stderr
+    assert r.json()["changed"] is True
+    (commit,) = hub.commits
+    assert "config.json" not in commit.files  # huggingface_hub skips byte-identical files
+    expected = {**folder_files(folder), "README.md": commit.files["README.md"]}
+    assert set(commit.files) == set(expected) - {"config.json"}
+    now = hub.files_at("alice/tiny")
+    assert all(now[name] == data for name, data in expected.items())  # the repo ends up identical
+
+
+def test_real_push_in_a_fresh_process(hub, folder):
+    """No patched constants: the process reads HF_ENDPOINT and HF_TOKEN itself."""
+    from conftest import run_msn_process
+
+    p = run_msn_process("push", str(folder), "my-org/fresh", "--json",
+                        env={"HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN})
+    assert p.returncode == 0, p.stderr
+    (commit,) = hub.commits
+    assert json.loads(p.stdout)["commit_url"] == f"{hub.url}/my-org/fresh/commit/{commit.oid}"
+    assert_received_folder(commit, folder)
+    assert TOKEN not in p.stdout + p.stderr
