@@ -234,6 +234,10 @@ def plan_push(
     card_bytes = card.encode("utf-8")
     files.append(PushFile(CARD, len(card_bytes), _hash_bytes(card_bytes), data=card_bytes))
 
+    src_path = (manifest.get("source") or {}).get("path")
+    if src_path:
+        warnings.append(f"{MANIFEST} is uploaded as is, and it names the source's local path "
+                        f"({src_path})")
     uploaded = {f.path for f in files}
     extra = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
                    if p.is_file() and str(p.relative_to(folder).as_posix()) not in uploaded)

@@ -290,6 +290,8 @@ def test_extra_files_in_the_folder_are_not_uploaded(cli, hub, folder):
     assert r.code == 0, r.stderr
     assert "notes.txt" in r.stderr
     assert "notes.txt" not in hub.commits[0].files
+    # the manifest goes up byte for byte, so the user is told it names the local source path
+    assert "names the source's local path" in r.stderr
 
 
 # -- dry run ------------------------------------------------------------------------------------------
