@@ -77,7 +77,7 @@ def download(
             except MsnError as e:
                 if len(specs) == 1:
                     raise
-                term.warn(f"{spec}: {e.message}")
+                term.warn(e.message if spec in e.message else f"{spec}: {e.message}")
                 failed.append((spec, e))
                 continue
             got.append(f.to_dict())
@@ -100,7 +100,7 @@ def download(
     if failed:
         first = failed[0][1]
         raise type(first)(f"{len(failed)} of {len(specs)} downloads failed: "
-                          + "; ".join(f"{s} ({e.message})" for s, e in failed),
+                          + ", ".join(s for s, _ in failed),
                           hint=first.hint, exit_code=first.exit_code)
 
 
@@ -145,7 +145,8 @@ def cache_ls(
     t.add_column("source", overflow="fold")
     for e in summary["entries"]:
         state = "" if e["intact"] else " [red](damaged: size differs)[/red]"
-        t.add_row(e["name"] + state, e["variant"] or "", human_bytes(e["size"]), e["downloaded_at"],
+        when = e["downloaded_at"].replace("T", " ")[:16]
+        t.add_row(e["name"] + state, e["variant"] or "", human_bytes(e["size"]), when,
                   e["sha256"][:12] if not verbose else e["sha256"], e["url"])
     for p in summary["partial"]:
         of = f" of {human_bytes(p['total'])}" if p["total"] else ""
