@@ -160,10 +160,11 @@ class Cache:
     def _read_index(self) -> dict[str, dict[str, Any]]:
         try:
             raw = self.index_path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return {}
         except OSError as e:
-            raise CacheError(f"cannot read {self.index_path}: {e.strerror or e}") from e
+            raise CacheError(f"cannot read {self.index_path}: {e.strerror or e}",
+                             hint="pass --cache-dir or set MSN_CACHE to a usable folder") from e
         try:
             data = json.loads(raw)
             entries = data["entries"]

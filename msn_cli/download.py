@@ -429,6 +429,10 @@ def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout
         except _BROKEN as e:
             raise _Retry(f"the connection broke after {done:,} bytes ({_short(e)})",
                          gained=done - start) from None
+        except OSError as e:  # the disk, not the network: full, read-only, gone
+            raise CacheError(f"cannot write {part}: {e.strerror or e}",
+                             hint="free some space or use --cache-dir / MSN_CACHE elsewhere; what "
+                                  "was written is kept and the next run resumes from it") from None
     if total is not None and done != total:
         if done < total:
             raise _Retry(f"the body ended after {done:,} of {total:,} bytes", gained=done - start)

@@ -378,3 +378,37 @@ def test_cache_location_is_read_when_called(served, monkeypatch, tmp_path):
     got = dl.fetch(url)
     assert got.path.is_relative_to(tmp_path / "late")
     assert os.path.exists(tmp_path / "late" / "index.json")
+
+
+def test_disk_write_failure_is_a_cache_error_and_keeps_the_partial(cli, served, monkeypatch):
+    import errno
+
+    _, url, data = served
+    real_put = dl._Sink.put
+    seen = []
+
+    def put(self, chunk):
+        seen.append(len(chunk))
+        if sum(seen) > 1_000_000:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_put(self, chunk)
+
+    monkeypatch.setattr(dl._Sink, "put", put)
+    r = cli("download", url)
+    assert r.code == 3
+    assert "No space left on device" in r.stderr and "Traceback" not in r.stderr
+    assert cache().get("run_a.pth.tar") is None
+    have = cache().partial_path("run_a.pth.tar").stat().st_size
+    assert 0 < have < len(data)
+    monkeypatch.setattr(dl._Sink, "put", real_put)
+    r = cli("download", url, "--json")
+    assert r.code == 0 and r.json()["files"][0]["resumed_from"] == have
+
+
+def test_unusable_cache_folder_is_a_clear_error(cli, served, tmp_path):
+    _, url, _ = served
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    r = cli("download", url, "--cache-dir", blocker / "cache")
+    assert r.code == 3
+    assert "cannot use the cache folder" in r.stderr and "Traceback" not in r.stderr

@@ -40,7 +40,8 @@ def download(
     downloaded again (no network at all). An interrupted download resumes where it stopped
     the next time. Other commands (inspect, convert) download through the same cache.
 
-    Exit codes: 0 done, 2 usage, 4 network or server error, 130 interrupted.
+    Exit codes: 0 done, 2 usage, 3 cache folder unusable or disk full, 4 network or server
+    error (or offline with the file not cached), 130 interrupted.
 
     Examples:
 
@@ -54,7 +55,7 @@ def download(
     from ..download import fetch
     from ..variants import VARIANTS
 
-    specs = list(names or [])
+    specs = list(dict.fromkeys(names or []))
     if all_released:
         specs += [n for n in VARIANTS if n not in specs]
     if not specs:
