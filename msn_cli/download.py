@@ -154,13 +154,14 @@ def fetch(spec: str, *, cache_dir: str | os.PathLike[str] | None = None, base_ur
             f"{target.name} is not in the cache ({cache.root}) and {var} is set, so msn may not "
             "use the network",
             hint=f"unset {var} and run 'msn download {spec}', or copy the file from "
-                 f"{target.url} onto this machine and give its path instead of the name")
+                 f"{target.url} onto this machine and give its path instead")
     cache.ensure()
     with _locked(cache, target.name, say):
         if force:
             _discard(cache, target.name)
         else:
-            hit = _lookup(cache, target, pinned, False, progress, say)  # another process's result
+            # Another process may have finished it while this one waited (said nothing new).
+            hit = _lookup(cache, target, pinned, False, progress, lambda message: None)
             if hit is not None:
                 return hit
         return _download(cache, target, pinned, progress, say)
