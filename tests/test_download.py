@@ -412,3 +412,36 @@ def test_unusable_cache_folder_is_a_clear_error(cli, served, tmp_path):
     r = cli("download", url, "--cache-dir", blocker / "cache")
     assert r.code == 3
     assert "cannot use the cache folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_complete_partial_left_before_the_rename_is_finished_without_a_body(cli, served):
+    # A run killed after the last byte arrived but before the rename: the server answers the
+    # Range request with 416, and the partial is checked and moved into place.
+    from msn_cli.cache import write_partial_meta
+
+    server, url, data = served
+    c = cache()
+    c.ensure()
+    c.partial_path("run_a.pth.tar").write_bytes(data)
+    write_partial_meta(c.partial_meta_path("run_a.pth.tar"), {"url": url, "total": len(data)})
+    r = cli("download", url, "--json")
+    assert r.code == 0, r.stderr
+    reqs = server.requests()
+    assert [(q.status, q.sent) for q in reqs] == [(416, 0)]
+    f = r.json()["files"][0]
+    assert f["sha256"] == sha(data) and Path(f["path"]).read_bytes() == data
+    assert "━" not in r.stderr  # no progress bar when stderr is not a terminal
+
+
+def test_partial_from_another_url_is_not_spliced(cli, served):
+    from msn_cli.cache import write_partial_meta
+
+    server, url, data = served
+    c = cache()
+    c.ensure()
+    c.partial_path("run_a.pth.tar").write_bytes(b"junk" * 1000)
+    write_partial_meta(c.partial_meta_path("run_a.pth.tar"), {"url": url + "?old", "total": None})
+    r = cli("download", url)
+    assert r.code == 0, r.stderr
+    assert server.requests()[0].range is None
+    assert Path(r.stdout.strip()).read_bytes() == data
