@@ -20,19 +20,25 @@ PREPROCESSOR = "preprocessor_config.json"
 FORMAT_VERSION = 1
 
 
+_DAMAGED = "the manifest is damaged; convert the checkpoint again"
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST
     if not folder.is_dir():
         raise FolderError(f"{folder} is not a folder", hint="give the folder msn convert wrote")
     if not path.is_file():
         raise FolderError(f"{folder} has no {MANIFEST}: it was not written by msn convert",
-                          hint="convert the checkpoint with msn convert, or pass --source")
+                          hint="convert the checkpoint with msn convert (msn verify can check a "
+                               "folder from elsewhere with --source)")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FolderError(f"{path} is not valid JSON ({e})") from e
+        raise FolderError(f"{path} is not valid JSON ({e})", hint=_DAMAGED) from e
     if not isinstance(data, dict) or data.get("tool") != "msn":
-        raise FolderError(f"{path} is not an msn manifest")
+        raise FolderError(f"{path} is not an msn manifest", hint=_DAMAGED)
+    if not isinstance(data.get("files", {}), dict):
+        raise FolderError(f"{path} has no valid file table", hint=_DAMAGED)
     return data
 
 

@@ -410,3 +410,98 @@ def test_non_http_urls_are_refused(cli, tmp_path, url, command):
 def test_missing_file_is_not_mistaken_for_a_variant(cli, tmp_path):
     r = cli("convert", tmp_path / "nope.pth.tar", tmp_path / "out")
     assert_clean_failure(r, 3, "no such file", out=tmp_path / "out")
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged converted folders given to verify and push
+
+
+def _truncate(name: str, keep: int):
+    def damage(folder: Path) -> None:
+        p = folder / name
+        p.write_bytes(p.read_bytes()[:keep])
+    return damage
+
+
+def _edit_json(name: str, change):
+    def damage(folder: Path) -> None:
+        import json
+
+        p = folder / name
+        data = json.loads(p.read_text())
+        change(data)
+        p.write_text(json.dumps(data, indent=2))
+    return damage
+
+
+def _flip_weights(folder: Path) -> None:
+    p = folder / "model.safetensors"
+    raw = bytearray(p.read_bytes())
+    raw[-100] ^= 0xFF  # inside the last tensor's data
+    p.write_bytes(bytes(raw))
+
+
+FOLDERS = {
+    # case: (damage, verify exit, verify needle, push needle)
+    "weights-missing": (lambda f: (f / "model.safetensors").unlink(), 1,
+                        "model.safetensors is missing", "missing model.safetensors"),
+    "weights-truncated": (_truncate("model.safetensors", 5000), 1, "truncated",
+                          "model.safetensors: size 5000"),
+    "weights-header-only": (_truncate("model.safetensors", 2), 1, "not a readable safetensors file",
+                            "model.safetensors: size 2"),
+    "weights-flipped": (_flip_weights, 1, "sha256 differs", "model.safetensors: sha256 differs"),
+    "config-not-json": (lambda f: (f / "config.json").write_text("{not json"), 1,
+                        "config.json is not valid JSON", "config.json: size 9"),
+    "config-edited": (_edit_json("config.json", lambda d: d.__setitem__("layer_norm_eps", 1e-5)), 1,
+                      "layer_norm_eps", "config.json: size"),
+    "file-not-in-manifest": (_edit_json("preprocessor_config.json", lambda d: d.update(do_normalize=False)),
+                             1, "preprocessor_config.json", "preprocessor_config.json:"),
+    "manifest-wrong-hash": (_edit_json("msn_manifest.json",
+                                       lambda d: d["files"]["model.safetensors"].update(sha256="0" * 64)),
+                            1, "sha256 differs", "sha256 differs"),
+    "manifest-not-json": (lambda f: (f / "msn_manifest.json").write_text("garbage"), 3, "not valid JSON",
+                          "not valid JSON"),
+    "manifest-missing": (lambda f: (f / "msn_manifest.json").unlink(), 3, "no msn_manifest.json",
+                         "no msn_manifest.json"),
+    "manifest-not-msn": (lambda f: (f / "msn_manifest.json").write_text('{"tool": "other"}'), 3,
+                         "not an msn manifest", "not an msn manifest"),
+}
+
+
+@pytest.fixture
+def damaged(tmp_path_factory, tmp_path):
+    from test_push import copy_verified
+
+    def make(case: str) -> Path:
+        folder = copy_verified(tmp_path_factory, tmp_path)
+        FOLDERS[case][0](folder)
+        return folder
+
+    return make
+
+
+@pytest.mark.parametrize("case", list(FOLDERS))
+def test_damaged_folder_given_to_verify(cli, damaged, case):
+    folder = damaged(case)
+    _, code, needle, _ = FOLDERS[case]
+    r = cli("verify", folder, "--no-record")
+    assert_clean_failure(r, code, needle)
+    assert "Traceback" not in r.stdout
+
+
+@pytest.mark.parametrize("case", list(FOLDERS))
+def test_damaged_folder_given_to_push_sends_nothing(cli, damaged, case, monkeypatch, tmp_path):
+    from test_push import TOKEN, start_hub
+
+    folder = damaged(case)
+    needle = FOLDERS[case][3]
+    r = cli("push", folder, "my-org/vit-msn-tiny", "--dry-run")
+    assert_clean_failure(r, 3, needle)
+    hub = start_hub(monkeypatch, tmp_path)
+    try:
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        r = cli("push", folder, "my-org/vit-msn-tiny")
+        assert_clean_failure(r, 3, needle)
+        assert hub.commits == [] and hub.requests == []  # refused before any request
+    finally:
+        hub.stop()
