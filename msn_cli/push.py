@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -140,6 +141,21 @@ def _hash_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def public_manifest(manifest: dict[str, Any]) -> bytes:
+    """The manifest as published: the source's local path cut to its file name.
+
+    Where the checkpoint lay on the converting machine (a home folder, a cache path) is no
+    business of the Hub; everything else, hashes and verify results included, goes up unchanged.
+    """
+    public = json.loads(json.dumps(manifest))
+    src = public.get("source")
+    if isinstance(src, dict) and src.get("path"):
+        src["path"] = PurePosixPath(str(src["path"]).replace("\\", "/")).name
+        if src.get("kind") == "path":
+            src["spec"] = src["path"]
+    return (json.dumps(public, indent=2) + "\n").encode()
+
+
 def _default_message(manifest: dict[str, Any]) -> str:
     variant = manifest.get("variant")
     what = f"MSN {variant}" if variant else "MSN ViT backbone"
@@ -228,16 +244,12 @@ def plan_push(
         local = _safe_name(folder, r["file"])
         sha = r.get("sha256") or sha256_file(local, progress, "hashing")
         files.append(PushFile(r["file"], local.stat().st_size, sha, local=local))
-    manifest_bytes = (folder / MANIFEST).read_bytes()
+    manifest_bytes = public_manifest(manifest)
     files.append(PushFile(MANIFEST, len(manifest_bytes), _hash_bytes(manifest_bytes), data=manifest_bytes))
     card = build_card(manifest, rid, card_path=card_path)
     card_bytes = card.encode("utf-8")
     files.append(PushFile(CARD, len(card_bytes), _hash_bytes(card_bytes), data=card_bytes))
 
-    src_path = (manifest.get("source") or {}).get("path")
-    if src_path:
-        warnings.append(f"{MANIFEST} is uploaded as is, and it names the source's local path "
-                        f"({src_path})")
     uploaded = {f.path for f in files}
     extra = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
                    if p.is_file() and str(p.relative_to(folder).as_posix()) not in uploaded)
@@ -283,6 +295,15 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
+def _plain_http_errors() -> tuple[type[BaseException], ...]:
+    """``requests.HTTPError``, which huggingface_hub < 1.0 raises bare in places (whoami on 401)."""
+    try:
+        from requests import HTTPError
+    except ImportError:  # pragma: no cover - requests is a dependency
+        return ()
+    return (HTTPError,)
+
+
 class _Hub:
     """Runs HfApi calls and turns every failure into one HubError with a hint."""
 
@@ -305,6 +326,8 @@ class _Hub:
             raise OfflineError(f"cannot {action}: huggingface_hub is in offline mode (HF_HUB_OFFLINE)",
                                hint="unset HF_HUB_OFFLINE to push, or use --dry-run") from None
         except HfHubHTTPError as e:
+            raise self._http_error(action, e) from None
+        except _plain_http_errors() as e:  # huggingface_hub < 1.0: whoami's 401 is requests' own
             raise self._http_error(action, e) from None
         except _transport_errors() as e:
             reason = self._scrub(str(e) or type(e).__name__).splitlines()[0]
