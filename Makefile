@@ -46,6 +46,8 @@ $(COMPAT_STAMP): pyproject.toml
 	touch $(COMPAT_STAMP)
 
 compat: $(COMPAT_STAMP)
+	@$(COMPAT_VENV)/bin/python -c "from importlib.metadata import version as v; \
+	print('compat:', ', '.join(d + ' ' + v(d) for d in ('torch', 'transformers', 'huggingface_hub')))"
 	MSN_EXPECT_TRANSFORMERS=4.57 $(COMPAT_VENV)/bin/python -m pytest -q $(COMPAT_TESTS)
 
 clean:

@@ -21,6 +21,19 @@ TINY_MULTIHEAD = Architecture(hidden_size=128, num_layers=3, num_heads=2, interm
                               patch_size=7, image_size=35)
 
 
+def pytest_report_header(config):
+    """Which torch / transformers / huggingface_hub the run tests against (make test vs make compat)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return "msn deps: " + ", ".join(f"{d} {v(d)}" for d in ("torch", "transformers", "huggingface_hub"))
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path_factory, monkeypatch):
     """Point every cache, token and config path at a temporary folder; no network by accident."""
