@@ -85,7 +85,11 @@ def folder_files(folder: Path) -> dict[str, bytes]:
     """What a push must send: every file the manifest lists, and the manifest itself."""
     manifest = read_manifest(folder)
     files = {name: (folder / name).read_bytes() for name in manifest["files"]}
-    files[MANIFEST] = (folder / MANIFEST).read_bytes()
+    public = json.loads((folder / MANIFEST).read_text())
+    public["source"]["path"] = Path(public["source"]["path"]).name
+    if public["source"]["kind"] == "path":
+        public["source"]["spec"] = public["source"]["path"]
+    files[MANIFEST] = (json.dumps(public, indent=2) + "\n").encode()
     return files
 
 
@@ -290,8 +294,11 @@ def test_extra_files_in_the_folder_are_not_uploaded(cli, hub, folder):
     assert r.code == 0, r.stderr
     assert "notes.txt" in r.stderr
     assert "notes.txt" not in hub.commits[0].files
-    # the manifest goes up byte for byte, so the user is told it names the local source path
-    assert "names the source's local path" in r.stderr
+    # the published manifest keeps the source's file name, not where it lay on this machine
+    sent = hub.commits[0].files[MANIFEST].decode()
+    local = json.loads((folder / MANIFEST).read_text())["source"]["path"]
+    assert "/" in local and local not in sent and str(folder.parent) not in sent
+    assert json.loads(sent)["source"]["path"] == Path(local).name
 
 
 # -- dry run ------------------------------------------------------------------------------------------
