@@ -388,9 +388,9 @@ def test_nan_in_the_dropped_projection_head_does_not_matter(cli, tmp_path):
 
 @pytest.mark.parametrize("typo,suggestion", [("vits61", "vits16"), ("vitb61", "vitb16"),
                                              ("VITL16X", "vitl16"), ("vitb_4", "vitb4")])
-@pytest.mark.parametrize("command", ["convert", "inspect"])
+@pytest.mark.parametrize("command", ["convert", "inspect", "download"])
 def test_unknown_variant_suggests_the_closest(cli, tmp_path, typo, suggestion, command):
-    args = ("convert", typo, tmp_path / "out") if command == "convert" else ("inspect", typo)
+    args = ("convert", typo, tmp_path / "out") if command == "convert" else (command, typo)
     r = cli(*args)
     assert_clean_failure(r, 2, f"unknown checkpoint name '{typo}'", f"did you mean '{suggestion}'")
     assert not (tmp_path / "out").exists()
@@ -399,9 +399,9 @@ def test_unknown_variant_suggests_the_closest(cli, tmp_path, typo, suggestion, c
 @pytest.mark.parametrize("url", ["ftp://dl.fbaipublicfiles.com/msn/vits16_800ep.pth.tar",
                                  "file:///etc/passwd", "s3://bucket/vits16.pth.tar",
                                  "javascript://alert(1)"])
-@pytest.mark.parametrize("command", ["convert", "inspect"])
+@pytest.mark.parametrize("command", ["convert", "inspect", "download"])
 def test_non_http_urls_are_refused(cli, tmp_path, url, command):
-    args = ("convert", url, tmp_path / "out") if command == "convert" else ("inspect", url)
+    args = ("convert", url, tmp_path / "out") if command == "convert" else (command, url)
     r = cli(*args)
     assert_clean_failure(r, 2, "unsupported URL scheme", "http(s)")
     assert not (tmp_path / "out").exists()

@@ -270,3 +270,29 @@ def test_ctrl_c_in_process_removes_the_temp_folder(cli, tiny_ckpt, tmp_path, mon
     assert seen and seen[0].name.startswith(".out.msn-tmp-")  # it was interrupted inside the temp folder
     assert r.code == 130 and "Error: interrupted" in r.stderr
     assert not seen[0].exists() and not out.exists() and _temporaries(out) == []
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["int", "term"])
+def test_signal_during_verify_leaves_nothing(tiny_ckpt, tmp_path, sig, code):
+    """Verify runs inside the temp folder (after the manifest is written): interrupting it is clean too."""
+    out = tmp_path / "out"
+    p = _start("convert", tiny_ckpt, out)  # with verify: imports transformers, runs the model
+    deadline = time.monotonic() + 240
+    tmp = None
+    while tmp is None and time.monotonic() < deadline and p.poll() is None:
+        for t in out.parent.glob(".out.msn-tmp-*"):
+            if (t / "msn_manifest.json").exists():
+                os.kill(p.pid, signal.SIGSTOP)
+                tmp = t
+                break
+        time.sleep(0.005)
+    if tmp is None or p.poll() is not None or not tmp.exists():
+        p.kill()
+        p.communicate(timeout=60)
+        pytest.skip("could not catch the verify phase")
+    os.kill(p.pid, sig)
+    os.kill(p.pid, signal.SIGCONT)
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == code, stderr
+    assert "Traceback" not in stderr
+    assert not out.exists() and not tmp.exists() and _temporaries(out) == []
