@@ -6,7 +6,7 @@ BIN     = $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP   = $(VENV)/.installed
 
-.PHONY: install test lint demo bench compat clean
+.PHONY: install test lint demo bench compat docs clean
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/run.py
+
+# docs/cli.md, the command reference, generated from the Typer app (tests/test_docs.py checks it)
+docs: install
+	$(BIN)/python -m msn_cli.cli.docs > docs/cli.md.tmp && mv docs/cli.md.tmp docs/cli.md
 
 # A second environment with transformers 4.57 (and the huggingface_hub<1.0 it requires): the
 # conversion, verify and compatibility tests run there too.
