@@ -139,7 +139,7 @@ def convert(
     """Convert ``source`` into the folder ``out``; see the module docstring for the steps."""
     out = Path(out)
     if not dry_run:
-        check_target(out, force)
+        check_target(out, force, keep=[source.path])
     ckpt = load_checkpoint(source.path, encoder)
     plan = build_plan(ckpt, dtype, num_heads)
     plan.require_ok()

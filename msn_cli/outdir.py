@@ -15,7 +15,7 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .errors import OutputError, OutputExistsError, UsageError
@@ -28,14 +28,24 @@ def lock_path(out: Path) -> Path:
     return out.parent / f".{out.name}.msn-lock"
 
 
-def check_target(out: Path, force: bool) -> None:
-    """Refuse early (before any work) when OUT cannot or must not be written."""
+def check_target(out: Path, force: bool, keep: Sequence[str | os.PathLike[str]] = ()) -> None:
+    """Refuse early (before any work) when OUT cannot or must not be written.
+
+    ``keep``: files the command reads (the source checkpoint), which replacing OUT must not delete.
+    """
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out} exists and is a file, not a folder",
                                 hint="choose another output folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise OutputExistsError(f"{out} exists and is not empty",
                                 hint="add --force to replace it (only once the new one is complete)")
+    if out.is_dir():
+        inside = out.resolve()
+        for path in keep:
+            if inside in Path(path).resolve().parents:
+                raise OutputExistsError(
+                    f"{path} is inside {out}: replacing the folder would delete it",
+                    hint="move the checkpoint out of the folder, or choose another output folder")
     parent = out.parent if out.parent != Path("") else Path(".")
     for above in (parent, *parent.parents):
         if above.exists():

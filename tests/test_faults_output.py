@@ -283,3 +283,15 @@ def test_file_size_limit_in_a_real_process(tiny_ckpt, tmp_path):
     assert p.returncode == 3, p.stderr
     assert "Traceback" not in p.stderr and "file too large" in p.stderr
     assert not out.exists() and _leftovers(out) == []
+
+
+def test_force_refuses_to_replace_a_folder_holding_the_source(cli, tiny_ckpt, tmp_path):
+    out = tmp_path / "out"
+    assert cli("convert", tiny_ckpt, out, "--no-verify").code == 0
+    inside = out / "keep" / "ckpt.pth.tar"
+    inside.parent.mkdir()
+    inside.write_bytes(tiny_ckpt.read_bytes())
+    before = _tree(out)
+    r = cli("convert", inside, out, "--no-verify", "--force")
+    _one_error(r, 2, "is inside", "would delete it")
+    assert _tree(out) == before and _leftovers(out) == []
