@@ -445,3 +445,17 @@ def test_partial_from_another_url_is_not_spliced(cli, served):
     assert r.code == 0, r.stderr
     assert server.requests()[0].range is None
     assert Path(r.stdout.strip()).read_bytes() == data
+
+
+def test_verify_works_offline_on_a_cached_file(cli, served, monkeypatch):
+    server, url, _ = served
+    assert cli("download", url).code == 0
+    monkeypatch.setenv("MSN_OFFLINE", "1")
+    r = cli("download", url, "--verify", "--json")
+    assert r.code == 0, r.stderr
+    assert r.json()["files"][0]["verified"] is True
+    assert len(server.requests()) == 1
+    Cache().file_path("run_a.pth.tar").write_bytes(b"broken")  # size differs now
+    r = cli("download", url)
+    assert r.code == 4 and "MSN_OFFLINE" in r.stderr
+    assert len(server.requests()) == 1
