@@ -84,11 +84,11 @@ RULES: tuple[Rule, ...] = (
     *_pair("blocks.{i}.norm1", f"{_L}.layernorm_before", "pre-attention LayerNorm", _d),
     Rule("blocks.{i}.attn.qkv.weight",
          tuple(f"{_L}.attention.attention.{p}.weight" for p in QKV_PARTS), "split_qkv",
-         "fused qkv split by rows into query, key, value",
+         "fused qkv split by rows: query, key, value",
          lambda a: (3 * a.hidden_size, a.hidden_size)),
     Rule("blocks.{i}.attn.qkv.bias",
          tuple(f"{_L}.attention.attention.{p}.bias" for p in QKV_PARTS), "split_qkv",
-         "fused qkv split into query, key, value", lambda a: (3 * a.hidden_size,)),
+         "fused qkv split: query, key, value", lambda a: (3 * a.hidden_size,)),
     *_pair("blocks.{i}.attn.proj", f"{_L}.attention.output.dense", "attention output projection",
            lambda a: (a.hidden_size, a.hidden_size)),
     *_pair("blocks.{i}.norm2", f"{_L}.layernorm_after", "pre-MLP LayerNorm", _d),
@@ -98,7 +98,7 @@ RULES: tuple[Rule, ...] = (
            lambda a: (a.hidden_size, a.intermediate_size)),
     *_pair("norm", "layernorm", "final LayerNorm", _d),
     Rule("fc.*", (), "drop",
-         "MSN projection head (D -> 2048 -> 2048 -> 256 with BatchNorm), used only in pre-training"),
+         "MSN projection head (D-2048-2048-256 MLP with BatchNorm), pre-training only"),
 )
 
 

@@ -80,7 +80,7 @@ def convert(
         if verbose or dry_run:
             term.data(arch_table(plan))
         if dry_run or all_keys or verbose:
-            term.data(keydiff_table(plan, full=all_keys, title="Conversion plan"))
+            term.data(keydiff_table(plan, full=all_keys, title="Conversion plan", width=term.out.width))
         term.info(counts_line(plan))
         if dry_run:
             term.info(f"dry run: would write {human_bytes(plan.output_bytes)} of {plan.dtype} "

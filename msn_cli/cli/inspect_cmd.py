@@ -62,7 +62,7 @@ def inspect(
                      f"{' (keys prefixed module.)' if ck.prefixed else ''}")
         term.data(t)
         term.data(arch_table(report.plan))
-        term.data(keydiff_table(report.plan, full=all_keys))
+        term.data(keydiff_table(report.plan, full=all_keys, width=term.out.width))
         term.data(counts_line(report.plan))
     report.plan.require_ok()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from rich import box
 from rich.table import Table
 
 from ..plan import ConversionPlan, KeyRow
@@ -25,15 +26,41 @@ def _block(row: KeyRow) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def keydiff_table(plan: ConversionPlan, full: bool = False, title: str = "Key mapping") -> Table:
-    """Every original key and its fate; compact mode shows block 0 for all identical blocks."""
-    t = Table(title=title, title_justify="left", show_lines=False)
-    t.add_column("original key", overflow="fold")
-    t.add_column("shape", overflow="fold")
-    t.add_column("Hugging Face key", overflow="fold")
-    t.add_column("what happens", overflow="fold")
+def _brace(targets: tuple[str, ...]) -> str:
+    """``a.query.w, a.key.w, a.value.w`` -> ``a.{query,key,value}.w`` (for the compact table)."""
+    if len(targets) < 2:
+        return targets[0] if targets else "—"
+    parts = [t.split(".") for t in targets]
+    if len({len(p) for p in parts}) == 1:
+        diff = [i for i in range(len(parts[0])) if len({p[i] for p in parts}) > 1]
+        if len(diff) == 1:
+            i = diff[0]
+            head, tail = parts[0][:i], parts[0][i + 1:]
+            mid = "{" + ",".join(p[i] for p in parts) + "}"
+            return ".".join([*head, mid, *tail])
+    return "\n".join(targets)
+
+
+def keydiff_table(plan: ConversionPlan, full: bool = False, title: str = "Key mapping",
+                  width: int = 200) -> Table:
+    """Every original key and its fate.
+
+    Compact mode (the default) shows block 0 for all identical blocks, one row for the dropped
+    projection head, and qkv targets in brace form; problems are always shown in full.
+    On a narrow terminal (under 120 columns) the shape column and the borders go.
+    """
+    narrow = width < 120
+    t = Table(title=title, title_justify="left", show_lines=False, box=None if narrow else box.HEAVY_HEAD,
+              pad_edge=not narrow)
+    t.add_column("original key", overflow="fold", no_wrap=True)
+    if not narrow:
+        t.add_column("shape", no_wrap=True)
+    t.add_column("Hugging Face key", overflow="fold", ratio=1)
+    t.add_column("what happens", overflow="fold", max_width=None if full else 16)
     last = plan.arch.num_layers - 1
     folded = 0
+    dropped = [r for r in plan.rows if r.status == "dropped"]
+    head_row_done = False
     for row in plan.rows:
         b = _block(row)
         ok = row.status in ("renamed", "split", "dropped")
@@ -41,14 +68,28 @@ def keydiff_table(plan: ConversionPlan, full: bool = False, title: str = "Key ma
             folded += 1
             continue
         style = _STYLE.get(row.status, "")
-        targets = "\n".join(row.targets) if row.targets else "—"
+        status = f"[{style}]{row.status}[/{style}]" if style else row.status
+        if not full and row.status == "dropped":
+            if not head_row_done and dropped:
+                stem = (dropped[0].source or "").rsplit(".", 2)[0] + ".*"
+                t.add_row(*_cells(narrow, f"{stem} ({len(dropped)} keys)", "", "—",
+                                  f"{status}: projection head"))
+                head_row_done = True
+            continue
+        targets = "\n".join(row.targets) if full else _brace(row.targets)
         shape = "x".join(map(str, row.shape)) if row.shape else ""
-        t.add_row(row.source or "—", shape, targets,
-                  f"[{style}]{row.status}[/{style}]: {row.note}" if style else row.note)
+        ok_compact = not full and row.status in ("renamed", "split")
+        t.add_row(*_cells(narrow, row.source or "—", shape, targets or "—",
+                          status if ok_compact else f"{status}: {row.note}"))
     if folded:
-        t.caption = (f"{folded} keys of blocks 1-{last} map like block 0 "
-                     "(--all-keys lists every one)")
+        blocks = "block 1" if last == 1 else f"blocks 1-{last}"
+        t.caption = (f"{folded} keys of {blocks} map like block 0; "
+                     "--all-keys lists every key with notes")
     return t
+
+
+def _cells(narrow: bool, source: str, shape: str, target: str, what: str) -> tuple[str, ...]:
+    return (source, target, what) if narrow else (source, shape, target, what)
 
 
 def counts_line(plan: ConversionPlan) -> str:

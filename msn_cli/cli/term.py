@@ -35,6 +35,9 @@ class Term:
         self.verbose = verbose
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         self.out = Console(highlight=False, soft_wrap=True)
+        if not self.out.is_terminal and "COLUMNS" not in os.environ:
+            # piped or redirected: tables are data, so do not fold them to 80 columns
+            self.out = Console(highlight=False, soft_wrap=True, width=200)
 
     # -- messages (stderr) ---------------------------------------------------------------
     def info(self, message: str) -> None:
