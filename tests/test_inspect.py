@@ -45,12 +45,14 @@ def test_inspect_training_file_lists_every_entry(cli, make_ckpt):
 def test_inspect_table_shows_the_mapping(cli, tiny_ckpt):
     r = cli("inspect", tiny_ckpt)
     assert r.code == 0
-    assert "encoder.layer.0.attention.attention.query.weight" in r.stdout
-    assert "dropped" in r.stdout and "projection head" in r.stdout
+    assert "encoder.layer.0.attention.attention.{query,key,value}.weight" in r.stdout
+    assert "module.fc.* (16 keys)" in r.stdout and "projection head" in r.stdout
     # compact: block 1 folded into block 0's rows
     assert "module.blocks.1.norm1.weight" not in r.stdout
     full = cli("inspect", tiny_ckpt, "--all-keys")
     assert "module.blocks.1.norm1.weight" in full.stdout
+    assert "encoder.layer.1.attention.attention.value.bias" in full.stdout
+    assert "module.fc.bn2.running_var" in full.stdout
 
 
 def test_inspect_reports_problems_and_exits_3(cli, tmp_path):
