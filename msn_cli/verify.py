@@ -530,21 +530,22 @@ def load_hf_model(folder: Path, dtype: str) -> tuple[Any, CheckResult]:
 
     try:
         with _quiet_transformers():
-            model, info = ViTMSNModel.from_pretrained(
+            loaded: Any = ViTMSNModel.from_pretrained(
                 str(folder), output_loading_info=True, dtype=getattr(torch, dtype))
+            model, info = loaded
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         return None, CheckResult("loading", False, f"from_pretrained failed: {first[:300]}")
     model.eval()
-    rows = []
-    problems = []
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
     for key in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
         items = _info_get(info, key)
         rows.append({"kind": key, "count": len(items), "items": items[:20]})
         if items:
             problems.append(f"{len(items)} {key.replace('_', ' ')}: {', '.join(items[:3])}"
                             + (" ..." if len(items) > 3 else ""))
-    numbers = {r["kind"]: r["count"] for r in rows}
+    numbers: dict[str, Any] = {str(r["kind"]): r["count"] for r in rows}
     if problems:
         return model, CheckResult("loading", False, "; ".join(problems), numbers, rows)
     return model, CheckResult("loading", True, "from_pretrained: no missing, unexpected or "
@@ -583,9 +584,9 @@ def check_parity(model: Any, reference: Any, arch: Architecture, dtype: str,
                             interpolate_pos_encoding=size != arch.image_size)
             hf = [*out.hidden_states, out.last_hidden_state]
         except Exception as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
             return CheckResult("parity", False, f"the converted model failed on {desc}: "
-                               f"{first[:300]}"), [], descriptions
+                               f"{msg[:300]}"), [], descriptions
         if len(hf) != len(ref) or any(h.shape != r.shape for h, r in zip(hf, ref, strict=False)):
             return CheckResult("parity", False, (
                 f"the converted model returns {len(hf)} outputs of shape "
@@ -707,38 +708,53 @@ def _resolve_against(spec: str, progress: ProgressFn) -> Path:
     return Path(path)
 
 
-def _load_hf_tensors(folder: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a Hugging Face model folder (safetensors, sharded or not, else .bin)."""
-    import torch
-    from safetensors.torch import load_file
+class _Tensors:
+    """The tensors of a Hugging Face model folder, read one at a time (safetensors, sharded or
+    not, else ``pytorch_model.bin`` memory-mapped with ``weights_only=True``)."""
 
-    files = sorted(folder.glob("*.safetensors"))
-    out: dict[str, torch.Tensor] = {}
-    if files:
-        for f in files:
+    def __init__(self, folder: Path):
+        import torch
+        from safetensors import safe_open
+
+        self._where: dict[str, Any] = {}
+        self._handles: list[Any] = []
+        files = sorted(folder.glob("*.safetensors"))
+        if files:
+            for f in files:
+                try:
+                    h = safe_open(str(f), framework="pt")
+                except Exception as e:
+                    raise _could_not_run(f"cannot read {f}: {e}") from e
+                self._handles.append(h)
+                for k in h.keys():
+                    self._where[k] = h
+            return
+        binf = folder / "pytorch_model.bin"
+        if binf.is_file():
             try:
-                out.update(load_file(str(f)))
+                obj = torch.load(binf, map_location="cpu", weights_only=True, mmap=True)
             except Exception as e:
-                raise _could_not_run(f"cannot read {f}: {e}") from e
-        return out
-    binf = folder / "pytorch_model.bin"
-    if binf.is_file():
-        try:
-            obj = torch.load(binf, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as e:
-            raise _could_not_run(f"cannot read {binf} safely: {e}") from e
-        return {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    raise _could_not_run(f"{folder} holds no model weights (*.safetensors or pytorch_model.bin)")
+                raise _could_not_run(f"cannot read {binf} safely: {e}") from e
+            self._where = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+            return
+        raise _could_not_run(f"{folder} holds no model weights (*.safetensors or pytorch_model.bin)")
+
+    def keys(self) -> list[str]:
+        return list(self._where)
+
+    def get(self, key: str) -> torch.Tensor:
+        v = self._where[key]
+        return v.get_tensor(key) if hasattr(v, "get_tensor") else v
 
 
 _IGNORED_PREFIXES = ("classifier.",)
 
 
-def _normalise_keys(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip the ``vit.`` prefix of ``ViTMSNForImageClassification`` saves."""
-    if tensors and all(k.startswith("vit.") or k.startswith(_IGNORED_PREFIXES) for k in tensors):
-        return {k.removeprefix("vit."): v for k, v in tensors.items()}
-    return tensors
+def _key_map(keys: list[str]) -> dict[str, str]:
+    """Normalised key -> stored key: the ``vit.`` prefix of classification-model saves stripped."""
+    if keys and all(k.startswith("vit.") or k.startswith(_IGNORED_PREFIXES) for k in keys):
+        return {k.removeprefix("vit."): k for k in keys}
+    return {k: k for k in keys}
 
 
 _EPS = {"float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7, "float64": 2.0 ** -52}
@@ -748,13 +764,14 @@ def check_against(folder: Path, spec: str, progress: ProgressFn = no_progress) -
     import torch
 
     other = _resolve_against(spec, progress)
-    ours = _normalise_keys(_load_hf_tensors(folder))
-    theirs = _normalise_keys(_load_hf_tensors(other))
+    here, there = _Tensors(folder), _Tensors(other)
+    ours, theirs = _key_map(here.keys()), _key_map(there.keys())
     rows: list[dict[str, Any]] = []
     n_bad = 0
     worst = 0.0
     for key in sorted(set(ours) | set(theirs)):
-        a, b = ours.get(key), theirs.get(key)
+        a = here.get(ours[key]) if key in ours else None
+        b = there.get(theirs[key]) if key in theirs else None
         row: dict[str, Any] = {"key": key}
         if a is None or b is None:
             ignored = key.startswith(_IGNORED_PREFIXES)

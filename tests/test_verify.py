@@ -265,6 +265,28 @@ def test_manifest_hash_mismatch(cli, converted):
     assert [row["file"] for row in bad] == [W]
 
 
+def test_truncated_weights_fail_without_a_crash(cli, converted):
+    out = converted(TINY)
+    data = (out / W).read_bytes()
+    (out / W).write_bytes(data[: len(data) // 2])
+    refresh_hashes(out)
+    r, rep = run_verify(cli, out)
+    assert r.code == 1, r.stderr
+    assert "truncated" in check(rep, "files")["detail"]
+    assert check(rep, "loading")["passed"] is False
+    assert check(rep, "parity")["passed"] is None
+
+
+def test_wrong_head_count_in_config(cli, converted):
+    out = converted(TINY_MULTIHEAD)
+    edit_config(out, num_attention_heads=4)  # same shapes: loading cannot tell
+    r, rep = run_verify(cli, out)
+    assert r.code == 1
+    assert check(rep, "loading")["passed"] is True
+    assert "num_attention_heads" in check(rep, "config")["detail"]
+    assert rep["first_bad_layer"] == "block 0"
+
+
 def test_weights_disagreeing_with_config(cli, converted):
     out = converted(TINY_MULTIHEAD)
 
@@ -411,8 +433,43 @@ def test_against_identical_and_different_folders(cli, converted, tmp_path):
     assert rows["layernorm.bias"]["status"] == "only here"
     assert rows["classifier.weight"]["ok"] is True
     assert rows["embeddings.cls_token"]["status"] == "identical"
+    # an old-style pytorch_model.bin folder, read with weights_only
+    binf = tmp_path / "bin"
+    binf.mkdir()
+    torch.save(dict(sd), binf / "pytorch_model.bin")
+    r, rep = run_verify(cli, a, "--against", binf)
+    assert r.code == 0, r.stderr
+    assert check(rep, "against")["compared"] == 38
     r = cli("verify", a, "--against", tmp_path / "missing-dir")
     assert r.code == 3
+    r = cli("verify", a, "--against", "not-a-repo-id")
+    assert r.code == 3
+
+
+def test_against_hub_repo_id_goes_through_snapshot_download(cli, converted, monkeypatch):
+    import huggingface_hub
+
+    a = converted(TINY, seed=0)
+    b = converted(TINY, seed=0)
+    asked = []
+
+    def fake_snapshot_download(repo_id, **kwargs):
+        asked.append((repo_id, kwargs))
+        return str(b)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    r, rep = run_verify(cli, a, "--against", "facebook/vit-msn-small")
+    assert r.code == 0, r.stderr
+    assert asked and asked[0][0] == "facebook/vit-msn-small"
+    assert check(rep, "against")["passed"] is True
+
+    def failing(repo_id, **kwargs):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", failing)
+    r = cli("verify", a, "--against", "facebook/vit-msn-small")
+    assert r.code == 4
+    assert "cannot fetch facebook/vit-msn-small" in r.stderr
 
 
 def test_against_different_dtype_is_equal_to_rounding(cli, converted):

@@ -21,8 +21,8 @@ _STATUS = {True: "[green]passed[/green]", False: "[bold red]FAILED[/bold red]", 
 def verify(
     out: Annotated[Path, typer.Argument(help="The folder msn convert wrote.", show_default=False)],
     source: Annotated[Optional[str], typer.Option(
-        "--source", help="The original checkpoint (file, released name or URL) [default: the "
-        "one the manifest records].", show_default=False)] = None,
+        "--source", help="The original checkpoint (file, released name or URL); by default "
+        "the one the manifest records.", show_default=False)] = None,
     image: Annotated[Optional[Path], typer.Option(
         "--image", help="COCO val2017 000000039769.jpg, to check the published values of the "
         "five released models (golden check).", show_default=False)] = None,
@@ -39,16 +39,18 @@ def verify(
 ) -> None:
     """Check that a converted folder computes what the original network computes.
 
-    Checks: files (manifest hashes; config and weights agree), loading (from_pretrained
-    reports no missing/unexpected/mismatched keys), config (every computation-relevant value
-    matches the source checkpoint), parity (an independent implementation of the original
-    ViT on the source checkpoint vs the converted model, every layer, all tokens, several
-    seeded inputs at two sizes; the first layer over tolerance is named), golden (with
-    --image, released models only) and against (with --against). The result is recorded in
-    the folder's manifest unless --no-record.
+    files: the manifest's hashes match; config.json and the weights agree.
+    loading: from_pretrained reports no missing/unexpected/mismatched keys.
+    config: every computation-relevant value matches the source checkpoint.
+    parity: an independent original ViT on the source vs the converted model,
+    every layer, all tokens, seeded inputs at two sizes; names the first bad layer.
+    golden: published values of the five released models (needs --image).
+    against: tensor-by-tensor comparison with another folder or Hub repo.
 
-    Exit codes: 0 every check that ran passed, 1 a check failed, 3 verify could not run
-    (no source checkpoint, unreadable folder), 4 network.
+    The result is recorded in msn_manifest.json unless --no-record.
+
+    Exit codes: 0 every check that ran passed, 1 a check failed,
+    3 verify could not run (no source checkpoint, unreadable folder), 4 network.
 
     Examples:
 
@@ -56,7 +58,9 @@ def verify(
 
       msn verify ./out --source ./vits16_800ep.pth.tar --json
 
-      msn verify ./vit-msn-small --image 000000039769.jpg --against facebook/vit-msn-small
+      msn verify ./vit-msn-small --image 000000039769.jpg
+
+      msn verify ./vit-msn-small --against facebook/vit-msn-small
     """
     from ..errors import VerificationFailed
     from ..manifest import MANIFEST
@@ -89,8 +93,10 @@ def verify(
         if report.passed:
             term.success(f"verified: {report.summary()}")
     if not report.passed:
-        raise VerificationFailed(f"verify failed: {report.summary()}",
-                                 hint="the tables above show which check and which layer")
+        raise VerificationFailed(
+            f"verify failed: {report.summary()}",
+            hint="'checks' and 'layers' in the JSON say which check and which layer" if json_out
+            else "the tables above show which check and which layer")
 
 
 def checks_table(report: VerifyReport) -> Table:
