@@ -21,7 +21,7 @@ def convert(
     out: Annotated[Path, typer.Argument(help="Output folder (created whole or not at all).",
                                         show_default=False)],
     dtype: Annotated[Optional[str], typer.Option(
-        "--dtype", help="float32, float16 or bfloat16 [default: as stored].",
+        "--dtype", help="float32, float16 or bfloat16 \\[default: as stored].",
         show_default=False)] = None,
     encoder: EncoderOpt = "target",
     num_heads: NumHeadsOpt = None,

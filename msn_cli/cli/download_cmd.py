@@ -244,7 +244,7 @@ def cache_rm(
 @cache_app.command("check")
 def cache_check(
     names: Annotated[Optional[list[str]], typer.Argument(
-        help="Entries to check [default: all].", show_default=False)] = None,
+        help="Entries to check \\[default: all].", show_default=False)] = None,
     cache_dir: CacheDirOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,

@@ -13,7 +13,7 @@ VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True,
                                          help="More detail on stderr (repeat for more).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
 CacheDirOpt = Annotated[Optional[Path], typer.Option(
-    "--cache-dir", help="Checkpoint cache folder [default: $MSN_CACHE, "
+    "--cache-dir", help="Checkpoint cache folder \\[default: $MSN_CACHE, "
     "else $XDG_CACHE_HOME/msn, else ~/.cache/msn].", show_default=False)]
 BaseUrlOpt = Annotated[Optional[str], typer.Option(
     "--base-url", envvar="MSN_BASE_URL",
@@ -23,5 +23,5 @@ EncoderOpt = Annotated[str, typer.Option(
     "or online (the 'encoder' of a training checkpoint).",
     case_sensitive=False)]
 NumHeadsOpt = Annotated[Optional[int], typer.Option(
-    "--num-heads", min=1, help="Attention heads [default: hidden size / 64, as every "
+    "--num-heads", min=1, help="Attention heads \\[default: hidden size / 64, as every "
     "released model].", show_default=False)]

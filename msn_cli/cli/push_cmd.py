@@ -20,15 +20,15 @@ def push(
     private: Annotated[bool, typer.Option("--private", help="Create the repo private (an existing "
                                                             "repo keeps its visibility).")] = False,
     revision: Annotated[Optional[str], typer.Option(
-        "--revision", help="Branch to commit to; created from main if missing [default: main].",
+        "--revision", help="Branch to commit to; created from main if missing \\[default: main].",
         show_default=False)] = None,
     create_pr: Annotated[bool, typer.Option("--create-pr", help="Open a pull request instead of "
                                                                 "committing to the branch.")] = False,
     commit_message: Annotated[Optional[str], typer.Option(
-        "--commit-message", "-m", help="Commit title [default: names the model and msn version].",
+        "--commit-message", "-m", help="Commit title \\[default: names the model and msn version].",
         show_default=False)] = None,
     token: Annotated[Optional[str], typer.Option(
-        "--token", help="Hugging Face token with write access [default: $HF_TOKEN, else the stored "
+        "--token", help="Hugging Face token with write access \\[default: $HF_TOKEN, else the stored "
                         "login]. Never printed.", show_default=False)] = None,
     card: Annotated[Optional[Path], typer.Option(
         "--card", help="Markdown file that replaces the generated card's body (the metadata "
