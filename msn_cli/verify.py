@@ -479,8 +479,9 @@ def check_files(folder: Path, manifest: dict[str, Any] | None,
             problems.append(f"the manifest says dtype {mdtype}, the weights are {dtype}")
     if problems:
         return CheckResult("files", False, "; ".join(problems), {"files": len(rows)}, rows), dtype
-    what = f"{len(listed)} files match the manifest's sha256" if listed else \
-        "no manifest: hashes not checked"
+    what = (f"{len(listed)} files match the manifest's sha256" if listed else
+            "the manifest lists no files: hashes not checked" if manifest else
+            "no manifest: hashes not checked")
     return CheckResult("files", True, f"{what}; config and weights header agree ({dtype})",
                        {"files": len(rows)}, rows), dtype
 
@@ -642,18 +643,25 @@ def check_parity(model: Any, reference: Any, arch: Architecture, dtype: str,
 
 
 def golden_pixels(image: Path, size: int = GOLDEN_IMAGE_SIZE) -> torch.Tensor:
-    """The seed's preprocessing: ViTImageProcessor, 224 x 224 bilinear, ImageNet mean/std."""
+    """The seed's preprocessing, done here with PIL and numpy: RGB, a plain bilinear resize to
+    ``size`` x ``size`` (no crop), x / 255, ImageNet mean/std; 1 x 3 x size x size float32.
+
+    This is what the seed's ``ViTImageProcessor`` did in transformers 4.x (PIL backend);
+    transformers 5.x picks a torchvision backend when one is installed, whose resize differs,
+    so verify does not delegate it.
+    """
+    import numpy as np
+    import torch
     from PIL import Image, UnidentifiedImageError
-    from transformers import ViTImageProcessor
 
     try:
         with Image.open(image) as im:
-            rgb = im.convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
+            rgb = im.convert("RGB").resize((size, size), resample=Image.Resampling.BILINEAR)
+    except (OSError, UnidentifiedImageError, ValueError) as e:
         raise _could_not_run(f"cannot read the image {image}: {e}") from e
-    proc = ViTImageProcessor(size={"height": size, "width": size},
-                             resample=2, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
-    return proc(images=rgb, return_tensors="pt")["pixel_values"]
+    x = (np.asarray(rgb, dtype=np.float64) * (1 / 255)).astype(np.float32)
+    x = (x - np.asarray(IMAGENET_MEAN, dtype=np.float32)) / np.asarray(IMAGENET_STD, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
 
 
 def check_golden(model: Any, variant: Variant | None, image: Path | None, dtype: str) -> CheckResult:

@@ -343,6 +343,22 @@ def test_foreign_folder_without_manifest_with_source(cli, converted, tmp_path):
     assert "no manifest" in check(rep, "files")["detail"]
 
 
+def test_training_checkpoint_online_encoder(cli, make_ckpt, tmp_path):
+    """The manifest's encoder choice is honoured: the online network, not the target one."""
+    ckpt = make_ckpt(TINY, layout="training")
+    out = tmp_path / "online"
+    assert cli("convert", ckpt, out, "--encoder", "online", "--no-verify", "-q").code == 0
+    r, rep = run_verify(cli, out)
+    assert r.code == 0, r.stderr
+    assert rep["source"]["encoder"] == "online"
+    m = json.loads((out / "msn_manifest.json").read_text())
+    m["source"]["encoder"] = "target"  # a manifest pointing at the other network
+    (out / "msn_manifest.json").write_text(json.dumps(m))
+    r, rep = run_verify(cli, out)
+    assert r.code == 1
+    assert rep["first_bad_layer"] == "embeddings"
+
+
 def test_wrong_source_fails_parity_and_warns(cli, converted, make_ckpt):
     out = converted(TINY)
     other = make_ckpt(TINY, name="other.pth.tar", seed=7)
@@ -478,6 +494,26 @@ def test_against_different_dtype_is_equal_to_rounding(cli, converted):
     r, rep = run_verify(cli, a, "--against", b)
     assert r.code == 0, r.stderr
     assert check(rep, "against")["passed"] is True
+
+
+def test_golden_preprocessing_is_the_seeds(tmp_path):
+    """Same pixels as the seed's ViTImageProcessor (PIL backend), size 224, ImageNet stats."""
+    import transformers
+    from PIL import Image
+
+    from msn_cli.verify import golden_pixels
+
+    proc_cls = getattr(transformers, "ViTImageProcessorPil", None) or transformers.ViTImageProcessor
+    img = (torch.rand(480, 640, 3, generator=torch.Generator().manual_seed(0)) * 255).byte()
+    path = tmp_path / "coco-like.jpg"
+    Image.fromarray(img.numpy()).save(path)
+    proc = proc_cls(size={"height": 224, "width": 224}, resample=2,
+                    image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    with Image.open(path) as im:
+        want = proc(images=im.convert("RGB"), return_tensors="pt")["pixel_values"]
+    got = golden_pixels(path)
+    assert got.shape == want.shape == (1, 3, 224, 224)
+    assert float((got - want).abs().max()) < 1e-5
 
 
 def test_golden_check(cli, converted, monkeypatch, tmp_path):
