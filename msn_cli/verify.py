@@ -659,9 +659,11 @@ def golden_pixels(image: Path, size: int = GOLDEN_IMAGE_SIZE) -> torch.Tensor:
             rgb = im.convert("RGB").resize((size, size), resample=Image.Resampling.BILINEAR)
     except (OSError, UnidentifiedImageError, ValueError) as e:
         raise _could_not_run(f"cannot read the image {image}: {e}") from e
-    x = (np.asarray(rgb, dtype=np.float64) * (1 / 255)).astype(np.float32)
-    x = (x - np.asarray(IMAGENET_MEAN, dtype=np.float32)) / np.asarray(IMAGENET_STD, dtype=np.float32)
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+    scaled = (np.asarray(rgb, dtype=np.float64) * (1 / 255)).astype(np.float32)
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
+    std = np.asarray(IMAGENET_STD, dtype=np.float32)
+    normed = ((scaled - mean) / std).astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(normed.transpose(2, 0, 1)))[None]
 
 
 def check_golden(model: Any, variant: Variant | None, image: Path | None, dtype: str) -> CheckResult:
@@ -768,10 +770,13 @@ def _key_map(keys: list[str]) -> dict[str, str]:
 _EPS = {"float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7, "float64": 2.0 ** -52}
 
 
-def check_against(folder: Path, spec: str, progress: ProgressFn = no_progress) -> CheckResult:
+def check_against(folder: Path, spec: str, progress: ProgressFn = no_progress,
+                  other: Path | None = None) -> CheckResult:
+    """Compare ``folder`` with ``spec`` (a folder or Hub repo id; ``other`` if already fetched)."""
     import torch
 
-    other = _resolve_against(spec, progress)
+    if other is None:
+        other = _resolve_against(spec, progress)
     here, there = _Tensors(folder), _Tensors(other)
     ours, theirs = _key_map(here.keys()), _key_map(there.keys())
     rows: list[dict[str, Any]] = []
@@ -900,6 +905,7 @@ def verify_folder(
     if (folder / MANIFEST).exists() or (checkpoint is None and source is None):
         manifest = read_manifest(folder)
     notes: list[str] = []
+    against_path = _resolve_against(against, progress) if against is not None else None
     if checkpoint is not None:
         ckpt = checkpoint
         src_info = {"path": str(ckpt.path), "kind": "given", "encoder": ckpt.encoder, "given": True}
@@ -943,7 +949,7 @@ def verify_folder(
         variant = inferred.variant
     checks.append(check_golden(model, variant, image, dtype))
     if against is not None:
-        checks.append(check_against(folder, against, progress))
+        checks.append(check_against(folder, against, progress, against_path))
     else:
         checks.append(CheckResult("against", None, "skipped: no --against given"))
     del model
