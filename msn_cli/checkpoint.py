@@ -243,10 +243,25 @@ class Checkpoint:
     file_size: int
     storage: str  # "zip (memory-mapped)" or "legacy (read whole)"
     available_encoders: list[str] = field(default_factory=list)
+    _pages: _MappedPages | None = field(default=None, repr=False, compare=False)
 
     @property
     def raw_key_prefix(self) -> str:
         return DDP_PREFIX if self.prefixed else ""
+
+    def release(self, tensor: torch.Tensor) -> None:
+        """Drop ``tensor``'s pages from this process's resident memory, when they are mapped.
+
+        Reading a memory-mapped tensor makes its pages resident, so without this a pass over
+        every tensor ends with the whole file in the process's RSS. The data stays in the file
+        (and in the page cache); touching the tensor again maps it back. A no-op for tensors
+        not mapped from this file (legacy files read whole, converted copies).
+        """
+        if not self.storage.startswith("zip"):
+            return
+        if self._pages is None:
+            self._pages = _MappedPages(self.path)
+        self._pages.release(tensor)
 
     def original_key(self, key: str) -> str:
         return self.raw_key_prefix + key
@@ -299,6 +314,56 @@ def load_checkpoint(path: str | os.PathLike[str], encoder: Encoder = "target") -
         storage="zip (memory-mapped)" if kind == "zip" else "legacy pickle (read whole)",
         available_encoders=available,
     )
+
+
+class _MappedPages:
+    """The private read-only mappings of one file in this process, and ``madvise`` on them.
+
+    Only ranges inside a private (copy-on-write) mapping of the checkpoint file are ever
+    advised, found in ``/proc/self/maps``; ``MADV_DONTNEED`` on such clean pages only unmaps
+    them (they are read again from the file when next touched), so nothing can be lost.
+    Anywhere else (not Linux, no libc) this does nothing.
+    """
+
+    MADV_DONTNEED = 4
+
+    def __init__(self, path: Path) -> None:
+        self.ranges: list[tuple[int, int]] = []
+        self.page = 4096
+        self._madvise: Any = None
+        try:
+            import ctypes
+            import mmap
+
+            real = os.path.realpath(path)
+            with open("/proc/self/maps") as f:
+                for line in f:
+                    parts = line.split(maxsplit=5)
+                    if len(parts) == 6 and parts[5].rstrip("\n") == real and parts[1][3:4] == "p":
+                        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                        self.ranges.append((lo, hi))
+            if self.ranges:
+                libc = ctypes.CDLL(None, use_errno=True)
+                fn = libc.madvise
+                fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                fn.restype = ctypes.c_int
+                self._madvise = fn
+                self.page = mmap.PAGESIZE
+        except (OSError, AttributeError, ValueError):
+            self.ranges = []
+
+    def release(self, tensor: torch.Tensor) -> None:
+        if self._madvise is None:
+            return
+        start = tensor.data_ptr()
+        end = start + tensor.numel() * tensor.element_size()
+        lo = -(-start // self.page) * self.page  # only whole pages inside the tensor
+        hi = end // self.page * self.page
+        for a, b in self.ranges:
+            if a <= start and end <= b:
+                if hi > lo:
+                    self._madvise(lo, hi - lo, self.MADV_DONTNEED)
+                return
 
 
 def _looks_like_backbone(obj: Mapping) -> bool:

@@ -4,27 +4,37 @@ Steps: load (memory-mapped, weights only) -> build the plan and refuse if anythi
 map -> write ``model.safetensors`` one tensor at a time into a temporary folder -> read every
 tensor back and compare bit for bit with its source -> config, preprocessor config, manifest
 -> optionally verify -> rename the folder into place.
+
+Performance (measured by ``bench/run.py``, see docs/benchmarks.md): the source's integrity pass
+(CRC-32 of every member, sha256) runs in a background thread from the start, overlapping the
+torch import and the load; tensors are never copied when they need no conversion (the qkv
+parts are row slices of a contiguous matrix, hence contiguous views); the output is hashed in
+a background thread while it is written; source pages are dropped from the resident set once
+a tensor is written and again once it is checked, and the read-back reads into one reusable
+buffer, so peak memory stays a few tensors above the interpreter whatever the file size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .architecture import preprocessor_config
-from .checkpoint import Checkpoint, Encoder, check_zip_integrity, load_checkpoint
+from .checkpoint import Checkpoint, Encoder, check_zip_integrity, load_checkpoint, sniff
 from .errors import CheckpointError
 from .hashing import sha256_file
 from .manifest import CONFIG, FORMAT_VERSION, PREPROCESSOR, WEIGHTS, write_manifest
 from .outdir import atomic_output_dir, check_target
 from .plan import ConversionPlan, TensorPlan, build_plan
 from .progress import ProgressFn, no_progress
-from .safetensors_io import PendingTensor, write_safetensors
+from .safetensors_io import ST_DTYPES, PendingTensor, read_header, write_safetensors
 from .sources import ResolvedSource
 
 if TYPE_CHECKING:
@@ -54,13 +64,37 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def _produce(t: TensorPlan, state: dict[str, torch.Tensor]):
+def _all_finite(x: torch.Tensor) -> bool:
+    """No NaN or infinity in ``x``, mostly in one cheap reduction.
+
+    A NaN or an infinity anywhere makes the sum NaN or infinite, so a finite sum proves every
+    value finite; only a non-finite sum (a bad value, or a legitimate overflow) needs the
+    element-wise test, which allocates a mask as large as the tensor.
+    """
     import torch
 
+    if not x.is_floating_point() or bool(torch.isfinite(x.sum())):
+        return True
+    return bool(torch.isfinite(x).all())
+
+
+def _converted(t: TensorPlan, ckpt: Checkpoint) -> torch.Tensor:
+    """The output tensor for ``t``: a view of the source when the dtype already matches."""
+    import torch
+
+    src = t.take(ckpt.state[t.source])
+    want = getattr(torch, t.dtype)
+    if src.dtype == want:
+        return src
+    out = src.to(want)
+    ckpt.release(src)  # the source pages were read for the conversion and are done with
+    return out
+
+
+def _produce(t: TensorPlan, ckpt: Checkpoint):
     def produce() -> torch.Tensor:
-        src = t.take(state[t.source])
-        out = src.to(getattr(torch, t.dtype))
-        if out.is_floating_point() and not bool(torch.isfinite(out).all()):
+        out = _converted(t, ckpt)
+        if not _all_finite(out):
             raise CheckpointError(
                 f"'{t.source}' holds NaN or infinite values: refusing to convert a broken "
                 "checkpoint", hint="the file is damaged or was saved from a diverged run")
@@ -80,13 +114,14 @@ def write_folder(tmp: Path, ckpt: Checkpoint, plan: ConversionPlan, manifest: di
         done += n
         progress("writing", done, total)
 
-    pending = [PendingTensor(t.target, t.dtype, t.shape, _produce(t, ckpt.state))
+    pending = [PendingTensor(t.target, t.dtype, t.shape, _produce(t, ckpt), ckpt.release)
                for t in plan.tensors]
     meta = {"format": "pt", "msn_tool": f"msn {__version__}",
             "msn_source_sha256": manifest["source"].get("sha256") or "",
             "msn_dropped": ",".join(r.source or "" for r in plan.dropped)}
-    written = write_safetensors(tmp / WEIGHTS, pending, meta, on_bytes)
-    readback_check(tmp / WEIGHTS, ckpt, plan, progress)
+    with _one_torch_thread():
+        written = write_safetensors(tmp / WEIGHTS, pending, meta, on_bytes)
+        readback_check(tmp / WEIGHTS, ckpt, plan, progress)
     files = {WEIGHTS: {"size": written.size, "sha256": written.sha256}}
     for name, data in ((CONFIG, plan.config()),
                        (PREPROCESSOR, preprocessor_config(plan.arch.image_size))):
@@ -100,27 +135,138 @@ def write_folder(tmp: Path, ckpt: Checkpoint, plan: ConversionPlan, manifest: di
     return files
 
 
+@contextlib.contextmanager
+def _one_torch_thread():
+    """torch's intra-op pool off while writing: the only torch work there is one cheap
+    reduction per tensor, and idle pool threads spinning after each one took the second core
+    from the hashing thread (measured: 1.8x the CPU time, slower wall, on 2 cores)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def readback_check(path: Path, ckpt: Checkpoint, plan: ConversionPlan,
                    progress: ProgressFn = no_progress) -> None:
-    """Reopen the written file and compare every tensor with its source, bit for bit."""
-    import torch
+    """Reopen the written file and compare every tensor with its source, bit for bit.
+
+    The header is parsed twice, by safetensors itself (an independent reader: key set) and
+    here (every tensor's dtype, shape and byte range against the plan, ranges tiling the file
+    exactly); then every tensor's bytes are read through the OS into one reusable buffer and
+    compared byte for byte with the source tensor converted again. Memory stays one tensor.
+    """
+    import numpy as np
     from safetensors import safe_open
+
+    def fail(what: str) -> CheckpointError:
+        return CheckpointError(f"read-back check failed: {what} (disk or memory fault?)")
+
+    want = {t.target for t in plan.tensors}
+    with safe_open(str(path), framework="pt") as f:
+        if set(f.keys()) != want:
+            raise CheckpointError(f"{path.name} was written with the wrong keys")
+    header = read_header(path)
+    header.pop("__metadata__", None)
+    if set(header) != want:
+        raise fail(f"the header of {path.name} lists other tensors than planned")
+    base = path.stat().st_size - sum(t.nbytes for t in plan.tensors)
+    spans = []
+    for t in plan.tensors:
+        entry = header[t.target]
+        lo, hi = (int(x) for x in entry["data_offsets"])
+        if (entry["dtype"] != ST_DTYPES[t.dtype] or tuple(entry["shape"]) != t.shape
+                or hi - lo != t.nbytes):
+            raise fail(f"the header entry of {t.target} differs from the plan")
+        spans.append((lo, hi, t))
+    spans.sort(key=lambda s: s[0])
+    if [s[0] for s in spans[1:]] != [s[1] for s in spans[:-1]] or (spans and spans[0][0] != 0):
+        raise fail(f"the tensors of {path.name} do not tile its data section")
 
     done = 0
     total = plan.output_bytes
-    with safe_open(str(path), framework="pt") as f:
-        names = set(f.keys())
-        want = {t.target for t in plan.tensors}
-        if names != want:
-            raise CheckpointError(f"{path.name} was written with the wrong keys")
-        for t in plan.tensors:
-            got = f.get_tensor(t.target)
-            ref = t.take(ckpt.state[t.source]).to(getattr(torch, t.dtype))
-            if got.shape != ref.shape or not torch.equal(got, ref):
-                raise CheckpointError(f"read-back check failed for {t.target}: the written "
-                                      "tensor differs from its source (disk or memory fault?)")
-            done += t.nbytes
+    buf = bytearray(max((t.nbytes for t in plan.tensors), default=0))
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        for lo, hi, t in spans:
+            n = hi - lo
+            f.seek(base + lo)
+            got = 0
+            while got < n and (k := f.readinto(view[got:n])):
+                got += k
+            if got != n:
+                raise fail(f"{path.name} is shorter than its header says")
+            ref = _converted(t, ckpt)
+            if not ref.is_contiguous():
+                ref = ref.contiguous()
+            same = np.array_equal(np.frombuffer(buf, dtype=np.uint8, count=n),
+                                  ref.reshape(-1).view(_uint8()).numpy())
+            ckpt.release(ref)
+            if not same:
+                raise fail(f"{t.target} differs from its source")
+            done += n
             progress("checking", done, total)
+
+
+def _uint8():
+    import torch
+
+    return torch.uint8
+
+
+class _SourceCheck:
+    """The source's integrity pass and sha256, run in a thread from the start of ``convert``.
+
+    Reading and hashing the file (I/O and hashlib/zlib, which release the GIL) overlaps the
+    torch import, the load and the plan; :meth:`wait` is called before the header, which
+    records the sha256, is written. The same checks as before, only earlier and alongside.
+    """
+
+    class _Cancelled(Exception):
+        pass
+
+    def __init__(self, path: Path, known_sha256: str | None) -> None:
+        self.path, self.known = path, known_sha256
+        self.stage, self.done, self.total = "checking source", 0, None
+        self.result: str | None = None
+        self.error: BaseException | None = None
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="msn-source-check", daemon=True)
+        self._thread.start()
+
+    def _progress(self, stage: str, done: int, total: int | None) -> None:
+        if self._stop:
+            raise self._Cancelled()
+        self.stage, self.done, self.total = stage, done, total
+
+    def _run(self) -> None:
+        try:
+            if not self.path.is_file():  # loading it fails with the right message
+                return
+            if sniff(self.path) == "zip":  # every member's CRC-32, and the sha256
+                self.result = check_zip_integrity(self.path, self._progress,
+                                                  want_sha256=not self.known)
+            elif not self.known:
+                self.result = sha256_file(self.path, self._progress, "hashing source")
+        except self._Cancelled:
+            pass
+        except BaseException as e:  # raised in the caller's thread by wait()
+            self.error = e
+
+    def wait(self, progress: ProgressFn) -> str | None:
+        while self._thread.is_alive():
+            self._thread.join(0.1)
+            progress(self.stage, self.done, self.total)
+        if self.error is not None:
+            raise self.error
+        return self.known or self.result
+
+    def cancel(self) -> None:
+        self._stop = True
+        self._thread.join()
 
 
 def convert(
@@ -140,6 +286,19 @@ def convert(
     out = Path(out)
     if not dry_run:
         check_target(out, force, keep=[source.path])
+    check = None if dry_run else _SourceCheck(Path(source.path), source.sha256)
+    try:
+        return _convert(source, out, check, dtype=dtype, encoder=encoder, num_heads=num_heads,
+                        force=force, dry_run=dry_run, verify=verify,
+                        verify_options=verify_options, progress=progress)
+    finally:
+        if check is not None:
+            check.cancel()
+
+
+def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, *, dtype: str | None,
+             encoder: Encoder, num_heads: int | None, force: bool, dry_run: bool, verify: bool,
+             verify_options: dict[str, Any] | None, progress: ProgressFn) -> ConvertResult:
     ckpt = load_checkpoint(source.path, encoder)
     plan = build_plan(ckpt, dtype, num_heads)
     plan.require_ok()
@@ -154,13 +313,9 @@ def convert(
         "layout": ckpt.layout, "encoder": ckpt.encoder, "encoder_key": ckpt.encoder_key,
         "prefixed": ckpt.prefixed,
     }
-    if dry_run:
+    if dry_run or check is None:
         return ConvertResult(None, plan, src_info, dry_run=True)
-    if ckpt.storage.startswith("zip"):  # one pass: every member's CRC-32, and the sha256
-        digest = check_zip_integrity(source.path, progress, want_sha256=not src_info["sha256"])
-        src_info["sha256"] = src_info["sha256"] or digest
-    elif not src_info["sha256"]:
-        src_info["sha256"] = sha256_file(source.path, progress, "hashing source")
+    src_info["sha256"] = check.wait(progress)  # zip: every member's CRC-32 too
     manifest: dict[str, Any] = {
         "tool": "msn", "format_version": FORMAT_VERSION, "msn_version": __version__,
         "created": _now(), "source": src_info, "variant": plan.variant_name,

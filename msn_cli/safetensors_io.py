@@ -1,7 +1,8 @@
 """A streaming safetensors writer: header from shapes, then one tensor at a time.
 
-Peak memory is one output tensor (the largest is a ViT-L MLP matrix, 16 MiB) on top of the
-memory-mapped source; the file's sha256 is computed from the bytes as they are written.
+Peak memory is a few output tensors (the largest is a ViT-L MLP matrix, 16 MiB) on top of the
+memory-mapped source; the file's sha256 is computed from the bytes as they are written, in a
+background thread (hashlib releases the GIL), so hashing overlaps the writing.
 The format is the documented one (8-byte little-endian header length, JSON header with
 ``dtype``/``shape``/``data_offsets`` and ``__metadata__``, padded with spaces to 8 bytes,
 then the raw little-endian data), so ``safetensors.safe_open`` and transformers read it.
@@ -12,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import struct
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,9 @@ class PendingTensor:
     shape: tuple[int, ...]
     produce: Callable[[], torch.Tensor]
     """Returns the tensor (any layout); called once, when its bytes are due."""
+    release: Callable[[torch.Tensor], None] | None = None
+    """Called with the produced tensor once its bytes are written and hashed (e.g. to drop
+    memory-mapped source pages from the resident set)."""
 
     @property
     def nbytes(self) -> int:
@@ -60,25 +66,70 @@ def write_safetensors(path: Path, tensors: Iterable[PendingTensor], metadata: di
         offset += t.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
-    digest = hashlib.sha256()
-    with open(path, "wb") as f:
-        for chunk in (struct.pack("<Q", len(raw)), raw):
-            f.write(chunk)
-            digest.update(chunk)
-        for t in items:
-            tensor = t.produce()
-            if tuple(tensor.shape) != t.shape or str(tensor.dtype).removeprefix("torch.") != t.dtype:
-                raise ValueError(f"{t.name}: produced {tuple(tensor.shape)} {tensor.dtype}, "
-                                 f"planned {t.shape} {t.dtype}")
-            buf = tensor.contiguous().reshape(-1).view(_byte_dtype()).numpy()
-            f.write(buf.data)
-            digest.update(buf.data)
-            if on_bytes:
-                on_bytes(t.nbytes)
-            del tensor, buf
-        f.flush()
-        os.fsync(f.fileno())
-    return Written(path, 8 + len(raw) + offset, digest.hexdigest())
+    hasher = _Hasher()
+    try:
+        with open(path, "wb") as f:
+            for chunk in (struct.pack("<Q", len(raw)), raw):
+                f.write(chunk)
+                hasher.put(chunk)
+            for t in items:
+                tensor = t.produce()
+                if tuple(tensor.shape) != t.shape or str(tensor.dtype).removeprefix("torch.") != t.dtype:
+                    raise ValueError(f"{t.name}: produced {tuple(tensor.shape)} {tensor.dtype}, "
+                                     f"planned {t.shape} {t.dtype}")
+                if not tensor.is_contiguous():  # a view that is already contiguous is not copied
+                    tensor = tensor.contiguous()
+                buf = tensor.reshape(-1).view(_byte_dtype()).numpy().data
+                f.write(buf)
+                # the hasher holds the tensor until hashed, then hands it to ``release``
+                hasher.put(buf, (t.release, tensor) if t.release else None)
+                if on_bytes:
+                    on_bytes(t.nbytes)
+                del tensor, buf
+            digest = hasher.result()
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        hasher.close()
+    return Written(path, 8 + len(raw) + offset, digest)
+
+
+class _Hasher:
+    """sha256 of a byte stream in a background thread, fed in order through a short queue."""
+
+    def __init__(self, depth: int = 4) -> None:
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._h = hashlib.sha256()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="msn-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._q.get()) is not None:
+            data, after = item
+            try:
+                if self._error is None:
+                    self._h.update(data)
+                if after is not None:
+                    after[0](after[1])
+            except BaseException as e:  # reported to the writer on its next put/result
+                self._error = self._error or e
+
+    def put(self, data, after=None) -> None:
+        if self._error is not None:
+            raise self._error
+        self._q.put((data, after))
+
+    def result(self) -> str:
+        self.close()
+        if self._error is not None:
+            raise self._error
+        return self._h.hexdigest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
 
 
 def _byte_dtype():

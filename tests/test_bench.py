@@ -1,0 +1,157 @@
+"""The benchmark's own pieces, and the performance paths of convert (no timing assertions).
+
+- ``bench/run.py --help`` works; the seed-equivalent baseline and ``msn convert`` write
+  tensor-identical files at a tiny size (and the comparison notices a different model);
+- the read-back check catches a byte changed on disk between the write and the check;
+- the cheap NaN/Inf test agrees with the element-wise one, overflow included;
+- ``Checkpoint.release`` gives memory-mapped pages back without changing any value.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from msn_cli.synth import TINY
+from tests.conftest import REPO, TINY_MULTIHEAD
+
+
+def _load_bench_module(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench_compare = _load_bench_module("compare")
+
+
+def test_bench_run_help():
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--help"],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for opt in ("--quick", "--variants", "--runs", "--cold", "--output"):
+        assert opt in r.stdout
+
+
+def test_bench_run_rejects_unknown_variant(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--variants", "vitz99",
+                        "--scratch", str(tmp_path), "--output", str(tmp_path / "b.md")],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 2 and "vitz99" in r.stderr
+    assert not (tmp_path / "b.md").exists()
+
+
+def _arch_arg(a) -> str:
+    return ",".join(str(x) for x in (a.hidden_size, a.num_layers, a.num_heads, a.intermediate_size,
+                                     a.patch_size, a.image_size))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", [TINY, TINY_MULTIHEAD], ids=["tiny", "multihead"])
+def test_baseline_and_msn_write_identical_tensors(cli, make_ckpt, tmp_path, arch):
+    ckpt = make_ckpt(arch)
+    seed_out, msn_out = tmp_path / "seed", tmp_path / "msn"
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "baseline.py"), str(ckpt), str(seed_out),
+                        "--no-check", "--arch", _arch_arg(arch), "--stages", str(tmp_path / "st.json")],
+                       capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert cli("convert", ckpt, msn_out, "--no-verify").code == 0
+    result = bench_compare.compare(msn_out, seed_out)
+    n = 4 + 16 * arch.num_layers + 2
+    assert result == {"tensors": n, "only_in_a": [], "only_in_b": [], "differing": [],
+                      "identical": True}
+    stages = json.loads((tmp_path / "st.json").read_text())
+    assert {"load", "build_model", "load_state_dict", "save"} <= set(stages)
+
+    # the comparison can fail: another model's weights differ everywhere
+    other = tmp_path / "other"
+    assert cli("convert", make_ckpt(arch, name="other.pth.tar", seed=5), other, "--no-verify").code == 0
+    result = bench_compare.compare(msn_out, other)
+    assert result["identical"] is False and len(result["differing"]) == n
+
+
+def test_readback_check_catches_a_byte_changed_on_disk(cli, tiny_ckpt, tmp_path, monkeypatch):
+    import msn_cli.convert as C
+
+    real = C.write_safetensors
+
+    def write_then_flip(path, *args, **kwargs):
+        written = real(path, *args, **kwargs)
+        with open(path, "r+b") as f:  # one bit, near the end of the data section
+            f.seek(written.size - 5)
+            b = f.read(1)
+            f.seek(written.size - 5)
+            f.write(bytes([b[0] ^ 0x01]))
+        return written
+
+    monkeypatch.setattr(C, "write_safetensors", write_then_flip)
+    out = tmp_path / "out"
+    r = cli("convert", tiny_ckpt, out, "--no-verify")
+    assert r.code == 3
+    assert "read-back check failed" in r.stderr and "differs from its source" in r.stderr
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["ckpts"]
+
+
+def test_readback_check_passes_untouched_output(cli, tiny_ckpt, tmp_path, monkeypatch):
+    import msn_cli.convert as C
+
+    calls = []
+    real = C.readback_check
+    monkeypatch.setattr(C, "readback_check", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert cli("convert", tiny_ckpt, tmp_path / "out", "--no-verify").code == 0
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_finite_check_matches_elementwise_test(dtype):
+    from msn_cli.convert import _all_finite
+
+    dt = getattr(torch, dtype)
+    big = torch.full((4096,), 60000.0).to(dt)  # finite values whose sum overflows float16
+    assert _all_finite(big) and bool(torch.isfinite(big).all())
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        x = torch.randn(1000).to(dt)
+        x[777] = bad
+        assert not _all_finite(x)
+        x = big.clone()
+        x[5] = bad
+        assert not _all_finite(x)
+    assert _all_finite(torch.randn(33, 7).to(dt))
+    assert _all_finite(torch.arange(10))  # integers are always finite
+
+
+def _rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_release_drops_mapped_pages_and_keeps_values(tmp_path):
+    from msn_cli.checkpoint import load_checkpoint
+
+    big = torch.randn(64, 1024, 1024)  # 256 MiB, mapped from the file when loaded
+    path = tmp_path / "big.pth.tar"
+    torch.save({"cls_token": torch.zeros(1, 1, 8), "blocks.0.x": big, "small": torch.ones(3)}, path)
+    expected = float(big.double().sum())
+    del big
+    ckpt = load_checkpoint(path)
+    t = ckpt.state["blocks.0.x"]
+    before = _rss_kb()
+    assert float(t.double().sum()) == expected  # touches every page
+    touched = _rss_kb()
+    assert touched - before > 200 * 1024
+    ckpt.release(t)
+    released = _rss_kb()
+    assert touched - released > 200 * 1024
+    assert float(t.double().sum()) == expected  # read again from the file: same values
+    ckpt.release(torch.ones(1000))  # not mapped from the file: left alone
