@@ -15,8 +15,10 @@ exception -- exceptions mean verify could not run at all):
     Every configuration value that changes the computation (model type, hidden size, layers,
     heads, MLP size, patch size, image size, channels, activation -- exact erf GELU --,
     LayerNorm eps, qkv bias), as transformers reads it from the folder, equals what the source
-    checkpoint implies (:func:`msn_cli.checkpoint.infer_architecture`). Parity alone cannot
-    catch e.g. ``layer_norm_eps`` 1e-5 instead of 1e-6: its effect is below float32 noise.
+    checkpoint implies (:func:`msn_cli.checkpoint.infer_architecture`); and the image
+    processor's settings (size, bilinear, 1/255, ImageNet mean/std). Parity alone need not
+    catch e.g. ``layer_norm_eps`` 1e-5 instead of 1e-6: on real activations its effect is
+    below float32 noise.
 ``parity``
     The independent reference (:mod:`msn_cli.reference`, float32, on the source checkpoint's
     own tensors in their original names) and the converted model (in the folder's dtype) run on
@@ -499,8 +501,8 @@ def check_config(folder: Path, arch: Architecture, dtype: str) -> CheckResult:
             effective = ViTMSNConfig.from_pretrained(str(folder)).to_dict()
     except Exception as e:
         return CheckResult("config", False, f"transformers cannot read {CONFIG}: {e}")
-    rows = []
-    bad = []
+    rows: list[dict[str, Any]] = []
+    bad: list[str] = []
     for key in RELEVANT_CONFIG:
         want = expected[key]
         # model_type: what AutoModel dispatches on is the file's value (ViTMSNConfig reports
@@ -513,10 +515,55 @@ def check_config(folder: Path, arch: Architecture, dtype: str) -> CheckResult:
         rows.append({"key": key, "expected": want, "found": got, "in_file": key in raw, "ok": ok})
         if not ok:
             bad.append(f"{key} = {_fmt(got)}, the source implies {_fmt(want)}")
+    _check_preprocessor(folder, arch, rows, bad)
     if bad:
         return CheckResult("config", False, "; ".join(bad), {"mismatched": len(bad)}, rows)
     return CheckResult("config", True, f"{len(rows)} computation-relevant values match the source "
-                       f"(layer_norm_eps {LAYER_NORM_EPS:g}, exact gelu)", {"mismatched": 0}, rows)
+                       f"(layer_norm_eps {LAYER_NORM_EPS:g}, exact gelu; preprocessing "
+                       f"{arch.image_size} px, ImageNet mean/std)", {"mismatched": 0}, rows)
+
+
+# What the image processor does to a user's image, as the seed's ViTImageProcessor set it.
+RELEVANT_PREPROCESSOR = ("size", "resample", "do_resize", "do_rescale", "rescale_factor",
+                         "do_normalize", "image_mean", "image_std")
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, float) or isinstance(b, float):
+        return (isinstance(a, (int, float)) and isinstance(b, (int, float))
+                and not isinstance(a, bool) and not isinstance(b, bool)
+                and math.isclose(float(a), float(b), rel_tol=1e-9))
+    return type(a) is type(b) and a == b
+
+
+def _check_preprocessor(folder: Path, arch: Architecture, rows: list[dict[str, Any]],
+                        bad: list[str]) -> None:
+    """``preprocessor_config.json`` against the seed's preprocessing at the model's size."""
+    from .architecture import preprocessor_config
+
+    path = folder / PREPROCESSOR
+    try:
+        raw = json.loads(path.read_text())
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
+        bad.append(f"{PREPROCESSOR} is missing")
+        return
+    except (ValueError, UnicodeDecodeError) as e:
+        bad.append(f"{PREPROCESSOR} is not valid JSON ({e})")
+        return
+    expected = preprocessor_config(arch.image_size)
+    for key in RELEVANT_PREPROCESSOR:
+        want, got = expected[key], raw.get(key)
+        ok = _same(got, want)
+        rows.append({"key": f"{PREPROCESSOR}:{key}", "expected": want, "found": got,
+                     "in_file": key in raw, "ok": ok})
+        if not ok:
+            bad.append(f"{PREPROCESSOR} {key} = {_fmt(got)}, expected {_fmt(want)}")
 
 
 def _info_get(info: Any, key: str) -> list[Any]:

@@ -226,6 +226,23 @@ def test_other_wrong_config_values(cli, converted, change, key):
     assert cfg["passed"] is False and key in cfg["detail"]
 
 
+@pytest.mark.parametrize(("change", "key"), [
+    ({"image_mean": [0.5, 0.5, 0.5]}, "image_mean"),
+    ({"size": {"height": 224, "width": 224}}, "size"),
+    ({"do_normalize": False}, "do_normalize"),
+])
+def test_wrong_preprocessor_values(cli, converted, change, key):
+    out = converted(TINY)
+    p = out / "preprocessor_config.json"
+    p.write_text(json.dumps({**json.loads(p.read_text()), **change}))
+    refresh_hashes(out)
+    r, rep = run_verify(cli, out)
+    assert r.code == 1
+    cfg = check(rep, "config")
+    assert cfg["passed"] is False and f"preprocessor_config.json {key}" in cfg["detail"]
+    assert check(rep, "parity")["passed"] is True
+
+
 def test_config_value_missing_falls_to_a_wrong_library_default(cli, converted):
     out = converted(TINY)
     cfg = json.loads((out / "config.json").read_text())
