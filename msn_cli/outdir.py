@@ -1,9 +1,10 @@
 """Output folders that appear whole or not at all.
 
 A command writes into a temporary folder beside OUT (``.OUT.msn-tmp-PID-XXXX``) and renames it
-into place once everything in it is complete and synced. A lock file (``.OUT.msn-lock``) keeps
-two processes from writing the same OUT; whoever holds it knows every leftover temporary
-folder of that OUT belongs to a run that died (SIGKILL, power cut) and removes it. With
+into place once everything in it is complete and synced. A lock file (``.OUT.msn-lock``, removed
+when the run ends) keeps two processes from writing the same OUT; whoever holds it knows every
+leftover temporary folder of that OUT belongs to a run that died (SIGKILL, power cut) and
+removes it. With
 ``force``, an existing OUT is moved aside, the new folder renamed in, and only then the old
 one deleted; if anything fails the old folder is put back.
 """
@@ -17,6 +18,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import OutputError, OutputExistsError, UsageError
 
@@ -69,8 +71,6 @@ def stale_temporaries(out: Path) -> list[Path]:
 @contextlib.contextmanager
 def atomic_output_dir(out: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
     """Yield a fresh temporary folder; on clean exit it becomes ``out``."""
-    from filelock import FileLock, Timeout
-
     out = Path(out).absolute()
     check_target(out, force)
     try:
@@ -78,14 +78,14 @@ def atomic_output_dir(out: str | os.PathLike[str], force: bool = False) -> Itera
     except OSError as e:
         raise OutputError(f"cannot create {out.parent}: {e.strerror}",
                           hint="choose an output folder in a writable location") from e
-    lock = FileLock(str(lock_path(out)))
+    lock = _OutLock(lock_path(out))
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise UsageError(f"another msn process is writing {out}",
-                         hint="wait for it to finish, or choose another output folder") from None
+        locked = lock.acquire()
     except OSError as e:
         raise _output_error(e, out) from e
+    if not locked:
+        raise UsageError(f"another msn process is writing {out}",
+                         hint="wait for it to finish, or choose another output folder")
     try:
         for stale in stale_temporaries(out):  # we hold the lock: these are from dead runs
             if OLD_MARK in stale.name and not out.exists():
@@ -132,6 +132,65 @@ def _output_error(e: OSError, out: Path) -> OutputError:
                            hint="choose an output folder in a writable location")
     return OutputError(f"cannot write {out}: {e.strerror or e}",
                        hint="check the disk, or choose an output folder elsewhere")
+
+
+class _OutLock:
+    """A non-blocking exclusive lock on OUT: ``flock`` on ``.OUT.msn-lock``, removed on release.
+
+    Removing the file while holding the lock is safe because every taker checks, once it holds
+    the lock, that the path still names the file it locked (else it locked a removed file and
+    tries again). A process killed while holding it leaves the file; the kernel has dropped the
+    lock, so the next run takes it and removes it. Without ``fcntl`` (Windows) ``filelock`` is
+    used and the file stays.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+        self._fallback: Any = None
+
+    def acquire(self) -> bool:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            from filelock import FileLock, Timeout
+
+            self._fallback = FileLock(str(self.path))
+            try:
+                self._fallback.acquire(timeout=0)
+            except Timeout:
+                return False
+            return True
+        for _ in range(20):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                current = os.stat(self.path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and os.path.samestat(os.fstat(fd), current):
+                self._fd = fd
+                return True
+            os.close(fd)  # its holder removed it as we took it: take the new one
+        return False
+
+    def release(self) -> None:
+        if self._fallback is not None:  # pragma: no cover - not POSIX
+            self._fallback.release()
+            return
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        os.close(self._fd)
+        self._fd = None
 
 
 def _install(tmp: Path, out: Path) -> None:

@@ -36,7 +36,7 @@ def assert_clean_failure(r, code: int, *needles: str, out: Path | None = None) -
         assert n.lower() in r.stderr.lower(), (n, r.stderr)
     if out is not None:
         assert not out.exists()
-        marks = (f".{out.name}.msn-tmp-", f".{out.name}.msn-old-")
+        marks = (f".{out.name}.msn-tmp-", f".{out.name}.msn-old-", f".{out.name}.msn-lock")
         leftovers = [p.name for p in out.parent.iterdir() if p.name.startswith(marks)]
         assert leftovers == []
     cache = Path(os.environ["MSN_CACHE"])

@@ -22,7 +22,7 @@ import pytest
 import msn_cli.safetensors_io as st_io
 from msn_cli.outdir import lock_path
 
-MARKS = (".msn-tmp-", ".msn-old-")
+MARKS = (".msn-tmp-", ".msn-old-", ".msn-lock")  # the lock file goes too
 
 
 def _tree(folder: Path) -> dict[str, str]:
@@ -246,7 +246,8 @@ def test_disk_full_on_a_small_tmpfs(cli, tiny_ckpt, mount_tmpfs):
     r = cli("convert", tiny_ckpt, out, "--no-verify")
     _one_error(r, 3, "no space left", "nothing was written")
     assert not out.exists()
-    assert sorted(p.name for p in disk.iterdir()) == [lock_path(out).name]  # only the lock file
+    assert list(disk.iterdir()) == []  # not even the lock file
+    assert not lock_path(out).exists()
     assert os.statvfs(disk).f_bfree == os.statvfs(disk).f_blocks  # every block given back
 
 

@@ -52,8 +52,9 @@ def _start(*args) -> subprocess.Popen:
 
 
 def _temporaries(out: Path) -> list[Path]:
+    """Temporary folders, set-aside folders and the lock file of ``out``."""
     return [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.msn-tmp-")
-            or p.name.startswith(f".{out.name}.msn-old-")]
+            or p.name.startswith(f".{out.name}.msn-old-") or p.name == f".{out.name}.msn-lock"]
 
 
 def _freeze_while_writing(p: subprocess.Popen, out: Path, timeout: float = 240) -> Path | None:
@@ -119,7 +120,8 @@ def test_sigkill_leaves_a_recognisable_temp_folder_that_the_next_run_cleans(medi
     p, _, _, tmp = _interrupt(("convert", medium_ckpt, out, "--no-verify"), out, signal.SIGKILL)
     assert p.returncode == -signal.SIGKILL
     assert not out.exists()
-    assert tmp.exists() and _temporaries(out) == [tmp]  # .out.msn-tmp-<dead pid>-XXXX
+    assert tmp.exists()  # .out.msn-tmp-<dead pid>-XXXX, and the lock file the dead run held
+    assert sorted(_temporaries(out)) == sorted([tmp, lock_path(out)])
     # a run to another OUT in the same folder leaves it alone (it is not its own)
     other = tmp_path / "other"
     q = _start("convert", medium_ckpt, other, "--no-verify")
@@ -296,3 +298,35 @@ def test_signal_during_verify_leaves_nothing(tiny_ckpt, tmp_path, sig, code):
     assert p.returncode == code, stderr
     assert "Traceback" not in stderr
     assert not out.exists() and not tmp.exists() and _temporaries(out) == []
+
+
+def test_out_lock_is_exclusive_and_removed_on_release(tmp_path, monkeypatch):
+    import fcntl
+
+    from msn_cli.outdir import _OutLock
+
+    path = tmp_path / ".out.msn-lock"
+    a, b = _OutLock(path), _OutLock(path)
+    assert a.acquire() and path.exists()
+    assert not b.acquire()  # held
+    a.release()
+    assert not path.exists()  # no clutter left beside OUT
+    assert b.acquire()
+    b.release()
+    # A taker whose file was removed (by its releasing holder) between open and flock must not
+    # trust that lock: it notices the path names another file now, and takes that one.
+    real_flock = fcntl.flock
+    calls: list[int] = []
+
+    def racing_flock(fd, op):
+        real_flock(fd, op)
+        calls.append(os.fstat(fd).st_ino)
+        if len(calls) == 1:
+            path.unlink()
+            path.write_bytes(b"")  # someone else's new lock file
+
+    monkeypatch.setattr(fcntl, "flock", racing_flock)
+    c = _OutLock(path)
+    assert c.acquire()
+    assert len(calls) == 2 and calls[0] != calls[1] == os.stat(path).st_ino
+    c.release()
