@@ -156,3 +156,22 @@ def test_a_page_served_as_the_checkpoint_is_not_cached_as_good(cli, server, tmp_
     url = server.add(PATH, body)
     cli("convert", url, tmp_path / "out", "--no-verify")
     assert _good_entries() == []
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["int", "term"])
+def test_signal_during_the_download_of_convert(server, ckpt, tmp_path, sig, code):
+    data = ckpt.read_bytes()
+    url = server.add(PATH, data)
+    server.fault(PATH, "slow", times=1, delay=0.05, step=32 * 1024)
+    part = Cache().partial_path(Cache().name_for_url(url))
+    out = tmp_path / "out"
+    p = _start("convert", url, out, "--no-verify")
+    _wait_for(lambda: part.exists() and part.stat().st_size > 100_000, "bytes on disk")
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == code, err
+    assert "Traceback" not in err
+    assert len([x for x in err.splitlines() if x.startswith("Error:")]) == 1, err
+    assert not out.exists() and _good_entries() == []
+    have = part.stat().st_size  # kept for the next run to resume
+    assert 0 < have < len(data) and part.read_bytes() == data[:have]
