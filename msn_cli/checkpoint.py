@@ -89,7 +89,8 @@ def _load(path: Path) -> Any:
             hint="MSN checkpoints hold only tensors, dicts, lists and numbers; do not trust this file",
         ) from e
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = str(e).strip().splitlines()[0] if str(e).strip() else (
+            "the file ends too early (truncated)" if isinstance(e, EOFError) else type(e).__name__)
         if kind == "pickle" and "magic number" in first.lower():
             raise CheckpointError(f"{path.name} is a plain Python pickle, not a file written by "
                                   "torch.save", hint="MSN checkpoints are torch.save files") from e

@@ -253,6 +253,9 @@ def test_truncated_legacy_file_is_refused(cli, tmp_path):
     ck.write_bytes(ck.read_bytes()[: ck.stat().st_size * 2 // 3])
     r = cli("convert", ck, tmp_path / "out", "--no-verify")
     assert_clean_failure(r, 3, "cannot read", out=tmp_path / "out")
+    ck.write_bytes(ck.read_bytes()[:3000])
+    r = cli("convert", ck, tmp_path / "out", "--no-verify")
+    assert_clean_failure(r, 3, "ends too early (truncated)", out=tmp_path / "out")
 
 
 # ---------------------------------------------------------------------------------------------
