@@ -950,7 +950,10 @@ def verify_folder(
         raise _could_not_run(f"no such image: {image}")
     manifest: dict[str, Any] | None = None
     if (folder / MANIFEST).exists() or (checkpoint is None and source is None):
-        manifest = read_manifest(folder)
+        try:
+            manifest = read_manifest(folder)
+        except OSError as e:
+            raise FolderError(f"cannot read {folder / MANIFEST}: {e.strerror or e}") from e
     notes: list[str] = []
     against_path = _resolve_against(against, progress) if against is not None else None
     if checkpoint is not None:

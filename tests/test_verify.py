@@ -349,6 +349,13 @@ def test_could_not_run_exits_3(cli, converted, make_ckpt, tmp_path):
     assert r.json()["source"]["path"] == str(moved)
 
 
+def test_damaged_manifest_could_not_run(cli, converted):
+    out = converted(TINY)
+    (out / "msn_manifest.json").write_text("{not json")
+    r = cli("verify", out)
+    assert r.code == 3 and "not valid JSON" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_foreign_folder_without_manifest_with_source(cli, converted, tmp_path):
     out = converted(TINY)
     src = json.loads((out / "msn_manifest.json").read_text())["source"]["path"]
