@@ -9,7 +9,7 @@ a second, 16x smaller file shows whether that peak depends on the file size.
 
 Prints a markdown section on stdout (``make bench`` includes it). Standalone:
 
-    .venv/bin/python bench/download_bench.py [--size-mb 1024] [--runs 3] [--keep]
+    .venv/bin/python bench/download_bench.py [--size-mb 1024] [--runs 5] [--keep]
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mb", type=int, default=int(os.environ.get("MSN_BENCH_DL_MB", "1024")),
                     help="file size in MiB [1024]")
-    ap.add_argument("--runs", type=int, default=int(os.environ.get("MSN_BENCH_DL_RUNS", "3")))
+    ap.add_argument("--runs", type=int, default=int(os.environ.get("MSN_BENCH_DL_RUNS", "5")))
     ap.add_argument("--keep", action="store_true", help="keep the generated files in .bench/")
     args = ap.parse_args(argv)
     if shutil.which("curl") is None:
