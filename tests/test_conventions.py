@@ -149,12 +149,16 @@ def test_data_on_stdout_messages_on_stderr_across_the_pipeline(cli, pipeline):
     assert cli("cache", "ls", "--cache-dir", cache, "--json").json()["entries"] == []
 
 
-def _in_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
-    """Run ``python -m msn_cli ARGS`` with stdin/stdout/stderr on a pseudo-terminal."""
+def _in_a_terminal(args: list[str], env: dict[str, str], stdout_to_pipe: bool = False):
+    """Run ``python -m msn_cli ARGS`` with stdin/stderr (and stdout) on a pseudo-terminal.
+
+    Returns the exit code and what the terminal received (and stdout, when piped).
+    """
     full = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "TERM")}
     full.update({"TERM": "xterm-256color", "COLUMNS": "100", **env})
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "msn_cli", *args], stdin=slave, stdout=slave,
+    proc = subprocess.Popen([sys.executable, "-m", "msn_cli", *args], stdin=slave,
+                            stdout=subprocess.PIPE if stdout_to_pipe else slave,
                             stderr=slave, env=full, close_fds=True)
     os.close(slave)
     chunks = []
@@ -167,7 +171,9 @@ def _in_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
             break
         chunks.append(data)
     os.close(master)
-    return proc.wait(timeout=120), b"".join(chunks)
+    piped = proc.stdout.read() if proc.stdout else b""
+    code = proc.wait(timeout=120)
+    return (code, b"".join(chunks), piped) if stdout_to_pipe else (code, b"".join(chunks))
 
 
 _SGR = re.compile(rb"\x1b\[([0-9;]*)m")
@@ -214,3 +220,12 @@ def test_help_text_is_shown_in_full(cli, monkeypatch, name):
         for bracketed in re.findall(r"\[[^\]]+\]", text.replace("\\[", "[")):
             assert " ".join(bracketed.split()) in shown, \
                 f"msn {name} -h does not show {bracketed!r} (from the help of {p.name}): escape it as \\["
+
+
+def test_progress_goes_to_the_terminal_on_stderr_and_stdout_stays_data(tiny_ckpt, tmp_path):
+    out = tmp_path / "out"
+    code, terminal, stdout = _in_a_terminal(["convert", str(tiny_ckpt), str(out), "--no-verify"], {},
+                                            stdout_to_pipe=True)
+    assert code == 0, terminal[-500:]
+    assert stdout.decode().splitlines() == [str(out.absolute())]  # the result, nothing else
+    assert b"writing" in terminal and _colours(terminal), "no progress bar on an interactive stderr"
