@@ -120,8 +120,14 @@ def write_folder(tmp: Path, ckpt: Checkpoint, plan: ConversionPlan, manifest: di
             "msn_source_sha256": manifest["source"].get("sha256") or "",
             "msn_dropped": ",".join(r.source or "" for r in plan.dropped)}
     with _one_torch_thread():
-        written = write_safetensors(tmp / WEIGHTS, pending, meta, on_bytes)
-        readback_check(tmp / WEIGHTS, ckpt, plan, progress)
+        written = write_safetensors(tmp / WEIGHTS, pending, meta, on_bytes, sync=False)
+        # the read-back reads the page cache either way; the disk catches up meanwhile, and
+        # the file is synced (or its error raised) before anything else is written
+        syncing = _InThread(_fsync_file, tmp / WEIGHTS)
+        try:
+            readback_check(tmp / WEIGHTS, ckpt, plan, progress)
+        finally:
+            syncing.join()
     files = {WEIGHTS: {"size": written.size, "sha256": written.sha256}}
     for name, data in ((CONFIG, plan.config()),
                        (PREPROCESSOR, preprocessor_config(plan.arch.image_size))):
@@ -133,6 +139,42 @@ def write_folder(tmp: Path, ckpt: Checkpoint, plan: ConversionPlan, manifest: di
     manifest["files"] = files
     write_manifest(tmp, manifest)
     return files
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _InThread:
+    """``fn(*args)`` in a thread; :meth:`join` waits and raises what it raised."""
+
+    def __init__(self, fn, *args, name: str = "msn-fsync") -> None:
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                fn(*args)
+            except BaseException as e:
+                self.error = e
+
+        self._thread = threading.Thread(target=run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def join(self) -> None:
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 @contextlib.contextmanager
@@ -156,8 +198,8 @@ def readback_check(path: Path, ckpt: Checkpoint, plan: ConversionPlan,
 
     The header is parsed twice, by safetensors itself (an independent reader: key set) and
     here (every tensor's dtype, shape and byte range against the plan, ranges tiling the file
-    exactly); then every tensor's bytes are read through the OS into one reusable buffer and
-    compared byte for byte with the source tensor converted again. Memory stays one tensor.
+    exactly); then every tensor's bytes are read through the OS into a reusable buffer and
+    compared byte for byte with the source tensor converted again. Memory stays two tensors.
     """
     import numpy as np
     from safetensors import safe_open
@@ -186,29 +228,53 @@ def readback_check(path: Path, ckpt: Checkpoint, plan: ConversionPlan,
     if [s[0] for s in spans[1:]] != [s[1] for s in spans[:-1]] or (spans and spans[0][0] != 0):
         raise fail(f"the tensors of {path.name} do not tile its data section")
 
-    done = 0
+    # two workers (alternate tensors, each its own buffer): reading (os.preadv) and comparing
+    # (numpy) release the GIL, so the check uses both cores; progress is reported from here
+    lanes = [spans[i::2] for i in range(2)] if hasattr(os, "preadv") else [spans]
+    counted = [0] * len(lanes)
+    stop = threading.Event()
+
+    def check(lane: int) -> None:
+        buf = bytearray(max((hi - lo for lo, hi, _ in lanes[lane]), default=0))
+        view = memoryview(buf)
+        with open(path, "rb", buffering=0) as f:
+            for lo, hi, t in lanes[lane]:
+                if stop.is_set():
+                    return
+                n = hi - lo
+                got = 0
+                while got < n:
+                    if len(lanes) > 1:
+                        k = os.preadv(f.fileno(), [view[got:n]], base + lo + got)
+                    else:
+                        f.seek(base + lo + got)
+                        k = f.readinto(view[got:n]) or 0
+                    if not k:
+                        raise fail(f"{path.name} is shorter than its header says")
+                    got += k
+                ref = _converted(t, ckpt)
+                if not ref.is_contiguous():
+                    ref = ref.contiguous()
+                same = np.array_equal(np.frombuffer(buf, dtype=np.uint8, count=n),
+                                      ref.reshape(-1).view(_uint8()).numpy())
+                ckpt.release(ref)
+                if not same:
+                    raise fail(f"{t.target} differs from its source")
+                counted[lane] += n
+
     total = plan.output_bytes
-    buf = bytearray(max((t.nbytes for t in plan.tensors), default=0))
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        for lo, hi, t in spans:
-            n = hi - lo
-            f.seek(base + lo)
-            got = 0
-            while got < n and (k := f.readinto(view[got:n])):
-                got += k
-            if got != n:
-                raise fail(f"{path.name} is shorter than its header says")
-            ref = _converted(t, ckpt)
-            if not ref.is_contiguous():
-                ref = ref.contiguous()
-            same = np.array_equal(np.frombuffer(buf, dtype=np.uint8, count=n),
-                                  ref.reshape(-1).view(_uint8()).numpy())
-            ckpt.release(ref)
-            if not same:
-                raise fail(f"{t.target} differs from its source")
-            done += n
-            progress("checking", done, total)
+    workers = [_InThread(check, i, name="msn-readback") for i in range(len(lanes))]
+    try:
+        while any(w.alive for w in workers):
+            next(w for w in workers if w.alive).wait(0.1)
+            progress("checking", sum(counted), total)
+            if any(w.error for w in workers):
+                break
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()  # raises the first worker's error
+    progress("checking", sum(counted), total)
 
 
 def _uint8():

@@ -56,7 +56,9 @@ class Written:
 
 
 def write_safetensors(path: Path, tensors: Iterable[PendingTensor], metadata: dict[str, str],
-                      on_bytes: Callable[[int], None] | None = None) -> Written:
+                      on_bytes: Callable[[int], None] | None = None, *, sync: bool = True) -> Written:
+    """Write ``tensors`` (sorted by name) to ``path``; ``fsync`` it unless ``sync=False``
+    (the caller then syncs it itself, e.g. while it reads the file back)."""
     items = sorted(tensors, key=lambda t: t.name)
     header: dict[str, object] = {"__metadata__": metadata}
     offset = 0
@@ -88,7 +90,8 @@ def write_safetensors(path: Path, tensors: Iterable[PendingTensor], metadata: di
                 del tensor, buf
             digest = hasher.result()
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
     finally:
         hasher.close()
     return Written(path, 8 + len(raw) + offset, digest)
