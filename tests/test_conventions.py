@@ -154,7 +154,8 @@ def _in_a_terminal(args: list[str], env: dict[str, str], stdout_to_pipe: bool = 
 
     Returns the exit code and what the terminal received (and stdout, when piped).
     """
-    full = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "TERM")}
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("NO_COLOR", "FORCE_COLOR", "TERM", "TTY_COMPATIBLE", "TTY_INTERACTIVE")}
     full.update({"TERM": "xterm-256color", "COLUMNS": "100", **env})
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "msn_cli", *args], stdin=slave,
