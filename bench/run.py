@@ -27,7 +27,7 @@ What it does (everything in ``.bench/``, which is gitignored):
 
 Examples::
 
-    .venv/bin/python bench/run.py                      # everything, 3 runs each (~20 min, 2 cores)
+    .venv/bin/python bench/run.py                      # everything, 3 runs each (~20-25 min, 2 cores)
     .venv/bin/python bench/run.py --quick              # ViT-S/16 only, 2 runs (~2 min)
     .venv/bin/python bench/run.py --variants vitl16 --runs 5 --no-training --output /tmp/b.md
 """
@@ -181,18 +181,21 @@ class VariantResult:
     file_bytes: int
     series: dict[str, Series]
     identical: dict | None = None
+    identical_4x: dict | None = None
     verify: Series | None = None
     forward: dict | None = None
     forward_proc: Series | None = None
 
 
-MODES = ("msn", "seed-nocheck", "seed", "msn-verify")
+MODES = ("msn", "seed-nocheck", "seed", "msn-verify", "seed-4x")
 LABELS = {
     "msn": "`msn convert --no-verify`",
     "seed-nocheck": "seed-equivalent, without its forward check",
     "seed": "seed-equivalent (with its forward check)",
     "msn-verify": "`msn convert` (with verify)",
+    "seed-4x": "seed-equivalent without its check, under transformers 4.x (for reference)",
 }
+SEED_4X: str | None = None  # a python with transformers 4.x (--seed-4x), for the reference row
 BASELINE_OF = {"msn": "seed-nocheck", "msn-verify": "seed"}
 
 
@@ -201,18 +204,36 @@ def mode_cmd(mode: str, src: Path, out: Path) -> list[str]:
         return [MSN, "convert", str(src), str(out), "--no-verify", "-q"]
     if mode == "msn-verify":
         return [MSN, "convert", str(src), str(out), "-q"]
-    cmd = [PY, str(BENCH / "baseline.py"), str(src), str(out)]
-    return cmd + (["--no-check"] if mode == "seed-nocheck" else [])
+    cmd = [SEED_4X if mode == "seed-4x" else PY, str(BENCH / "baseline.py"), str(src), str(out)]
+    return cmd + (["--no-check"] if mode in ("seed-nocheck", "seed-4x") else [])
+
+
+def find_seed_4x(choice: str | None) -> str | None:
+    if choice == "none":
+        return None
+    candidate = choice or str(REPO / ".venv-compat" / "bin" / "python")
+    if not Path(candidate).exists():
+        return None
+    probe = subprocess.run([candidate, "-c", "import transformers; print(transformers.__version__)"],
+                           capture_output=True, text=True)
+    version = probe.stdout.strip()
+    if probe.returncode != 0 or not version.startswith("4."):
+        return None
+    LABELS["seed-4x"] = ("seed-equivalent without its check, under transformers "
+                         f"{version} (for reference)")
+    return candidate
 
 
 def run_variant(variant: str, src: Path, args, scratch: Path, have_verify: bool) -> VariantResult:
-    modes = [m for m in MODES if have_verify or m != "msn-verify"]
+    modes = [m for m in MODES if (have_verify or m != "msn-verify") and (SEED_4X or m != "seed-4x")]
     series = {m: Series(LABELS[m]) for m in modes}
     outs = scratch / "out"
     kept: dict[str, Path] = {}
     for r in range(args.runs):
         order = modes[r % len(modes):] + modes[:r % len(modes)]  # rotate: no mode always first
         for mode in order:
+            if mode in ("seed", "msn-verify") and r >= args.verify_runs:
+                continue  # the slow pair (forward passes) runs fewer rounds
             out = outs / f"{variant}-{mode}"
             shutil.rmtree(out, ignore_errors=True)
             if args.cold:
@@ -224,24 +245,29 @@ def run_variant(variant: str, src: Path, args, scratch: Path, have_verify: bool)
                 log(f"  FAILED (exit {run.rc}): {run.stderr.strip()[-600:]}")
             elif series[mode].out_bytes is None:
                 series[mode].out_bytes = folder_bytes(out)
-            if r == 0 and run.rc == 0 and mode in ("msn", "seed-nocheck"):
-                kept[mode] = out
+            if r == 0 and run.rc == 0 and mode in ("msn", "seed-nocheck", "seed-4x"):
+                kept[mode] = out.with_name(out.name + "-first")  # compared after the runs
+                shutil.rmtree(kept[mode], ignore_errors=True)
+                out.rename(kept[mode])
             else:
                 shutil.rmtree(out, ignore_errors=True)
     res = VariantResult(variant, src, src.stat().st_size, series)
-    if "msn" in kept and "seed-nocheck" in kept:
-        cmp = subprocess.run([PY, str(BENCH / "compare.py"), str(kept["msn"]), str(kept["seed-nocheck"])],
+    for base, attr in (("seed-nocheck", "identical"), ("seed-4x", "identical_4x")):
+        if "msn" not in kept or base not in kept:
+            continue
+        cmp = subprocess.run([PY, str(BENCH / "compare.py"), str(kept["msn"]), str(kept[base])],
                              capture_output=True, text=True, cwd=REPO)
         try:
-            res.identical = json.loads(cmp.stdout)
+            found = json.loads(cmp.stdout)
         except json.JSONDecodeError:
-            res.identical = {"identical": False, "error": cmp.stderr.strip()[-300:]}
-        log(f"{variant}: msn vs baseline tensors identical: {res.identical.get('identical')}")
+            found = {"identical": False, "error": cmp.stderr.strip()[-300:]}
+        setattr(res, attr, found)
+        log(f"{variant}: msn vs {base} tensors identical: {found.get('identical')}")
     if have_verify and "msn" in kept and not args.no_verify_cost:
         folder = kept["msn"]
         res.verify = Series("`msn verify`")
         res.forward_proc = Series("forward pass process")
-        for r in range(max(1, min(args.runs, 2))):
+        for r in range(args.verify_cost_runs):
             log(f"{variant}: msn verify / one forward pass, run {r + 1}")
             res.verify.runs.append(measure([MSN, "verify", str(folder), "-q", "--no-record"], scratch))
             fw = measure([PY, str(BENCH / "forward.py"), str(folder)], scratch)
@@ -379,8 +405,9 @@ def report(args, started: str, ended: str, load: tuple, results: list[VariantRes
         f"- Load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f}"
         + (" -- other work was running; absolute times are inflated, the side-by-side ratios"
            " less so" if max(load) > 0.8 else ""),
-        f"- Runs: {args.runs} of each, alternating, order rotated every round; medians shown "
-        "(min-max of wall in brackets).",
+        f"- Runs: {args.runs} of each ({args.verify_runs} of the two commands that run forward "
+        "passes), alternating, order rotated every round; medians shown (min-max of wall in "
+        "brackets).",
         "- Page cache: " + ("**cold** for the source file: before every run its pages were "
                             "evicted with `posix_fadvise(POSIX_FADV_DONTNEED)` (that file only)."
                             if args.cold else
@@ -423,14 +450,16 @@ def report(args, started: str, ended: str, load: tuple, results: list[VariantRes
               "`msn convert` with verify with the baseline *with* it.", ""]
     lines += ["Output tensors (msn vs baseline, same keys, `torch.equal` on every tensor):", ""]
     for res in results:
-        ident = res.identical
-        if ident is None:
-            lines.append(f"- {res.variant}: not compared (a run failed)")
-        else:
+        for ident, which in ((res.identical, "baseline"), (res.identical_4x, "baseline under 4.x")):
+            if ident is None:
+                if which == "baseline":
+                    lines.append(f"- {res.variant}: not compared (a run failed)")
+                continue
             extra = "" if ident.get("identical") else (
-                f" -- only in msn: {ident.get('only_in_a')}, only in baseline: "
+                f" -- only in msn: {ident.get('only_in_a')}, only in {which}: "
                 f"{ident.get('only_in_b')}, differing: {ident.get('differing')}")
-            lines.append(f"- {res.variant}: {'identical' if ident.get('identical') else 'NOT identical'}"
+            lines.append(f"- {res.variant}, msn vs {which}: "
+                         f"{'identical' if ident.get('identical') else 'NOT identical'}"
                          f", {ident.get('tensors', 0)} tensors{extra}")
     lines.append("")
 
@@ -550,6 +579,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="ViT-S/16 only (training layout also at S/16), 2 runs, small download test")
     ap.add_argument("--variants", help=f"comma-separated subset of {','.join(ALL_VARIANTS)}")
     ap.add_argument("--runs", type=int, help="runs of each command (default 3; 2 with --quick)")
+    ap.add_argument("--verify-runs", type=int, default=2,
+                    help="rounds that include the two slow commands, `msn convert` with verify "
+                         "and the baseline with its check (default 2, at most --runs)")
+    ap.add_argument("--verify-cost-runs", type=int, default=1,
+                    help="runs of `msn verify` and of one forward pass per variant (default 1)")
     ap.add_argument("--no-training", action="store_true", help="skip the training-layout file")
     ap.add_argument("--no-startup", action="store_true", help="skip the start-up timings")
     ap.add_argument("--no-verify", action="store_true",
@@ -558,6 +592,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip msn verify vs one forward pass")
     ap.add_argument("--no-stages", action="store_true", help="skip the stage profile")
     ap.add_argument("--no-download", action="store_true", help="skip bench/download_bench.py")
+    ap.add_argument("--seed-4x", metavar="PYTHON", default=None,
+                    help="also run the baseline under this python with transformers 4.x, for "
+                         "reference [default: .venv-compat/bin/python if it has 4.x; 'none' to skip]")
     ap.add_argument("--cold", action="store_true",
                     help="evict the source file (only it) from the page cache before every run")
     ap.add_argument("--scratch", type=Path, default=REPO / ".bench", help="scratch folder [.bench]")
@@ -574,9 +611,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         variants = ["vits16"] if args.quick else list(ALL_VARIANTS)
     args.runs = args.runs or (2 if args.quick else 3)
-    if args.runs < 1:
-        ap.error("--runs must be at least 1")
+    if args.runs < 1 or args.verify_runs < 1 or args.verify_cost_runs < 1:
+        ap.error("--runs, --verify-runs and --verify-cost-runs must be at least 1")
+    args.verify_runs = min(args.verify_runs, args.runs)
     args.training_variant = "vits16" if args.quick else "vitl16"
+    global SEED_4X
+    SEED_4X = find_seed_4x(args.seed_4x)
 
     t_start = time.perf_counter()
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
