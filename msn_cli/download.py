@@ -43,6 +43,7 @@ from .cache import (
     read_partial_meta,
     write_partial_meta,
 )
+from .checkpoint import sniff
 from .errors import CacheError, DownloadError, OfflineError, UsageError
 from .progress import ProgressFn, no_progress
 from .variants import DEFAULT_BASE_URL, VARIANTS, get_variant
@@ -323,6 +324,13 @@ def _download(cache: Cache, target: _Target, pinned: str | None, progress: Progr
             f"{target.name} from {target.url} has sha256 {digest}, not the expected {pinned}; "
             "the download was deleted",
             hint="check the --sha256 value; if it is right, the server sent a different file")
+    kind = sniff(part)
+    if kind.startswith(("an HTML", "a git-lfs")):
+        # a 200 response that is an error or login page, or an un-fetched LFS pointer: never
+        # let it into the cache as if it were the checkpoint
+        _discard_partial(part, meta_path)
+        raise DownloadError(f"{target.url} sent {kind}, not a checkpoint; nothing was cached",
+                            hint="check the URL (or --base-url / MSN_BASE_URL)")
     final = cache.file_path(target.name)
     os.replace(part, final)
     entry = CacheEntry(target.name, target.url, size, digest, now_iso(), target.variant)

@@ -147,9 +147,6 @@ def test_a_page_served_as_the_checkpoint_is_refused(cli, server, tmp_path, case)
         assert not out.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="download.py caches whatever a 200 response carried; the "
-                   "fix (refuse HTML/XML pages and git-lfs pointers before cache.put) belongs to the "
-                   "download module -- see the issue 7 report")
 @pytest.mark.parametrize("case", list(NOT_CHECKPOINTS))
 def test_a_page_served_as_the_checkpoint_is_not_cached_as_good(cli, server, tmp_path, case):
     body, _ = NOT_CHECKPOINTS[case]
