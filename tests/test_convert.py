@@ -29,8 +29,9 @@ def _expected(ckpt_path, encoder_key="target_encoder"):
     for i in range(n):
         b, h = f"blocks.{i}.", f"encoder.layer.{i}."
         for p in ("weight", "bias"):
-            d = sd[b + "attn.qkv." + p].shape[0] // 3
-            q, k, v = sd[b + "attn.qkv." + p][:d], sd[b + "attn.qkv." + p][d:2 * d], sd[b + "attn.qkv." + p][2 * d:]
+            qkv = sd[b + "attn.qkv." + p]
+            d = qkv.shape[0] // 3
+            q, k, v = qkv[:d], qkv[d:2 * d], qkv[2 * d:]
             out[h + "attention.attention.query." + p] = q
             out[h + "attention.attention.key." + p] = k
             out[h + "attention.attention.value." + p] = v
