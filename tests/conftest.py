@@ -67,6 +67,15 @@ def tiny_ckpt(make_ckpt) -> Path:
     return make_ckpt()
 
 
+@pytest.fixture
+def server():
+    """A real HTTP file server on 127.0.0.1 with Range support and injectable faults."""
+    from tests.http_server import FileServer
+
+    with FileServer() as srv:
+        yield srv
+
+
 @dataclass
 class Result:
     code: int

@@ -8,7 +8,6 @@ import random
 from pathlib import Path
 
 import pytest
-from http_server import FileServer
 
 from msn_cli import download as dl
 from msn_cli.cache import Cache, default_cache_dir
@@ -18,12 +17,6 @@ from msn_cli.variants import VARIANTS
 @pytest.fixture(autouse=True)
 def _fast_backoff(monkeypatch):
     monkeypatch.setattr(dl, "BACKOFF", 0.01)
-
-
-@pytest.fixture
-def server():
-    with FileServer() as srv:
-        yield srv
 
 
 def blob(n: int, seed: int) -> bytes:

@@ -22,12 +22,6 @@ def _fast_backoff(monkeypatch):
     monkeypatch.setattr(dl, "BACKOFF", 0.01)
 
 
-@pytest.fixture
-def server():
-    with FileServer() as srv:
-        yield srv
-
-
 def payload(size: int = SIZE, seed: int = 1) -> bytes:
     return random.Random(seed).randbytes(size)
 

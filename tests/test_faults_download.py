@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-from http_server import FileServer
 
 import msn_cli.download as dl
 from msn_cli.cache import Cache
@@ -39,12 +38,6 @@ def reference(cli, ckpt, tmp_path) -> str:
     out = tmp_path / "reference"
     assert cli("convert", ckpt, out, "--no-verify").code == 0
     return _sha((out / "model.safetensors").read_bytes())
-
-
-@pytest.fixture
-def server():
-    with FileServer() as srv:
-        yield srv
 
 
 def _start(*args) -> subprocess.Popen:
