@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -31,10 +32,12 @@ def is_url(spec: str) -> bool:
 
 
 def resolve_source(spec: str, *, cache_dir: str | os.PathLike[str] | None = None,
-                   base_url: str | None = None, progress: ProgressFn = no_progress) -> ResolvedSource:
+                   base_url: str | None = None, progress: ProgressFn = no_progress,
+                   notify: Callable[[str], None] | None = None) -> ResolvedSource:
     """A local file for ``spec``, downloading into the cache when it is a name or a URL.
 
-    An existing path wins over a variant of the same name; a URL must be http(s).
+    An existing path wins over a variant of the same name; a URL must be http(s). ``notify``
+    receives the download's one-line messages (resuming, retrying).
     """
     if is_url(spec):
         scheme = spec.split("://", 1)[0].lower()
@@ -43,7 +46,7 @@ def resolve_source(spec: str, *, cache_dir: str | os.PathLike[str] | None = None
                              hint="give an http(s) URL, a local path or a variant name")
         from .download import fetch
 
-        got = fetch(spec, cache_dir=cache_dir, progress=progress)
+        got = fetch(spec, cache_dir=cache_dir, progress=progress, notify=notify)
         return ResolvedSource(spec, "url", got.path, url=spec, sha256=got.sha256)
     path = Path(spec).expanduser()
     if path.exists():
@@ -52,7 +55,8 @@ def resolve_source(spec: str, *, cache_dir: str | os.PathLike[str] | None = None
         variant = get_variant(spec)
         from .download import fetch
 
-        got = fetch(variant.name, cache_dir=cache_dir, base_url=base_url, progress=progress)
+        got = fetch(variant.name, cache_dir=cache_dir, base_url=base_url, progress=progress,
+                    notify=notify)
         return ResolvedSource(spec, "variant", got.path, name=variant.name, url=got.url,
                               sha256=got.sha256)
     raise CheckpointError(f"no such file: {spec}",

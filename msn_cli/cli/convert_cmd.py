@@ -66,7 +66,8 @@ def convert(
                      base_url=base_url)
         return
     with term.progress() as progress:
-        src = resolve_source(source, cache_dir=cache_dir, base_url=base_url, progress=progress)
+        src = resolve_source(source, cache_dir=cache_dir, base_url=base_url, progress=progress,
+                             notify=term.info)
         result = run_convert(src, out, dtype=dtype, encoder=_encoder(encoder),
                              num_heads=num_heads, force=force, dry_run=dry_run,
                              verify=not no_verify, progress=progress)

@@ -43,7 +43,8 @@ def inspect(
 
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
     with term.progress() as progress:
-        src = resolve_source(checkpoint, cache_dir=cache_dir, base_url=base_url, progress=progress)
+        src = resolve_source(checkpoint, cache_dir=cache_dir, base_url=base_url, progress=progress,
+                             notify=term.info)
     report = inspect_checkpoint(src, encoder=_encoder(encoder), num_heads=num_heads)
     if json_out:
         term.emit_json(report.to_dict())
