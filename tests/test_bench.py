@@ -155,3 +155,21 @@ def test_release_drops_mapped_pages_and_keeps_values(tmp_path):
     assert touched - released > 200 * 1024
     assert float(t.double().sum()) == expected  # read again from the file: same values
     ckpt.release(torch.ones(1000))  # not mapped from the file: left alone
+
+
+@pytest.mark.parametrize("libc", [True, False], ids=["memcmp", "numpy-fallback"])
+def test_same_bytes_finds_a_difference_anywhere(libc, monkeypatch):
+    import msn_cli.convert as C
+
+    if not libc:
+        monkeypatch.setattr(C, "_MEMCMP", [None])
+    ref = torch.randn(1000)
+    buf = bytearray(ref.numpy().tobytes())
+    view = memoryview(buf)
+    b = ref.view(torch.uint8).numpy()
+    assert C._same_bytes(view, b)
+    for i in (0, 1234, len(buf) - 1):
+        buf[i] ^= 0x80
+        assert not C._same_bytes(view, b)
+        buf[i] ^= 0x80
+    assert not C._same_bytes(view[:-4], b)  # a shorter read never matches
