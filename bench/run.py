@@ -7,7 +7,8 @@ What it does (everything in ``.bench/``, which is gitignored):
    and ViT-L/16 in the training layout (about 5 GB); existing files are reused;
 2. reads each file once, so that every measured run starts with the file in the page cache
    (``--cold`` instead evicts *that file* from the page cache before every run with
-   ``posix_fadvise(DONTNEED)``; nothing system-wide is ever dropped);
+   ``posix_fadvise(DONTNEED)``; nothing system-wide is ever dropped); an extra cold pass
+   (``--cold-runs``, msn and the baseline, no verify) shows the largest variant read from disk;
 3. per variant, runs alternately (the order rotates every round), each as a fresh process
    measured with ``os.wait4`` (the child's own user+sys time and peak RSS) and
    ``time.perf_counter`` (wall): ``msn convert FILE OUT --no-verify``; the seed-equivalent
@@ -296,6 +297,23 @@ def startup(args, scratch: Path) -> dict[str, Series]:
     return res
 
 
+def cold_pass(args, scratch: Path, variant: str, src: Path) -> dict[str, Series]:
+    """msn and the baseline with the source file evicted from the page cache before each run."""
+    res = {m: Series(LABELS[m]) for m in ("msn", "seed-nocheck")}
+    for r in range(args.cold_runs):
+        for mode in (("msn", "seed-nocheck") if r % 2 == 0 else ("seed-nocheck", "msn")):
+            out = scratch / "out" / f"cold-{mode}"
+            shutil.rmtree(out, ignore_errors=True)
+            evict(src)
+            log(f"{variant} cold run {r + 1}/{args.cold_runs}: {mode}")
+            res[mode].runs.append(measure(mode_cmd(mode, src, out), scratch))
+            if res[mode].out_bytes is None and res[mode].runs[-1].rc == 0:
+                res[mode].out_bytes = folder_bytes(out)
+            shutil.rmtree(out, ignore_errors=True)
+    read_through(src)  # warm again for whatever follows
+    return res
+
+
 def training(args, scratch: Path, src: Path) -> dict[str, Series]:
     res = {"convert": Series("`msn convert --no-verify` (training layout)"),
            "inspect": Series("`msn inspect` (training layout)")}
@@ -388,6 +406,7 @@ def mb(n: int | None) -> str:
 
 def report(args, started: str, ended: str, load: tuple, results: list[VariantResult],
            start: dict[str, Series] | None, train: dict[str, Series] | None,
+           cold: tuple[str, dict[str, Series]] | None,
            stages: tuple[str, list[dict] | None, list[dict] | None] | None,
            download: str | None, have_verify: bool, elapsed: float) -> tuple[str, list]:
     v = versions()
@@ -559,6 +578,21 @@ def report(args, started: str, ended: str, load: tuple, results: list[VariantRes
                              f"{rec['cpu_s']:.2f} | {rec['thread']} |")
             lines.append("")
 
+    if cold:
+        variant, series = cold
+        seed = series["seed-nocheck"]
+        lines += [f"## Cold page cache ({variant})", "",
+                  "The same two commands with the source file's pages evicted before every run "
+                  "(`posix_fadvise(POSIX_FADV_DONTNEED)` on that file only), so both read it from "
+                  "the disk.", "",
+                  "| command | wall s (median, range) | user+sys s | peak RSS MB | wall vs baseline |",
+                  "|---|---:|---:|---:|---:|"]
+        for s in series.values():
+            ratio = s.wall / seed.wall if s.ok() and seed.ok() and s is not seed else None
+            lines.append(f"| {s.label} | {s.wall:.2f} ({s.spread()}) | {s.cpu:.2f} | {mb(s.rss)} | "
+                         f"{fmt_ratio(ratio)} |")
+        lines.append("")
+
     if targets:
         lines += ["## Targets (issue 6)", "", "| target | measured | wanted | met |",
                   "|---|---:|---:|:---:|"]
@@ -597,6 +631,9 @@ def main(argv: list[str] | None = None) -> int:
                          "reference [default: .venv-compat/bin/python if it has 4.x; 'none' to skip]")
     ap.add_argument("--cold", action="store_true",
                     help="evict the source file (only it) from the page cache before every run")
+    ap.add_argument("--cold-runs", type=int, default=None,
+                    help="runs of an extra cold-cache pass (msn vs baseline, no verify) on the "
+                         "largest variant; 0 to skip [default 2; 0 with --quick]")
     ap.add_argument("--scratch", type=Path, default=REPO / ".bench", help="scratch folder [.bench]")
     ap.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md",
                     help="where to write the report [docs/benchmarks.md]")
@@ -614,6 +651,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1 or args.verify_runs < 1 or args.verify_cost_runs < 1:
         ap.error("--runs, --verify-runs and --verify-cost-runs must be at least 1")
     args.verify_runs = min(args.verify_runs, args.runs)
+    if args.cold_runs is None:
+        args.cold_runs = 0 if args.quick else 2
     args.training_variant = "vits16" if args.quick else "vitl16"
     global SEED_4X
     SEED_4X = find_seed_4x(args.seed_4x)
@@ -640,6 +679,10 @@ def main(argv: list[str] | None = None) -> int:
     if train_src is not None:
         train = training(args, scratch, train_src)
         train["file_bytes"] = train_src.stat().st_size  # type: ignore[assignment]
+    cold = None
+    if args.cold_runs and not args.cold:
+        big = "vitl16" if "vitl16" in variants else variants[-1]
+        cold = (big, cold_pass(args, scratch, big, sources[big]))
     stages = None
     if not args.no_stages:
         big = variants[-1] if "vitl16" not in variants else "vitl16"
@@ -648,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
                   stage_profile(sources[big], scratch, True) if have_verify else None)
     download = download_section(args, scratch)
     ended = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
-    text, targets = report(args, started, ended, (load0, os.getloadavg()[0]), results, start, train,
+    text, targets = report(args, started, ended, (load0, os.getloadavg()[0]), results, start, train, cold,
                            stages, download, have_verify, time.perf_counter() - t_start)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
