@@ -328,7 +328,8 @@ class _SourceCheck:
 
     def __init__(self, path: Path, known_sha256: str | None) -> None:
         self.path, self.known = path, known_sha256
-        self.stage, self.done, self.total = "checking source", 0, None
+        self.stage, self.done = "checking source", 0
+        self.total: int | None = None
         self.result: str | None = None
         self.error: BaseException | None = None
         self._stop = False
