@@ -421,9 +421,10 @@ def report(args, started: str, ended: str, load: tuple, results: list[VariantRes
         f"- Machine: {m['cores']} cores ({m['cpu']}), {m['memory']} RAM, {m['os']}",
         f"- Versions: Python {v['python']}, torch {v['torch']}, transformers {v['transformers']}, "
         f"safetensors {v['safetensors']}, msn {v['msn']}",
-        f"- Load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f}"
-        + (" -- other work was running; absolute times are inflated, the side-by-side ratios"
-           " less so" if max(load) > 0.8 else ""),
+        f"- Load average (1 min) before the first run: {load[0]:.2f}, at the end: {load[1]:.2f} "
+        "(the end figure includes the benchmark's own processes)"
+        + (" -- other work was running at the start; absolute times are inflated, the "
+           "side-by-side ratios less so" if load[0] > 0.8 else ""),
         f"- Runs: {args.runs} of each ({args.verify_runs} of the two commands that run forward "
         "passes), alternating, order rotated every round; medians shown (min-max of wall in "
         "brackets).",
