@@ -56,9 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     timed(C, "check_zip_integrity", "source check: CRC-32 + sha256 (thread)")
     timed(C, "sha256_file", "source sha256 (thread)")
     timed(C._SourceCheck, "wait", "waiting for the source check")
-    timed(C, "write_safetensors", "write model.safetensors (incl. fsync)")
+    timed(C, "write_safetensors", "write model.safetensors (tensors, no hashing)")
     timed(os, "fsync", "fsync")
-    timed(C, "readback_check", "read-back check")
+    timed(C, "readback_check", "read-back check + sha256 of the file")
+    timed(C, "patch_metadata", "patch the header (source sha256)")
     if verify:
         import msn_cli.verify as V
 

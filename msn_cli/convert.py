@@ -7,11 +7,13 @@ tensor back and compare bit for bit with its source -> config, preprocessor conf
 
 Performance (measured by ``bench/run.py``, see docs/benchmarks.md): the source's integrity pass
 (CRC-32 of every member, sha256) runs in a background thread from the start, overlapping the
-torch import and the load; tensors are never copied when they need no conversion (the qkv
-parts are row slices of a contiguous matrix, hence contiguous views); the output is hashed in
-a background thread while it is written; source pages are dropped from the resident set once
-a tensor is written and again once it is checked, and the read-back reads into one reusable
-buffer, so peak memory stays a few tensors above the interpreter whatever the file size.
+torch import, the load and the writing (the header reserves room for the source's sha256 and
+is patched once it is known); tensors are never copied when they need no conversion (the qkv
+parts are row slices of a contiguous matrix, hence contiguous views); the read-back compares
+every byte with the source and feeds the same bytes to sha256 in a background thread while
+the file is fsynced; source pages are dropped from the resident set once a tensor is written
+and again once it is checked, and the read-back reads into three reusable buffers, so peak
+memory stays a few tensors above the interpreter whatever the file size.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import queue
+import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +39,14 @@ from .manifest import CONFIG, FORMAT_VERSION, PREPROCESSOR, WEIGHTS, write_manif
 from .outdir import atomic_output_dir, check_target
 from .plan import ConversionPlan, TensorPlan, build_plan
 from .progress import ProgressFn, no_progress
-from .safetensors_io import ST_DTYPES, PendingTensor, read_header, write_safetensors
+from .safetensors_io import (
+    ST_DTYPES,
+    BackgroundSha256,
+    PendingTensor,
+    patch_metadata,
+    read_header,
+    write_safetensors,
+)
 from .sources import ResolvedSource
 
 if TYPE_CHECKING:
@@ -104,8 +116,15 @@ def _produce(t: TensorPlan, ckpt: Checkpoint):
 
 
 def write_folder(tmp: Path, ckpt: Checkpoint, plan: ConversionPlan, manifest: dict[str, Any],
-                 progress: ProgressFn = no_progress) -> dict[str, dict[str, Any]]:
-    """Write weights, configs and manifest into ``tmp``; return the file table."""
+                 progress: ProgressFn = no_progress,
+                 source_digest: Callable[[], str | None] | None = None) -> dict[str, dict[str, Any]]:
+    """Write weights, configs and manifest into ``tmp``; return the file table.
+
+    ``source_digest`` (the source check, still running in its thread) is waited for only once
+    the tensors are written: the header reserves room for the source's sha256 and is patched
+    then. A failed source check wins over an error it explains (a damaged tensor read as NaN).
+    The weights' own sha256 is taken from the bytes read back from the file.
+    """
     total = plan.output_bytes
     done = 0
 
@@ -117,18 +136,29 @@ def write_folder(tmp: Path, ckpt: Checkpoint, plan: ConversionPlan, manifest: di
     pending = [PendingTensor(t.target, t.dtype, t.shape, _produce(t, ckpt), ckpt.release)
                for t in plan.tensors]
     meta = {"format": "pt", "msn_tool": f"msn {__version__}",
-            "msn_source_sha256": manifest["source"].get("sha256") or "",
+            "msn_source_sha256": manifest["source"].get("sha256") or "0" * 64,  # see above
             "msn_dropped": ",".join(r.source or "" for r in plan.dropped)}
     with _one_torch_thread():
-        written = write_safetensors(tmp / WEIGHTS, pending, meta, on_bytes, sync=False)
+        try:
+            written = write_safetensors(tmp / WEIGHTS, pending, meta, on_bytes, sync=False,
+                                        digest=False)
+        except CheckpointError:
+            if source_digest is not None:
+                source_digest()  # raises if the source file is damaged
+            raise
+        if source_digest is not None:
+            manifest["source"]["sha256"] = source_digest()
+        if meta["msn_source_sha256"] != (manifest["source"].get("sha256") or ""):
+            meta["msn_source_sha256"] = manifest["source"].get("sha256") or ""
+            patch_metadata(tmp / WEIGHTS, meta)
         # the read-back reads the page cache either way; the disk catches up meanwhile, and
         # the file is synced (or its error raised) before anything else is written
         syncing = _InThread(_fsync_file, tmp / WEIGHTS)
         try:
-            readback_check(tmp / WEIGHTS, ckpt, plan, progress)
+            digest = readback_check(tmp / WEIGHTS, ckpt, plan, progress)
         finally:
             syncing.join()
-    files = {WEIGHTS: {"size": written.size, "sha256": written.sha256}}
+    files = {WEIGHTS: {"size": written.size, "sha256": digest}}
     for name, data in ((CONFIG, plan.config()),
                        (PREPROCESSOR, preprocessor_config(plan.arch.image_size))):
         raw = (json.dumps(data, indent=2) + "\n").encode()
@@ -193,13 +223,16 @@ def _one_torch_thread():
 
 
 def readback_check(path: Path, ckpt: Checkpoint, plan: ConversionPlan,
-                   progress: ProgressFn = no_progress) -> None:
-    """Reopen the written file and compare every tensor with its source, bit for bit.
+                   progress: ProgressFn = no_progress) -> str:
+    """Reopen the written file, compare every tensor with its source bit for bit, and
+    return the file's sha256 as read back.
 
     The header is parsed twice, by safetensors itself (an independent reader: key set) and
     here (every tensor's dtype, shape and byte range against the plan, ranges tiling the file
-    exactly); then every tensor's bytes are read through the OS into a reusable buffer and
-    compared byte for byte with the source tensor converted again. Memory stays two tensors.
+    exactly, to its last byte); then the file is read once, in order, through the OS: every
+    tensor's bytes are compared byte for byte with the source tensor converted again, and
+    every byte, header included, goes to sha256 in a background thread. Memory: three
+    tensor-sized buffers.
     """
     from safetensors import safe_open
 
@@ -227,30 +260,32 @@ def readback_check(path: Path, ckpt: Checkpoint, plan: ConversionPlan,
     if [s[0] for s in spans[1:]] != [s[1] for s in spans[:-1]] or (spans and spans[0][0] != 0):
         raise fail(f"the tensors of {path.name} do not tile its data section")
 
-    # two workers (alternate tensors, each its own buffer): reading (os.preadv) and comparing
-    # (memcmp) release the GIL, so the check uses both cores; progress is reported from here
-    lanes = [spans[i::2] for i in range(2)] if hasattr(os, "preadv") else [spans]
-    counted = [0] * len(lanes)
-    stop = threading.Event()
-
-    def check(lane: int) -> None:
-        buf = bytearray(max((hi - lo for lo, hi, _ in lanes[lane]), default=0))
-        view = memoryview(buf)
+    # one reader, in file order (the sha256 needs the bytes in order): read, compare (memcmp,
+    # GIL released), hand the buffer to the hashing thread, which returns it when done
+    if base < 8 or base != 8 + len(_raw_header(path)):
+        raise fail(f"{path.name} has bytes its header does not account for")
+    size = max((t.nbytes for t in plan.tensors), default=0)
+    pool: queue.Queue = queue.Queue()
+    for _ in range(3):
+        pool.put(bytearray(size))
+    hasher = BackgroundSha256()
+    done = 0
+    total = plan.output_bytes
+    try:
         with open(path, "rb", buffering=0) as f:
-            for lo, hi, t in lanes[lane]:
-                if stop.is_set():
-                    return
+            head = f.read(base)
+            if len(head) != base:
+                raise fail(f"{path.name} is shorter than its header says")
+            hasher.put(head)
+            for lo, hi, t in spans:  # contiguous from ``base``: a sequential read
                 n = hi - lo
+                buf = pool.get()
+                view = memoryview(buf)
                 got = 0
-                while got < n:
-                    if len(lanes) > 1:
-                        k = os.preadv(f.fileno(), [view[got:n]], base + lo + got)
-                    else:
-                        f.seek(base + lo + got)
-                        k = f.readinto(view[got:n]) or 0
-                    if not k:
-                        raise fail(f"{path.name} is shorter than its header says")
+                while got < n and (k := f.readinto(view[got:n])):
                     got += k
+                if got != n:
+                    raise fail(f"{path.name} is shorter than its header says")
                 ref = _converted(t, ckpt)
                 if not ref.is_contiguous():
                     ref = ref.contiguous()
@@ -258,21 +293,21 @@ def readback_check(path: Path, ckpt: Checkpoint, plan: ConversionPlan,
                 ckpt.release(ref)
                 if not same:
                     raise fail(f"{t.target} differs from its source")
-                counted[lane] += n
-
-    total = plan.output_bytes
-    workers = [_InThread(check, i, name="msn-readback") for i in range(len(lanes))]
-    try:
-        while any(w.alive for w in workers):
-            next(w for w in workers if w.alive).wait(0.1)
-            progress("checking", sum(counted), total)
-            if any(w.error for w in workers):
-                break
+                hasher.put(view[:n], (pool.put, buf))
+                done += n
+                progress("checking", done, total)
+            if f.read(1):
+                raise fail(f"{path.name} has bytes its header does not account for")
+        return hasher.result()
     finally:
-        stop.set()
-        for w in workers:
-            w.join()  # raises the first worker's error
-    progress("checking", sum(counted), total)
+        hasher.close()
+
+
+def _raw_header(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        head = f.read(8)
+        (n,) = struct.unpack("<Q", head) if len(head) == 8 else (0,)
+        return f.read(n) if n <= 100_000_000 else b""
 
 
 def _same_bytes(a: memoryview, b) -> bool:
@@ -319,8 +354,9 @@ class _SourceCheck:
     """The source's integrity pass and sha256, run in a thread from the start of ``convert``.
 
     Reading and hashing the file (I/O and hashlib/zlib, which release the GIL) overlaps the
-    torch import, the load and the plan; :meth:`wait` is called before the header, which
-    records the sha256, is written. The same checks as before, only earlier and alongside.
+    torch import, the load, the plan and the writing; :meth:`wait` is called once the tensors
+    are written, before the header (which records the sha256) is final and before the
+    read-back. The same checks as before, only alongside.
     """
 
     class _Cancelled(Exception):
@@ -414,7 +450,6 @@ def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, *, d
     }
     if dry_run or check is None:
         return ConvertResult(None, plan, src_info, dry_run=True)
-    src_info["sha256"] = check.wait(progress)  # zip: every member's CRC-32 too
     manifest: dict[str, Any] = {
         "tool": "msn", "format_version": FORMAT_VERSION, "msn_version": __version__,
         "created": _now(), "source": src_info, "variant": plan.variant_name,
@@ -424,7 +459,10 @@ def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, *, d
         "dropped": [r.source for r in plan.dropped], "verify": None,
     }
     with atomic_output_dir(out, force) as tmp:
-        files = write_folder(tmp, ckpt, plan, manifest, progress)
+        # the source check (zip: every member's CRC-32; the sha256) finishes while the tensors
+        # are written; write_folder waits for it before the header is final
+        files = write_folder(tmp, ckpt, plan, manifest, progress,
+                             source_digest=lambda: check.wait(progress))
         verify_result = None
         if verify:
             from .verify import record_in_manifest, verify_folder

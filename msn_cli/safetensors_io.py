@@ -56,9 +56,12 @@ class Written:
 
 
 def write_safetensors(path: Path, tensors: Iterable[PendingTensor], metadata: dict[str, str],
-                      on_bytes: Callable[[int], None] | None = None, *, sync: bool = True) -> Written:
+                      on_bytes: Callable[[int], None] | None = None, *, sync: bool = True,
+                      digest: bool = True) -> Written:
     """Write ``tensors`` (sorted by name) to ``path``; ``fsync`` it unless ``sync=False``
-    (the caller then syncs it itself, e.g. while it reads the file back)."""
+    (the caller then syncs it itself, e.g. while it reads the file back). With
+    ``digest=False`` nothing is hashed and ``Written.sha256`` is empty (the caller hashes the
+    file later, e.g. as it reads it back after :func:`patch_metadata`)."""
     items = sorted(tensors, key=lambda t: t.name)
     header: dict[str, object] = {"__metadata__": metadata}
     offset = 0
@@ -68,12 +71,13 @@ def write_safetensors(path: Path, tensors: Iterable[PendingTensor], metadata: di
         offset += t.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
-    hasher = _Hasher()
+    hasher = BackgroundSha256() if digest else None
     try:
         with open(path, "wb") as f:
             for chunk in (struct.pack("<Q", len(raw)), raw):
                 f.write(chunk)
-                hasher.put(chunk)
+                if hasher:
+                    hasher.put(chunk)
             for t in items:
                 tensor = t.produce()
                 if tuple(tensor.shape) != t.shape or str(tensor.dtype).removeprefix("torch.") != t.dtype:
@@ -83,21 +87,42 @@ def write_safetensors(path: Path, tensors: Iterable[PendingTensor], metadata: di
                     tensor = tensor.contiguous()
                 buf = tensor.reshape(-1).view(_byte_dtype()).numpy().data
                 f.write(buf)
-                # the hasher holds the tensor until hashed, then hands it to ``release``
-                hasher.put(buf, (t.release, tensor) if t.release else None)
+                if hasher:  # it holds the tensor until hashed, then hands it to ``release``
+                    hasher.put(buf, (t.release, tensor) if t.release else None)
+                elif t.release:
+                    t.release(tensor)
                 if on_bytes:
                     on_bytes(t.nbytes)
                 del tensor, buf
-            digest = hasher.result()
+            sha = hasher.result() if hasher else ""
             f.flush()
             if sync:
                 os.fsync(f.fileno())
     finally:
-        hasher.close()
-    return Written(path, 8 + len(raw) + offset, digest)
+        if hasher:
+            hasher.close()
+    return Written(path, 8 + len(raw) + offset, sha)
 
 
-class _Hasher:
+def patch_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Replace the ``__metadata__`` of a file written by :func:`write_safetensors`, in place.
+
+    The header keeps its length (the new one is padded with spaces), so no tensor moves; a
+    header that would grow is refused. Lets a writer reserve a value it learns only later
+    (a placeholder of the same length) and start writing before it is known.
+    """
+    with open(path, "r+b") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        header["__metadata__"] = metadata
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        if len(raw) > n:
+            raise ValueError(f"{path.name}: the new metadata does not fit the reserved header")
+        f.seek(8)
+        f.write(raw + b" " * (n - len(raw)))
+
+
+class BackgroundSha256:
     """sha256 of a byte stream in a background thread, fed in order through a short queue."""
 
     def __init__(self, depth: int = 4) -> None:
