@@ -173,3 +173,41 @@ def test_same_bytes_finds_a_difference_anywhere(libc, monkeypatch):
         assert not C._same_bytes(view, b)
         buf[i] ^= 0x80
     assert not C._same_bytes(view[:-4], b)  # a shorter read never matches
+
+
+def test_patch_metadata_keeps_tensors_and_refuses_to_grow(tmp_path):
+    from safetensors import safe_open
+
+    from msn_cli.safetensors_io import PendingTensor, patch_metadata, write_safetensors
+
+    a, b = torch.randn(3, 5), torch.arange(7, dtype=torch.float32)
+    path = tmp_path / "m.safetensors"
+    tensors = [PendingTensor("a", "float32", (3, 5), lambda: a),
+               PendingTensor("b", "float32", (7,), lambda: b)]
+    written = write_safetensors(path, tensors, {"k": "0" * 64, "other": "x"})
+    patch_metadata(path, {"k": "f" * 64, "other": "x"})
+    assert path.stat().st_size == written.size
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata() == {"k": "f" * 64, "other": "x"}
+        assert torch.equal(f.get_tensor("a"), a) and torch.equal(f.get_tensor("b"), b)
+    patch_metadata(path, {"k": ""})  # shorter: padded
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata() == {"k": ""} and torch.equal(f.get_tensor("a"), a)
+    with pytest.raises(ValueError, match="does not fit"):
+        patch_metadata(path, {"k": "f" * 64, "other": "x" * 200})
+
+
+def test_a_damaged_source_is_reported_as_damage_even_when_it_reads_as_nan(cli, tiny_ckpt, tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(tiny_ckpt) as zf:  # the first member holding tensor data
+        info = next(i for i in zf.infolist() if "/data/" in i.filename and i.file_size >= 64)
+    with open(tiny_ckpt, "r+b") as f:
+        f.seek(info.header_offset + 26)
+        name_len, extra_len = (int.from_bytes(f.read(2), "little") for _ in range(2))
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        f.write(b"\xff" * 64)  # float32 NaNs, and a CRC-32 that no longer matches
+    out = tmp_path / "out"
+    r = cli("convert", tiny_ckpt, out, "--no-verify")
+    assert r.code == 3 and "CRC-32" in r.stderr and "NaN" not in r.stderr
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["ckpts"]
