@@ -211,3 +211,16 @@ def test_a_damaged_source_is_reported_as_damage_even_when_it_reads_as_nan(cli, t
     r = cli("convert", tiny_ckpt, out, "--no-verify")
     assert r.code == 3 and "CRC-32" in r.stderr and "NaN" not in r.stderr
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["ckpts"]
+
+
+@pytest.mark.parametrize("torch_first", [False, True])
+def test_gc_freeze_only_when_msn_imports_torch(tiny_ckpt, torch_first):
+    code = ("import gc, sys\n" + ("import torch\n" if torch_first else "")
+            + "from msn_cli.checkpoint import load_checkpoint\n"
+            + f"load_checkpoint({str(tiny_ckpt)!r})\n"
+            + "print(gc.get_freeze_count())\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    frozen = int(r.stdout.strip())
+    assert (frozen == 0) if torch_first else (frozen > 100_000)
