@@ -568,7 +568,8 @@ def report(args, started: str, ended: str, load: tuple, results: list[VariantRes
         lines += [f"## Where the time goes ({name}, one in-process run, `bench/stages.py`)", "",
                   "Wall time of each stage and the process's CPU time over it (all threads "
                   "together). The source check runs in a thread from the start, alongside the "
-                  "load and the plan; the writer hashes its output in a thread while writing.", ""]
+                  "load, the plan and the writing; the read-back compares every byte with the "
+                  "source while a thread hashes the same bytes and another fsyncs the file.", ""]
         for title, recs in (("`--no-verify`", nov), ("with verify", withv)):
             if not recs:
                 continue
