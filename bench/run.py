@@ -79,6 +79,7 @@ def measure(cmd: list[str], scratch: Path, timeout: float = 1800) -> Run:
     """Run ``cmd`` as a fresh process; wall (perf_counter), its own CPU and peak RSS (wait4)."""
     out_path, err_path = scratch / "last.stdout", scratch / "last.stderr"
     env = {**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"}
+    settle()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO,
@@ -123,6 +124,15 @@ class Series:
     def spread(self) -> str:
         walls = sorted(r.wall for r in self.runs)
         return f"{walls[0]:.2f}-{walls[-1]:.2f}" if len(walls) > 1 else f"{walls[0]:.2f}"
+
+
+def settle() -> None:
+    """Before each measured run (not timed): write out whatever earlier runs left dirty
+    (the baseline does not fsync its 1.2 GB output), so that no run pays for the previous
+    one's write-back. ``sync`` flushes; it drops nothing from the page cache."""
+    if hasattr(os, "sync"):
+        os.sync()
+    time.sleep(0.3)
 
 
 def folder_bytes(path: Path) -> int:
@@ -437,6 +447,8 @@ def report(args, started: str, ended: str, load: tuple, results: list[VariantRes
                             "folder (it waits for the disk), the baseline does not."),
         "- Peak RSS: the child process's own `ru_maxrss` from `wait4` (memory-mapped file pages "
         "count while they are mapped).",
+        "- Before every measured run (untimed) `sync` writes out what earlier runs left dirty "
+        "(the baseline's unsynced output), so no run pays for another's write-back.",
         "",
         "## Conversion",
         "",
