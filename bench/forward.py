@@ -1,7 +1,7 @@
 """One forward pass of a converted model on verify's own inputs (used by bench/run.py).
 
 Loads the folder with ``ViTMSNModel.from_pretrained`` and runs the inputs verify's parity
-check uses (:func:`msn_cli.verify.parity_inputs`: five images, three at the native size and two
+check uses (:func:`msn_cli.verify.parity_inputs`: three images, two at the native size and one
 at a second size with interpolated positions, one at a time, with every hidden state) through
 it once, as verify does on the converted side. Prints JSON: seconds for the import, the load
 and the forward pass.

@@ -535,9 +535,9 @@ def report(args, started: str, ended: str, load: tuple, results: list[VariantRes
     if have_verify and any(r.verify for r in results):
         lines += ["## Verify", "",
                   "`msn verify FOLDER --no-record` on msn's output (a fresh process: import, load "
-                  "of both models, file hashes, every layer on five inputs through the reference "
+                  "of both models, file hashes, every layer on three inputs through the reference "
                   "and the converted model) against one forward pass of the converted model on "
-                  "the same five inputs (`bench/forward.py`: forward time alone, and its whole "
+                  "the same three inputs (`bench/forward.py`: forward time alone, and its whole "
                   "process: import + `from_pretrained` + forward).", "",
                   "| variant | `msn verify` wall s | user+sys s | peak RSS MB | one forward pass s "
                   "| forward process wall s | verify / forward pass | verify / forward process |",

@@ -467,7 +467,9 @@ def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, *, d
         if verify:
             from .verify import record_in_manifest, verify_folder
 
-            report = verify_folder(tmp, checkpoint=ckpt, progress=progress,
+            # the weights' sha256 was just computed from the bytes read back from disk
+            known = {WEIGHTS: files[WEIGHTS]["sha256"]}
+            report = verify_folder(tmp, checkpoint=ckpt, progress=progress, known_hashes=known,
                                    **(verify_options or {}))
             verify_result = record_in_manifest(tmp, report)
     return ConvertResult(out.absolute(), plan, src_info, files, verify_result)

@@ -22,9 +22,9 @@ exception -- exceptions mean verify could not run at all):
 ``parity``
     The independent reference (:mod:`msn_cli.reference`, float32, on the source checkpoint's
     own tensors in their original names) and the converted model (in the folder's dtype) run on
-    the same deterministic inputs -- two seeded normal-noise images and one smooth
+    the same deterministic inputs -- a seeded normal-noise image and a smooth
     natural-image-like image (low-frequency noise, 8-bit quantised, ImageNet-normalised) at the
-    native size; one of each at a second size with position interpolation -- and every layer's
+    native size; a natural-image-like one at a second size with position interpolation -- and every layer's
     output is compared on all tokens: the embeddings (``hidden_states[0]``), each block
     (``hidden_states[i + 1]`` against ``blocks.i``) and the final norm (``last_hidden_state``).
     The first layer over tolerance is named.
@@ -359,11 +359,13 @@ def parity_inputs(arch: Architecture) -> list[tuple[str, int, torch.Tensor]]:
     native = arch.image_size
     other = other_grid(arch.grid) * arch.patch_size
     c = arch.num_channels
+    # Three inputs: each one runs through both implementations, so at ViT-L this is most of
+    # verify's time. Noise exercises every weight with unit-scale activations; the
+    # natural-image-like picture gives the token statistics real use sees; the second size
+    # exercises position interpolation. Every token of every layer is compared for each.
     return [
         (f"normal noise, seed 0, {native} px", native, noise_image(native, 0, c)),
-        (f"normal noise, seed 1, {native} px", native, noise_image(native, 1, c)),
         (f"natural-image-like, seed 2, {native} px", native, natural_image(native, 2, c)),
-        (f"normal noise, seed 3, {other} px (interpolated positions)", other, noise_image(other, 3, c)),
         (f"natural-image-like, seed 4, {other} px (interpolated positions)", other,
          natural_image(other, 4, c)),
     ]
@@ -405,8 +407,13 @@ def _weights_header(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def check_files(folder: Path, manifest: dict[str, Any] | None,
-                progress: ProgressFn = no_progress) -> tuple[CheckResult, str | None]:
-    """Hashes against the manifest, required files, config <-> weights header; and the dtype."""
+                progress: ProgressFn = no_progress,
+                known_hashes: dict[str, str] | None = None) -> tuple[CheckResult, str | None]:
+    """Hashes against the manifest, required files, config <-> weights header; and the dtype.
+
+    ``known_hashes``: sha256 values the caller computed from the files' bytes as read back
+    from disk a moment ago (``convert`` does, after writing); those files are not read again.
+    """
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
     listed = (manifest or {}).get("files", {}) if manifest else {}
@@ -429,6 +436,8 @@ def check_files(folder: Path, manifest: dict[str, Any] | None,
         if size != want.get("size"):
             row.update(ok=False, problem=f"size {size}, manifest says {want.get('size')}")
             problems.append(f"{name} has size {size}, the manifest says {want.get('size')}")
+        elif known_hashes and name in known_hashes:
+            digest = known_hashes[name]
         else:
             h = hashlib.sha256()
             with open(p, "rb") as f:
@@ -933,6 +942,7 @@ def verify_folder(
     base_url: str | None = None,
     encoder: str | None = None,
     num_heads: int | None = None,
+    known_hashes: dict[str, str] | None = None,
     progress: ProgressFn = no_progress,
 ) -> VerifyReport:
     """Run every check on ``folder``; see the module docstring.
@@ -967,7 +977,7 @@ def verify_folder(
     arch = inferred.arch
     versions = _versions()
 
-    files, wdtype = check_files(folder, manifest, progress)
+    files, wdtype = check_files(folder, manifest, progress, known_hashes)
     dtype = wdtype or (manifest or {}).get("dtype") or "float32"
     if dtype not in TOLERANCES:
         dtype = "float32"

@@ -90,7 +90,7 @@ def test_good_conversion_passes(cli, converted, arch, dtype):
     assert [c["passed"] for c in rep["checks"]] == [True, True, True, True, None, None]
     par = check(rep, "parity")
     assert par["layers"] == arch.num_layers + 2
-    assert par["inputs"] == 5 and len(par["sizes"]) == 2
+    assert par["inputs"] == 3 and len(par["sizes"]) == 2
     assert len(rep["layers"]) == 2 * (arch.num_layers + 2)
     for row in rep["layers"]:
         assert row["passed"] and row["max_abs_err"] <= row["allowed"]
@@ -414,7 +414,7 @@ def test_records_in_manifest_and_no_record(cli, converted):
     assert v["passed"] is True
     assert set(v) >= {"passed", "summary", "date", "msn_version", "transformers_version",
                       "torch_version", "dtype", "tolerance", "checks"}
-    assert v["summary"].startswith("files, loading, config, parity: 4 layers x 5 inputs")
+    assert v["summary"].startswith("files, loading, config, parity: 4 layers x 3 inputs")
     assert "rows" not in v["checks"][0]
     # a later failure overwrites the record (push must see it)
     edit_weights(out, _perturb("layernorm.bias"))
