@@ -61,21 +61,26 @@ def sniff(path: Path) -> str:
         return "binary data that is neither a zip nor a pickle"
 
 
+FREEZE_GC_AFTER_TORCH = False
+"""Set by the CLI's ``main()`` only: library users' processes are never touched."""
+
+
 def _import_torch() -> Any:
-    """``import torch``; when this is what first imports it, ``gc.freeze()`` afterwards.
+    """``import torch``; in the CLI, when this is what first imports it, ``gc.freeze()`` after.
 
     torch creates about a million Python objects that live until the process ends; frozen,
     the cyclic garbage collector stops traversing them, both in the collections a conversion
     triggers and in the final one at exit (measured: about 0.3-0.5 s less per command on 2
     cores). Only objects alive at that moment are frozen (they are still freed by reference
-    counting); a program that imported torch itself is left alone.
+    counting). A program that imported torch itself, or that uses msn as a library, is left
+    alone: freezing is process-wide, so it is the ``msn`` command's decision alone.
     """
     import sys
 
     first = "torch" not in sys.modules
     import torch
 
-    if first:
+    if first and FREEZE_GC_AFTER_TORCH:
         import gc
 
         gc.freeze()

@@ -213,9 +213,11 @@ def test_a_damaged_source_is_reported_as_damage_even_when_it_reads_as_nan(cli, t
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["ckpts"]
 
 
-@pytest.mark.parametrize("torch_first", [False, True])
-def test_gc_freeze_only_when_msn_imports_torch(tiny_ckpt, torch_first):
+@pytest.mark.parametrize("torch_first,cli", [(False, True), (True, True), (False, False)],
+                         ids=["cli", "cli-torch-first", "library"])
+def test_gc_freeze_only_in_the_cli_when_msn_imports_torch(tiny_ckpt, torch_first, cli):
     code = ("import gc, sys\n" + ("import torch\n" if torch_first else "")
+            + ("import msn_cli.checkpoint as c; c.FREEZE_GC_AFTER_TORCH = True\n" if cli else "")
             + "from msn_cli.checkpoint import load_checkpoint\n"
             + f"load_checkpoint({str(tiny_ckpt)!r})\n"
             + "print(gc.get_freeze_count())\n")
@@ -223,4 +225,4 @@ def test_gc_freeze_only_when_msn_imports_torch(tiny_ckpt, torch_first):
                        timeout=300)
     assert r.returncode == 0, r.stderr
     frozen = int(r.stdout.strip())
-    assert (frozen == 0) if torch_first else (frozen > 100_000)
+    assert (frozen > 100_000) if (cli and not torch_first) else (frozen == 0)
