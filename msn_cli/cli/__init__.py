@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread (e.g. called from a test runner thread)
         pass
+    from .. import checkpoint
+
+    checkpoint.FREEZE_GC_AFTER_TORCH = True  # a short-lived process: see checkpoint._import_torch
     command = typer.main.get_command(app)
     args = list(sys.argv[1:] if argv is None else argv)
     try:
