@@ -206,3 +206,9 @@ def test_bare_state_dict_is_accepted(tmp_path, cli):
     r = cli("convert", path, tmp_path / "out", "--no-verify", "--json")
     assert r.code == 0, r.stderr
     assert r.json()["source"]["layout"] == "state_dict"
+
+
+def test_quiet_convert_still_prints_the_folder_on_stdout(cli, tiny_ckpt, tmp_path):
+    r = cli("convert", tiny_ckpt, tmp_path / "out", "--no-verify", "-q")
+    assert r.code == 0 and r.stderr == ""
+    assert r.stdout.strip() == str((tmp_path / "out").absolute())

@@ -28,6 +28,8 @@ def test_inspect_json_describes_a_released_file(cli, tiny_ckpt):
     assert len(dropped) == 16 and all("projection head" in k["note"] for k in dropped)
     sd = torch.load(tiny_ckpt, weights_only=True)["target_encoder"]
     assert d["backbone"]["tensors"] == len(sd)
+    assert d["file_tensors"] == len(sd) + 1  # the backbone and the prototypes
+    assert d["tensors"] == 4 + 16 * TINY.num_layers + 2  # what the conversion writes
     assert len(keys) == len(sd)
 
 

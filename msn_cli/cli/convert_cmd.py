@@ -91,8 +91,7 @@ def convert(
                          f" model.safetensors, {plan.dtype})")
             if result.verify is not None:
                 _say_verify(term, result.verify)
-            if not quiet:
-                term.line(str(result.out))
+            term.line(str(result.out))  # the result, on stdout even with -q
     if result.verify is not None and not result.verify.get("passed"):
         raise VerificationFailed(
             f"verify failed: {result.verify.get('summary', 'see msn verify')}",
