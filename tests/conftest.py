@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -15,6 +16,12 @@ from msn_cli.architecture import Architecture
 from msn_cli.synth import TINY, write_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
+
+# A background job of a non-interactive shell (as CI may run us) starts with SIGINT ignored,
+# and processes it starts inherit that, so Ctrl-C tests would send a signal nobody hears.
+# With a handler here, exec resets SIGINT to its default in every child, as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # A second tiny shape with several heads, a non-16 patch and an odd grid.
 TINY_MULTIHEAD = Architecture(hidden_size=128, num_layers=3, num_heads=2, intermediate_size=512,
