@@ -62,7 +62,12 @@ def default_cache_dir() -> Path:
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    """``cache_dir``, else the environment's choice; a path that is a file is refused."""
+    path = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    if path.exists() and not path.is_dir():
+        raise CacheError(f"the cache location {path} is a file, not a folder",
+                         hint="give --cache-dir (or MSN_CACHE) a folder")
+    return path
 
 
 def now_iso() -> str:

@@ -179,3 +179,14 @@ def test_same_basename_from_two_urls_gets_two_entries(cli, server):
     assert p1 != p2
     assert p1.read_bytes() == b"one" * 100 and p2.read_bytes() == b"two" * 100
     assert Path(cli("download", u1).stdout.strip()) == p1
+
+
+@pytest.mark.parametrize("command", [("cache", "ls"), ("download", "vits16")])
+def test_a_cache_location_that_is_a_file_is_an_error(cli, tmp_path, monkeypatch, command):
+    monkeypatch.setenv("MSN_OFFLINE", "1")
+    not_a_dir = tmp_path / "cache-file"
+    not_a_dir.write_text("not a folder")
+    r = cli(*command, "--cache-dir", not_a_dir, "--json")
+    assert r.code == 3
+    assert "is a file, not a folder" in r.stderr and r.stdout == ""
+    assert not_a_dir.read_text() == "not a folder"
