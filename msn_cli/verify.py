@@ -71,7 +71,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import json
 import math
 import os
@@ -421,8 +420,6 @@ def check_files(folder: Path, manifest: dict[str, Any] | None,
         if not (folder / name).is_file():
             problems.append(f"{name} is missing")
             rows.append({"file": name, "ok": False, "problem": "missing"})
-    total = sum(int(w.get("size") or 0) for w in listed.values())
-    done = 0
     for name, want in listed.items():
         p = folder / name
         if not p.is_file():
@@ -436,16 +433,11 @@ def check_files(folder: Path, manifest: dict[str, Any] | None,
         if size != want.get("size"):
             row.update(ok=False, problem=f"size {size}, manifest says {want.get('size')}")
             problems.append(f"{name} has size {size}, the manifest says {want.get('size')}")
-        elif known_hashes and name in known_hashes:
-            digest = known_hashes[name]
         else:
-            h = hashlib.sha256()
-            with open(p, "rb") as f:
-                while chunk := f.read(8 << 20):
-                    h.update(chunk)
-                    done += len(chunk)
-                    progress("hashing", done, total)
-            digest = h.hexdigest()
+            if known_hashes and name in known_hashes:
+                digest = known_hashes[name]
+            else:
+                digest = sha256_file(p, progress, f"hashing {name}")
             row["sha256"] = digest
             row["ok"] = digest == want.get("sha256")
             if not row["ok"]:

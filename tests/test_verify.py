@@ -581,3 +581,15 @@ def test_golden_check(cli, converted, monkeypatch, tmp_path):
     r = cli("verify", out, "--image", tmp_path / "no.png")
     assert r.code == 3
 
+
+
+def test_known_hashes_are_compared_not_trusted_blindly(converted):
+    """convert hands verify the weights' sha256 it just computed; verify still compares it."""
+    folder = converted(TINY, "float32")
+    real = json.loads((folder / "msn_manifest.json").read_text())["files"][W]["sha256"]
+    good = verify_folder(folder, known_hashes={W: real}).to_dict()
+    row = next(r for r in check(good, "files")["rows"] if r["file"] == W)
+    assert row["ok"] is True and row["sha256"] == real
+    bad = verify_folder(folder, known_hashes={W: "0" * 64}).to_dict()
+    assert check(bad, "files")["passed"] is False
+    assert bad["passed"] is False
