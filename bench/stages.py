@@ -59,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     timed(C, "write_safetensors", "write model.safetensors (tensors, no hashing)")
     timed(os, "fsync", "fsync")
     timed(C, "readback_check", "read-back check + sha256 of the file")
-    timed(C, "patch_metadata", "patch the header (source sha256)")
     if verify:
         import msn_cli.verify as V
 

@@ -303,6 +303,30 @@ class Checkpoint:
             self._pages = _MappedPages(self.path)
         self._pages.release(tensor)
 
+    def file_span(self, tensor: torch.Tensor) -> tuple[int, int] | None:
+        """Where ``tensor``'s bytes lie in the checkpoint file: ``(offset, length)``.
+
+        Known only for a contiguous tensor inside this process's private mapping of the file
+        (a zip checkpoint, memory-mapped); None otherwise. Lets the writer copy the bytes
+        file to file in the kernel instead of through this process. The caller must still
+        compare what it copied with the tensor (convert's read-back check does).
+        """
+        if not self.storage.startswith("zip") or not tensor.is_contiguous():
+            return None
+        if self._pages is None:
+            self._pages = _MappedPages(self.path)
+        return self._pages.span(tensor)
+
+    @property
+    def mapped_inode(self) -> int | None:
+        """The inode number of the file as mapped (None when nothing is mapped), so that a
+        copy read through a freshly opened file can be checked to read that same file."""
+        if not self.storage.startswith("zip"):
+            return None
+        if self._pages is None:
+            self._pages = _MappedPages(self.path)
+        return self._pages.inode
+
     def original_key(self, key: str) -> str:
         return self.raw_key_prefix + key
 
@@ -369,6 +393,8 @@ class _MappedPages:
 
     def __init__(self, path: Path) -> None:
         self.ranges: list[tuple[int, int]] = []
+        self.offsets: list[int] = []  # file offset of each range's first byte
+        self.inode: int | None = None
         self.page = 4096
         self._madvise: Any = None
         try:
@@ -381,7 +407,13 @@ class _MappedPages:
                     parts = line.split(maxsplit=5)
                     if len(parts) == 6 and parts[5].rstrip("\n") == real and parts[1][3:4] == "p":
                         lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                        inode = int(parts[4])
+                        if self.inode not in (None, inode):  # replaced between two mappings
+                            self.ranges, self.offsets, self.inode = [], [], None
+                            break
                         self.ranges.append((lo, hi))
+                        self.offsets.append(int(parts[2], 16))
+                        self.inode = inode
             if self.ranges:
                 libc = ctypes.CDLL(None, use_errno=True)
                 fn = libc.madvise
@@ -390,7 +422,15 @@ class _MappedPages:
                 self._madvise = fn
                 self.page = mmap.PAGESIZE
         except (OSError, AttributeError, ValueError):
-            self.ranges = []
+            self.ranges, self.offsets, self.inode = [], [], None
+
+    def span(self, tensor: torch.Tensor) -> tuple[int, int] | None:
+        start = tensor.data_ptr()
+        n = tensor.numel() * tensor.element_size()
+        for (a, b), off in zip(self.ranges, self.offsets, strict=True):
+            if a <= start and start + n <= b:
+                return off + (start - a), n
+        return None
 
     def release(self, tensor: torch.Tensor) -> None:
         if self._madvise is None:

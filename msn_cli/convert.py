@@ -7,13 +7,15 @@ tensor back and compare bit for bit with its source -> config, preprocessor conf
 
 Performance (measured by ``bench/run.py``, see docs/benchmarks.md): the source's integrity pass
 (CRC-32 of every member, sha256) runs in a background thread from the start, overlapping the
-torch import, the load and the writing (the header reserves room for the source's sha256 and
-is patched once it is known); tensors are never copied when they need no conversion (the qkv
-parts are row slices of a contiguous matrix, hence contiguous views); the read-back compares
-every byte with the source and feeds the same bytes to sha256 in a background thread while
-the file is fsynced; source pages are dropped from the resident set once a tensor is written
-and again once it is checked, and the read-back reads into three reusable buffers, so peak
-memory stays a few tensors above the interpreter whatever the file size.
+torch import, the load and the writing (the header, written last, records the source's
+sha256 once it is known); a tensor written unchanged (every one, unless ``--dtype`` changes
+it: the qkv parts are row ranges of a contiguous matrix) is copied file to file by the
+kernel (``os.sendfile``) from where the memory map shows it lies, never through this
+process; the read-back compares every byte with the source, checks the values are finite,
+and feeds the same bytes to sha256 in a background thread while the file is fsynced; source
+pages are dropped from the resident set once checked, and the read-back reads into three
+reusable buffers, so peak memory stays a few tensors above the interpreter whatever the
+file size.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ from .safetensors_io import (
     ST_DTYPES,
     BackgroundSha256,
     PendingTensor,
-    patch_metadata,
     read_header,
     write_safetensors,
 )
@@ -103,16 +104,43 @@ def _converted(t: TensorPlan, ckpt: Checkpoint) -> torch.Tensor:
     return out
 
 
-def _produce(t: TensorPlan, ckpt: Checkpoint):
-    def produce() -> torch.Tensor:
-        out = _converted(t, ckpt)
-        if not _all_finite(out):
-            raise CheckpointError(
-                f"'{t.source}' holds NaN or infinite values: refusing to convert a broken "
-                "checkpoint", hint="the file is damaged or was saved from a diverged run")
-        return out
+def _require_finite(t: TensorPlan, out: torch.Tensor) -> None:
+    if not _all_finite(out):
+        raise CheckpointError(
+            f"'{t.source}' holds NaN or infinite values: refusing to convert a broken "
+            "checkpoint", hint="the file is damaged or was saved from a diverged run")
 
-    return produce
+
+def _pending(t: TensorPlan, ckpt: Checkpoint) -> PendingTensor:
+    """What the writer needs for ``t``: where its bytes lie in the source file when they are
+    written unchanged (a kernel copy), and how to make them otherwise."""
+    span = None
+    src = ckpt.state[t.source]
+    if str(src.dtype).removeprefix("torch.") == t.dtype:
+        view = t.take(src)
+        if tuple(view.shape) == t.shape:
+            span = ckpt.file_span(view)
+    return PendingTensor(t.target, t.dtype, t.shape, lambda: _converted(t, ckpt), ckpt.release,
+                         span=span)
+
+
+@contextlib.contextmanager
+def _source_fd(ckpt: Checkpoint):
+    """The checkpoint file opened for the writer's kernel copy, or None: only when it is the
+    very file that is mapped (same inode), so the copy reads what the tensors show."""
+    inode = ckpt.mapped_inode
+    if inode is None:
+        yield None
+        return
+    try:
+        fd = os.open(ckpt.path, os.O_RDONLY)
+    except OSError:
+        yield None
+        return
+    try:
+        yield fd if os.fstat(fd).st_ino == inode else None
+    finally:
+        os.close(fd)
 
 
 def write_folder(tmp: Path, ckpt: Checkpoint, plan: ConversionPlan, manifest: dict[str, Any],
@@ -121,9 +149,9 @@ def write_folder(tmp: Path, ckpt: Checkpoint, plan: ConversionPlan, manifest: di
     """Write weights, configs and manifest into ``tmp``; return the file table.
 
     ``source_digest`` (the source check, still running in its thread) is waited for only once
-    the tensors are written: the header reserves room for the source's sha256 and is patched
-    then. A failed source check wins over an error it explains (a damaged tensor read as NaN).
-    The weights' own sha256 is taken from the bytes read back from the file.
+    the tensors are written: the header, written last, records the source's sha256. A failed
+    source check wins over an error it explains (a damaged tensor read as NaN). The weights'
+    own sha256 is taken from the bytes read back from the file.
     """
     total = plan.output_bytes
     done = 0
@@ -133,24 +161,25 @@ def write_folder(tmp: Path, ckpt: Checkpoint, plan: ConversionPlan, manifest: di
         done += n
         progress("writing", done, total)
 
-    pending = [PendingTensor(t.target, t.dtype, t.shape, _produce(t, ckpt), ckpt.release)
-               for t in plan.tensors]
+    pending = [_pending(t, ckpt) for t in plan.tensors]
     meta = {"format": "pt", "msn_tool": f"msn {__version__}",
-            "msn_source_sha256": manifest["source"].get("sha256") or "0" * 64,  # see above
+            "msn_source_sha256": manifest["source"].get("sha256") or "0" * 64,  # room for it
             "msn_dropped": ",".join(r.source or "" for r in plan.dropped)}
-    with _one_torch_thread():
+
+    def final_metadata() -> dict[str, str]:
+        if source_digest is not None:
+            manifest["source"]["sha256"] = source_digest()
+        return {**meta, "msn_source_sha256": manifest["source"].get("sha256") or ""}
+
+    with _one_torch_thread(), _source_fd(ckpt) as source_fd:
         try:
             written = write_safetensors(tmp / WEIGHTS, pending, meta, on_bytes, sync=False,
-                                        digest=False)
+                                        digest=False, copy_from=source_fd,
+                                        final_metadata=final_metadata)
         except CheckpointError:
             if source_digest is not None:
                 source_digest()  # raises if the source file is damaged
             raise
-        if source_digest is not None:
-            manifest["source"]["sha256"] = source_digest()
-        if meta["msn_source_sha256"] != (manifest["source"].get("sha256") or ""):
-            meta["msn_source_sha256"] = manifest["source"].get("sha256") or ""
-            patch_metadata(tmp / WEIGHTS, meta)
         # the read-back reads the page cache either way; the disk catches up meanwhile, and
         # the file is synced (or its error raised) before anything else is written
         syncing = _InThread(_fsync_file, tmp / WEIGHTS)
@@ -290,9 +319,10 @@ def readback_check(path: Path, ckpt: Checkpoint, plan: ConversionPlan,
                 if not ref.is_contiguous():
                     ref = ref.contiguous()
                 same = _same_bytes(view[:n], ref.reshape(-1).view(_uint8()).numpy())
-                ckpt.release(ref)
                 if not same:
                     raise fail(f"{t.target} differs from its source")
+                _require_finite(t, ref)  # the values as written, whichever way they went
+                ckpt.release(ref)
                 hasher.put(view[:n], (pool.put, buf))
                 done += n
                 progress("checking", done, total)

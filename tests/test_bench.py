@@ -175,26 +175,32 @@ def test_same_bytes_finds_a_difference_anywhere(libc, monkeypatch):
     assert not C._same_bytes(view[:-4], b)  # a shorter read never matches
 
 
-def test_patch_metadata_keeps_tensors_and_refuses_to_grow(tmp_path):
+def test_final_metadata_is_written_last_in_the_reserved_room(tmp_path):
     from safetensors import safe_open
 
-    from msn_cli.safetensors_io import PendingTensor, patch_metadata, write_safetensors
+    from msn_cli.safetensors_io import PendingTensor, write_safetensors
 
     a, b = torch.randn(3, 5), torch.arange(7, dtype=torch.float32)
-    path = tmp_path / "m.safetensors"
     tensors = [PendingTensor("a", "float32", (3, 5), lambda: a),
                PendingTensor("b", "float32", (7,), lambda: b)]
-    written = write_safetensors(path, tensors, {"k": "0" * 64, "other": "x"})
-    patch_metadata(path, {"k": "f" * 64, "other": "x"})
-    assert path.stat().st_size == written.size
-    with safe_open(str(path), "pt") as f:
-        assert f.metadata() == {"k": "f" * 64, "other": "x"}
-        assert torch.equal(f.get_tensor("a"), a) and torch.equal(f.get_tensor("b"), b)
-    patch_metadata(path, {"k": ""})  # shorter: padded
-    with safe_open(str(path), "pt") as f:
-        assert f.metadata() == {"k": ""} and torch.equal(f.get_tensor("a"), a)
+    reserved = {"k": "0" * 64, "other": "x"}
+    sizes = []
+    for final in ({"k": "f" * 64, "other": "x"}, {"k": ""}):  # same length; shorter (padded)
+        path = tmp_path / f"m{len(sizes)}.safetensors"
+        written = write_safetensors(path, tensors, reserved, digest=False,
+                                    final_metadata=lambda final=final: final)
+        sizes.append(written.size)
+        assert path.stat().st_size == written.size
+        with safe_open(str(path), "pt") as f:
+            assert f.metadata() == final
+            assert torch.equal(f.get_tensor("a"), a) and torch.equal(f.get_tensor("b"), b)
+    assert sizes[0] == sizes[1]  # the tensors did not move
     with pytest.raises(ValueError, match="does not fit"):
-        patch_metadata(path, {"k": "f" * 64, "other": "x" * 200})
+        write_safetensors(tmp_path / "m.safetensors", tensors, reserved, digest=False,
+                          final_metadata=lambda: {"k": "f" * 64, "other": "x" * 200})
+    with pytest.raises(ValueError, match="cannot change"):  # a hashed header is final
+        write_safetensors(tmp_path / "m.safetensors", tensors, reserved,
+                          final_metadata=lambda: reserved)
 
 
 def test_a_damaged_source_is_reported_as_damage_even_when_it_reads_as_nan(cli, tiny_ckpt, tmp_path):
@@ -226,3 +232,37 @@ def test_gc_freeze_only_in_the_cli_when_msn_imports_torch(tiny_ckpt, torch_first
     assert r.returncode == 0, r.stderr
     frozen = int(r.stdout.strip())
     assert (frozen > 100_000) if (cli and not torch_first) else (frozen == 0)
+
+
+def test_the_source_check_finds_damage_with_either_crc32(tiny_ckpt, monkeypatch):
+    """zlib-ng's CRC-32 is the standard one; without zlib-ng the standard library's is used,
+    and either finds a flipped byte."""
+    import builtins
+    import zlib
+
+    from msn_cli import checkpoint as ck
+    from msn_cli.errors import CheckpointError
+
+    data = tiny_ckpt.read_bytes()
+    fast = ck._crc32()
+    assert fast(data) == zlib.crc32(data)
+    assert fast(data[:1000], fast(b"x")) == zlib.crc32(data[:1000], zlib.crc32(b"x"))  # chained
+    real_import = builtins.__import__
+
+    def no_zlib_ng(name, *args, **kwargs):
+        if name.startswith("zlib_ng"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    sha = ck.check_zip_integrity(tiny_ckpt)
+    with monkeypatch.context() as m:
+        m.setattr(builtins, "__import__", no_zlib_ng)
+        assert ck._crc32() is zlib.crc32
+        assert ck.check_zip_integrity(tiny_ckpt) == sha
+        damaged = bytearray(data)
+        damaged[len(data) // 2] ^= 0x01  # inside a tensor member
+        tiny_ckpt.write_bytes(bytes(damaged))
+        with pytest.raises(CheckpointError, match="CRC-32"):
+            ck.check_zip_integrity(tiny_ckpt)
+    with pytest.raises(CheckpointError, match="CRC-32"):
+        ck.check_zip_integrity(tiny_ckpt)

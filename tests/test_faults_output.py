@@ -68,18 +68,22 @@ def mount_tmpfs(tmp_path):
 
 
 class _FailingFile:
-    """A binary file whose writes fail with ``err`` once ``budget`` bytes have gone through."""
+    """A binary file whose writes fail with ``err`` once ``budget`` bytes have gone through,
+    whether they come through ``write`` or are copied into it by the kernel (``os.sendfile``,
+    patched by the fixture to charge the same budget)."""
 
     def __init__(self, f, budget: int, err: int):
         self._f, self._budget, self._err = f, budget, err
         self.failed = False
 
-    def write(self, data) -> int:
-        n = memoryview(data).nbytes
+    def charge(self, n: int) -> None:
         if n > self._budget:
             self.failed = True
             raise OSError(self._err, os.strerror(self._err))
         self._budget -= n
+
+    def write(self, data) -> int:
+        self.charge(memoryview(data).nbytes)
         return self._f.write(data)
 
     def __getattr__(self, name):
@@ -108,7 +112,16 @@ def failing_writer(monkeypatch):
                 return wrapped
             return f
 
+        real_sendfile = os.sendfile
+
+        def fake_sendfile(out_fd, in_fd, offset, count):
+            for f in opened:
+                if not f.closed and f.fileno() == out_fd:
+                    f.charge(count)
+            return real_sendfile(out_fd, in_fd, offset, count)
+
         monkeypatch.setattr(st_io, "open", fake_open, raising=False)
+        monkeypatch.setattr(os, "sendfile", fake_sendfile)
         return opened
 
     return install
