@@ -580,8 +580,11 @@ def report(args, started: str, ended: str, load: tuple, results: list[VariantRes
         lines += [f"## Where the time goes ({name}, one in-process run, `bench/stages.py`)", "",
                   "Wall time of each stage and the process's CPU time over it (all threads "
                   "together). The source check runs in a thread from the start, alongside the "
-                  "load, the plan and the writing; the read-back compares every byte with the "
-                  "source while a thread hashes the same bytes and another fsyncs the file.", ""]
+                  "load, the plan and the writing (tensors stored unchanged are copied file to "
+                  "file by the kernel, `os.sendfile`; the header goes in last, with the source's "
+                  "sha256); the read-back compares every byte with the source and checks the "
+                  "values are finite while a thread hashes the same bytes and another fsyncs "
+                  "the file.", ""]
         for title, recs in (("`--no-verify`", nov), ("with verify", withv)):
             if not recs:
                 continue

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     timed(C, "check_zip_integrity", "source check: CRC-32 + sha256 (thread)")
     timed(C, "sha256_file", "source sha256 (thread)")
     timed(C._SourceCheck, "wait", "waiting for the source check")
-    timed(C, "write_safetensors", "write model.safetensors (tensors, no hashing)")
+    timed(C, "write_safetensors", "write model.safetensors (tensors, then the header)")
     timed(os, "fsync", "fsync")
     timed(C, "readback_check", "read-back check + sha256 of the file")
     if verify:
