@@ -18,14 +18,17 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
-from ..progress import ProgressFn
+from ..progress import ProgressFn, item_unit
 
 
 class Term:
@@ -78,24 +81,61 @@ class Term:
 
     @contextlib.contextmanager
     def progress(self) -> Iterator[ProgressFn]:
-        """A ``ProgressFn`` that draws one bar per stage; a no-op when not interactive."""
+        """A ``ProgressFn`` that draws one bar per stage; a no-op when not interactive.
+
+        The display starts with the first report, so a command that fails before any long
+        step leaves the terminal as it was (no cursor hidden and shown again)."""
         if not self.interactive:
             yield _silent
             return
         bars = Progress(
             SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-            DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+            _Amount(), _Speed(), TimeRemainingColumn(),
             console=self.err, transient=False,
         )
         tasks: dict[str, TaskID] = {}
+        started = False
 
         def report(stage: str, done: int, total: int | None) -> None:
+            nonlocal started
+            if not started:
+                bars.start()
+                started = True
             if stage not in tasks:
-                tasks[stage] = bars.add_task(stage, total=total)
+                tasks[stage] = bars.add_task(stage, total=total, unit=item_unit(stage))
             bars.update(tasks[stage], completed=done, total=total)
 
-        with bars:
+        try:
             yield report
+        finally:
+            if started:
+                bars.stop()
+
+
+class _Amount(ProgressColumn):
+    """Bytes done and total (``1.2/4.9 GB``), or items for an item stage (``2/3 inputs``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bytes = DownloadColumn()
+
+    def render(self, task: Task) -> Text:
+        unit = task.fields.get("unit")
+        if unit is None:
+            return self._bytes.render(task)
+        total = "?" if task.total is None else f"{int(task.total)}"
+        return Text(f"{int(task.completed)}/{total} {unit}", style="progress.download")
+
+
+class _Speed(ProgressColumn):
+    """Transfer speed for byte stages; nothing for item stages."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._speed = TransferSpeedColumn()
+
+    def render(self, task: Task) -> Text:
+        return Text("") if task.fields.get("unit") else self._speed.render(task)
 
 
 def _silent(stage: str, done: int, total: int | None) -> None:
