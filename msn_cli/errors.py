@@ -15,6 +15,10 @@ EXIT_BAD_INPUT = 3  # input that is not what it should be; verify could not run
 EXIT_NETWORK = 4  # download / Hub errors, offline mode
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
+EXIT_CODES_SUMMARY = ("Exit codes: 0 ok, 1 a check failed, 2 usage or refusing to overwrite, "
+                      "3 bad input, 4 network or Hub, 130 interrupted.")
+"""The one-line summary shown by ``msn -h`` and docs/cli.md."""
+
 
 class MsnError(Exception):
     """Base class: a message for the user, a hint, an exit code."""

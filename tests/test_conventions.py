@@ -248,3 +248,22 @@ def test_progress_counts_parity_inputs_not_bytes(tiny_ckpt, tmp_path):
     parity = [line for line in plain.replace(b"\r", b"\n").split(b"\n") if b"parity" in line]
     assert parity and any(b"3/3 inputs" in line for line in parity), parity[-3:]
     assert not any(b"bytes" in line for line in parity), parity[-3:]
+
+
+GROUPS = [(name, c) for name, c in ALL if getattr(c, "commands", None)]
+
+
+@pytest.mark.parametrize("name", [n for n, _ in GROUPS], ids=lambda n: n or "msn")
+def test_every_group_shows_examples_of_its_own_commands(name):
+    help_text = dict(GROUPS)[name].help or ""
+    assert "Examples:" in help_text, f"msn {name}: no examples in the help"
+    lines = [ln.split("#")[0].split() for ln in help_text.split("Examples:", 1)[1].splitlines()
+             if ln.strip().startswith("msn ")]
+    assert lines, f"msn {name}: the examples run nothing"
+    leaves = dict(LEAVES)
+    prefix = name.split()
+    for words in lines:
+        assert words[1:1 + len(prefix)] == prefix, f"msn {name}: example {' '.join(words)!r}"
+        path = next((" ".join(words[1:k]) for k in range(len(words), 1, -1)
+                     if " ".join(words[1:k]) in leaves), None)
+        assert path, f"msn {name}: example {' '.join(words)!r} runs no command"

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import __version__
+from ..errors import EXIT_CODES_SUMMARY
 from .convert_cmd import convert
 from .download_cmd import cache_app, download
 from .inspect_cmd import inspect
@@ -17,7 +18,11 @@ app = typer.Typer(
     name="msn",
     help="Convert Meta's original MSN (Masked Siamese Networks) ViT checkpoints into Hugging "
          "Face transformers models, prove the conversion exact, and publish the result.\n\n"
-         "Pipeline: download -> inspect -> convert -> verify -> push.",
+         "Pipeline: download -> inspect -> convert -> verify -> push.\n\n"
+         "Examples:\n\n"
+         "  msn convert vits16 ./vit-msn-small     # download (cached), convert, verify\n\n"
+         "  msn inspect ./vits16_800ep.pth.tar --json\n\n"
+         "  msn push ./vit-msn-small org/vit-msn-small --dry-run\n\n" + EXIT_CODES_SUMMARY,
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,

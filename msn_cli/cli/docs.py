@@ -18,6 +18,8 @@ import typing
 from collections.abc import Iterator
 from typing import Any
 
+from ..errors import EXIT_CODES_SUMMARY
+
 GENERATED_BY = "python -m msn_cli.cli.docs > docs/cli.md"
 
 # Rich style words, so that "[bold]x[/bold]" goes but "[default: as stored]" stays
@@ -241,8 +243,7 @@ def render() -> str:
         "Every command takes `-h`/`--help`. Data goes to stdout (`--json` for machine-readable "
         "output), messages and progress to stderr; `-q` keeps only errors, `-v` adds detail. "
         "Colour follows the terminal and is off when `NO_COLOR` is set or the output is not a "
-        "terminal. Exit codes: 0 ok, 1 a check failed, 2 usage or refusing to overwrite, "
-        "3 bad input, 4 network or Hub, 130 interrupted.",
+        "terminal. " + EXIT_CODES_SUMMARY,
         "",
         "Commands:",
         "",

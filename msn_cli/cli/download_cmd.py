@@ -108,7 +108,11 @@ def download(
 cache_app = typer.Typer(
     name="cache",
     help="List, check and remove downloaded checkpoints.\n\n"
-         "The cache is --cache-dir, else $MSN_CACHE, else $XDG_CACHE_HOME/msn, else ~/.cache/msn.",
+         "The cache is --cache-dir, else $MSN_CACHE, else $XDG_CACHE_HOME/msn, else ~/.cache/msn.\n\n"
+         "Examples:\n\n"
+         "  msn cache ls\n\n"
+         "  msn cache check --json\n\n"
+         "  msn cache rm vitl7",
     no_args_is_help=True,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
