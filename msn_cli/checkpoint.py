@@ -65,8 +65,10 @@ FREEZE_GC_AFTER_TORCH = False
 """Set by the CLI's ``main()`` only: library users' processes are never touched."""
 
 
-def _import_torch() -> Any:
-    """``import torch``; in the CLI, when this is what first imports it, ``gc.freeze()`` after.
+def import_torch() -> Any:
+    """``import torch``, with Ctrl-C and SIGTERM held back until it is done (see
+    :mod:`msn_cli.interrupts`: torch's start-up can swallow them); in the CLI, when this is
+    what first imports it, ``gc.freeze()`` after.
 
     torch creates about a million Python objects that live until the process ends; frozen,
     the cyclic garbage collector stops traversing them, both in the collections a conversion
@@ -78,6 +80,11 @@ def _import_torch() -> Any:
     import sys
 
     first = "torch" not in sys.modules
+    if first:
+        from .interrupts import deferred
+
+        with deferred():
+            import torch
     import torch
 
     if first and FREEZE_GC_AFTER_TORCH:
@@ -88,7 +95,7 @@ def _import_torch() -> Any:
 
 
 def _load(path: Path) -> Any:
-    torch = _import_torch()
+    torch = import_torch()
 
     if not path.exists():
         raise CheckpointError(f"no such file: {path}")

@@ -269,8 +269,14 @@ def _now() -> str:
 
 
 def _versions() -> dict[str, str]:
-    import torch
-    import transformers
+    """The versions verify runs under; the first import of torch and transformers (with
+    Ctrl-C held back until both are in, see :mod:`msn_cli.interrupts`)."""
+    from .checkpoint import import_torch
+    from .interrupts import deferred
+
+    torch = import_torch()
+    with deferred():
+        import transformers
 
     return {"msn": __version__, "transformers": transformers.__version__,
             "torch": str(torch.__version__)}

@@ -166,8 +166,8 @@ def test_sigint_before_writing_leaves_nothing(tmp_path, make_ckpt):
     time.sleep(0.5)  # not an assertion: just lets the interpreter start and import
     p.send_signal(signal.SIGINT)
     _, stderr = p.communicate(timeout=120)
-    if p.returncode == 0:
-        pytest.skip("finished before the signal")
+    # it used to finish with exit 0 when the signal came while torch imported numpy (torch
+    # clears the error); msn_cli.interrupts holds signals back across that import
     assert p.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert not out.exists() and _temporaries(out) == []

@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     from .. import checkpoint
 
-    checkpoint.FREEZE_GC_AFTER_TORCH = True  # a short-lived process: see checkpoint._import_torch
+    checkpoint.FREEZE_GC_AFTER_TORCH = True  # a short-lived process: see checkpoint.import_torch
     command = typer.main.get_command(app)
     args = list(sys.argv[1:] if argv is None else argv)
     try:
