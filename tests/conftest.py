@@ -57,6 +57,23 @@ def _isolated(tmp_path_factory, monkeypatch):
     yield
 
 
+class FileWrapper:
+    """A real file whose ``write`` a test overrides (to fail, or to interrupt); everything
+    else, the context manager included, goes to the file."""
+
+    def __init__(self, f):
+        self._f = f
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
 @pytest.fixture
 def make_ckpt(tmp_path):
     """``make_ckpt(arch=TINY, layout="released", name=..., **kwargs) -> Path``."""

@@ -21,6 +21,7 @@ import pytest
 
 import msn_cli.safetensors_io as st_io
 from msn_cli.outdir import lock_path
+from tests.conftest import FileWrapper
 
 MARKS = (".msn-tmp-", ".msn-old-", ".msn-lock")  # the lock file goes too
 
@@ -67,13 +68,14 @@ def mount_tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(d)], capture_output=True, timeout=30)
 
 
-class _FailingFile:
+class _FailingFile(FileWrapper):
     """A binary file whose writes fail with ``err`` once ``budget`` bytes have gone through,
     whether they come through ``write`` or are copied into it by the kernel (``os.sendfile``,
     patched by the fixture to charge the same budget)."""
 
     def __init__(self, f, budget: int, err: int):
-        self._f, self._budget, self._err = f, budget, err
+        super().__init__(f)
+        self._budget, self._err = budget, err
         self.failed = False
 
     def charge(self, n: int) -> None:
@@ -85,15 +87,6 @@ class _FailingFile:
     def write(self, data) -> int:
         self.charge(memoryview(data).nbytes)
         return self._f.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self._f, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._f.close()
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from filelock import FileLock
 from msn_cli.architecture import Architecture
 from msn_cli.outdir import lock_path
 from msn_cli.synth import write_checkpoint
+from tests.conftest import FileWrapper
 
 pytestmark = pytest.mark.slow
 
@@ -245,22 +246,10 @@ def test_ctrl_c_in_process_removes_the_temp_folder(cli, tiny_ckpt, tmp_path, mon
     real_open = open
     seen: list[Path] = []
 
-    class Interrupting:
-        def __init__(self, f):
-            self._f = f
-
+    class Interrupting(FileWrapper):
         def write(self, data):
             seen.append(Path(self._f.name).parent)
             raise KeyboardInterrupt
-
-        def __getattr__(self, name):
-            return getattr(self._f, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self._f.close()
 
     def fake_open(path, mode="r", *args, **kwargs):
         f = real_open(path, mode, *args, **kwargs)
