@@ -172,14 +172,10 @@ def write_folder(tmp: Path, ckpt: Checkpoint, plan: ConversionPlan, manifest: di
         return {**meta, "msn_source_sha256": manifest["source"].get("sha256") or ""}
 
     with _one_torch_thread(), _source_fd(ckpt) as source_fd:
-        try:
-            written = write_safetensors(tmp / WEIGHTS, pending, meta, on_bytes, sync=False,
-                                        digest=False, copy_from=source_fd,
-                                        final_metadata=final_metadata)
-        except CheckpointError:
-            if source_digest is not None:
-                source_digest()  # raises if the source file is damaged
-            raise
+        # the source check is over (or has raised) before the read-back can find NaNs
+        written = write_safetensors(tmp / WEIGHTS, pending, meta, on_bytes, sync=False,
+                                    digest=False, copy_from=source_fd,
+                                    final_metadata=final_metadata)
         # the read-back reads the page cache either way; the disk catches up meanwhile, and
         # the file is synced (or its error raised) before anything else is written
         syncing = _InThread(_fsync_file, tmp / WEIGHTS)
