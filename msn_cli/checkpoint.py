@@ -79,15 +79,13 @@ def import_torch() -> Any:
     """
     import sys
 
-    first = "torch" not in sys.modules
-    if first:
-        from .interrupts import deferred
+    if "torch" in sys.modules:
+        return sys.modules["torch"]
+    from .interrupts import deferred
 
-        with deferred():
-            import torch
-    import torch
-
-    if first and FREEZE_GC_AFTER_TORCH:
+    with deferred():
+        import torch
+    if FREEZE_GC_AFTER_TORCH:
         import gc
 
         gc.freeze()
@@ -304,11 +302,16 @@ class Checkpoint:
         (and in the page cache); touching the tensor again maps it back. A no-op for tensors
         not mapped from this file (legacy files read whole, converted copies).
         """
+        if (pages := self._mapped()) is not None:
+            pages.release(tensor)
+
+    def _mapped(self) -> _MappedPages | None:
+        """This file's mappings in this process (found once); None unless memory-mapped."""
         if not self.storage.startswith("zip"):
-            return
+            return None
         if self._pages is None:
             self._pages = _MappedPages(self.path)
-        self._pages.release(tensor)
+        return self._pages
 
     def file_span(self, tensor: torch.Tensor) -> tuple[int, int] | None:
         """Where ``tensor``'s bytes lie in the checkpoint file: ``(offset, length)``.
@@ -318,21 +321,15 @@ class Checkpoint:
         file to file in the kernel instead of through this process. The caller must still
         compare what it copied with the tensor (convert's read-back check does).
         """
-        if not self.storage.startswith("zip") or not tensor.is_contiguous():
-            return None
-        if self._pages is None:
-            self._pages = _MappedPages(self.path)
-        return self._pages.span(tensor)
+        pages = self._mapped()
+        return pages.span(tensor) if pages is not None and tensor.is_contiguous() else None
 
     @property
     def mapped_inode(self) -> int | None:
         """The inode number of the file as mapped (None when nothing is mapped), so that a
         copy read through a freshly opened file can be checked to read that same file."""
-        if not self.storage.startswith("zip"):
-            return None
-        if self._pages is None:
-            self._pages = _MappedPages(self.path)
-        return self._pages.inode
+        pages = self._mapped()
+        return pages.inode if pages is not None else None
 
     def original_key(self, key: str) -> str:
         return self.raw_key_prefix + key
