@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from msn_cli.architecture import Architecture
+from msn_cli.manifest import read_manifest
 from msn_cli.synth import TINY, write_checkpoint
+
+if TYPE_CHECKING:
+    from tests.hub_server import HubServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -130,3 +136,71 @@ def run_msn_process(*args: str, env: dict[str, str] | None = None, timeout: floa
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "msn_cli", *map(str, args)], env=full_env,
                           capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+TOKEN = "hf_test_alice_0123456789"
+OTHER_TOKEN = "hf_test_bob_9876543210"
+
+
+# -- a verified folder and a stand-in Hub (test_push, test_push_errors, test_card, test_faults_input) --
+
+_VERIFIED: dict[str, Path] = {}
+
+
+def verified_source_path(tmp_path_factory) -> Path:
+    """One tiny checkpoint converted with the real verify, once per session (read-only: copy it)."""
+    if "folder" not in _VERIFIED:
+        from msn_cli.convert import convert
+        from msn_cli.sources import resolve_source
+
+        base = tmp_path_factory.mktemp("push-src")
+        ckpt = write_checkpoint(base / "vit-tiny.pth.tar", TINY, "released")
+        convert(resolve_source(str(ckpt)), base / "converted", verify=True)
+        manifest = read_manifest(base / "converted")
+        assert manifest["verify"]["passed"] is True, manifest["verify"]["summary"]
+        _VERIFIED["folder"] = base / "converted"
+    return _VERIFIED["folder"]
+
+
+def copy_verified(tmp_path_factory, tmp_path: Path) -> Path:
+    out = tmp_path / "vit-msn-tiny"
+    shutil.copytree(verified_source_path(tmp_path_factory), out)
+    return out
+
+
+def start_hub(monkeypatch, tmp_path: Path) -> HubServer:
+    """A running stand-in Hub, with HF_ENDPOINT and huggingface_hub pointed at it.
+
+    huggingface_hub reads HF_ENDPOINT and the token path once, at import; patch those
+    constants too so that nothing it does on its own (its agent registry fetch) leaves 127.0.0.1
+    and no stored login of the machine is found. The caller stops the server.
+    """
+    from huggingface_hub import constants
+
+    from tests.hub_server import HubServer
+
+    server = HubServer().start()
+    server.add_user("alice", TOKEN, orgs=("my-org",))
+    server.add_user("bob", OTHER_TOKEN)
+    server.add_org("other-org")
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setattr(constants, "ENDPOINT", server.url)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf-stored-tokens"))
+    monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agent-harnesses.json"),
+                        raising=False)
+    return server
+
+
+@pytest.fixture
+def folder(tmp_path_factory, tmp_path) -> Path:
+    """A copy of a tiny folder converted and verified for real (once per session)."""
+    return copy_verified(tmp_path_factory, tmp_path)
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """The stand-in Hub (tests/hub_server.py), running, with alice, bob and two organizations."""
+    server = start_hub(monkeypatch, tmp_path)
+    yield server
+    server.stop()

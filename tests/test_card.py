@@ -6,11 +6,11 @@ import copy
 import re
 
 import pytest
-from test_push import copy_verified, verified_source_path
 
 from msn_cli.card import build_card, code_blocks
 from msn_cli.errors import UsageError
 from msn_cli.manifest import read_manifest
+from tests.conftest import copy_verified, verified_source_path
 
 
 @pytest.fixture

@@ -473,7 +473,7 @@ FOLDERS = {
 
 @pytest.fixture
 def damaged(tmp_path_factory, tmp_path):
-    from test_push import copy_verified
+    from tests.conftest import copy_verified
 
     def make(case: str) -> Path:
         folder = copy_verified(tmp_path_factory, tmp_path)
@@ -494,7 +494,7 @@ def test_damaged_folder_given_to_verify(cli, damaged, case):
 
 @pytest.mark.parametrize("case", list(FOLDERS))
 def test_damaged_folder_given_to_push_sends_nothing(cli, damaged, case, monkeypatch, tmp_path):
-    from test_push import TOKEN, start_hub
+    from tests.conftest import TOKEN, start_hub
 
     folder = damaged(case)
     needle = FOLDERS[case][3]

@@ -8,77 +8,10 @@ server received, byte for byte, with the folder's files and the card.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import pytest
-from hub_server import HubServer
-
 from msn_cli.manifest import MANIFEST, read_manifest
-from msn_cli.synth import TINY, write_checkpoint
-
-TOKEN = "hf_test_alice_0123456789"
-OTHER_TOKEN = "hf_test_bob_9876543210"
-
-
-# -- fixtures (the helpers are shared with test_push_errors.py and test_card.py) ------------------
-
-_VERIFIED: dict[str, Path] = {}
-
-
-def verified_source_path(tmp_path_factory) -> Path:
-    """One tiny checkpoint converted with the real verify, once per session (read-only: copy it)."""
-    if "folder" not in _VERIFIED:
-        from msn_cli.convert import convert
-        from msn_cli.sources import resolve_source
-
-        base = tmp_path_factory.mktemp("push-src")
-        ckpt = write_checkpoint(base / "vit-tiny.pth.tar", TINY, "released")
-        convert(resolve_source(str(ckpt)), base / "converted", verify=True)
-        manifest = read_manifest(base / "converted")
-        assert manifest["verify"]["passed"] is True, manifest["verify"]["summary"]
-        _VERIFIED["folder"] = base / "converted"
-    return _VERIFIED["folder"]
-
-
-def copy_verified(tmp_path_factory, tmp_path: Path) -> Path:
-    out = tmp_path / "vit-msn-tiny"
-    shutil.copytree(verified_source_path(tmp_path_factory), out)
-    return out
-
-
-def start_hub(monkeypatch, tmp_path: Path) -> HubServer:
-    """A running stand-in Hub, with HF_ENDPOINT and huggingface_hub pointed at it.
-
-    huggingface_hub reads HF_ENDPOINT and the token path once, at import; patch those
-    constants too so that nothing it does on its own (its agent registry fetch) leaves 127.0.0.1
-    and no stored login of the machine is found. The caller stops the server.
-    """
-    from huggingface_hub import constants
-
-    server = HubServer().start()
-    server.add_user("alice", TOKEN, orgs=("my-org",))
-    server.add_user("bob", OTHER_TOKEN)
-    server.add_org("other-org")
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.setattr(constants, "ENDPOINT", server.url)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-token"))
-    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf-stored-tokens"))
-    monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agent-harnesses.json"),
-                        raising=False)
-    return server
-
-
-@pytest.fixture
-def folder(tmp_path_factory, tmp_path) -> Path:
-    return copy_verified(tmp_path_factory, tmp_path)
-
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    server = start_hub(monkeypatch, tmp_path)
-    yield server
-    server.stop()
+from tests.conftest import TOKEN
 
 
 def folder_files(folder: Path) -> dict[str, bytes]:

@@ -6,21 +6,9 @@ import json
 import socket
 
 import pytest
-from test_push import TOKEN, copy_verified, start_hub
 
 from msn_cli.manifest import MANIFEST, read_manifest, write_manifest
-
-
-@pytest.fixture
-def folder(tmp_path_factory, tmp_path):
-    return copy_verified(tmp_path_factory, tmp_path)
-
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    server = start_hub(monkeypatch, tmp_path)
-    yield server
-    server.stop()
+from tests.conftest import TOKEN
 
 
 def one_error(r) -> str:
