@@ -98,6 +98,12 @@ class CacheError(MsnError):
     exit_code = EXIT_BAD_INPUT
 
 
+class ConfigError(MsnError):
+    """A training run's config (``params-msn-train.yaml``) is unreadable, malformed or hostile."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
 class OutputError(MsnError):
     """The output location cannot be written: read-only, permission denied, disk full."""
 

@@ -149,3 +149,47 @@ def write_checkpoint(path: str | os.PathLike[str], arch: Architecture,
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(make_checkpoint(arch, layout, **kwargs), path)
     return path
+
+
+# -- a training run on disk ----------------------------------------------------------------------
+
+def run_config(model_name: str = "deit_small", *, folder: str = "/checkpoint/msn_logs/",
+               write_tag: str = "msn-experiment-1", **overrides) -> dict:
+    """A ``params-msn-train.yaml`` mapping with every key the original pre-training config has
+    (including its local paths, which must never be published). ``overrides`` replace values by
+    key, whatever section they sit in (``epochs=100``, ``num_proto=64``)."""
+    cfg: dict = {
+        "criterion": {"batch_size": 64, "ent_weight": 0.0, "final_sharpen": 0.25, "me_max": True,
+                      "memax_weight": 1.0, "num_proto": 1024, "start_sharpen": 0.25,
+                      "temperature": 0.1, "use_ent": True, "use_sinkhorn": True},
+        "data": {"color_jitter_strength": 0.5, "focal_size": 96, "focal_views": 10,
+                 "image_folder": "imagenet_full_size/061417/", "label_smoothing": 0.0,
+                 "num_workers": 10, "patch_drop": 0.15, "pin_mem": True, "rand_size": 224,
+                 "rand_views": 1, "root_path": "/datasets01/"},
+        "logging": {"folder": folder, "write_tag": write_tag},
+        "meta": {"bottleneck": 1, "copy_data": False, "drop_path_rate": 0.0, "hidden_dim": 2048,
+                 "load_checkpoint": False, "model_name": model_name, "output_dim": 256,
+                 "read_checkpoint": None, "use_bn": True, "use_fp16": False, "use_pred_head": False},
+        "optimization": {"clip_grad": 3.0, "epochs": 800, "final_lr": 1.0e-06,
+                         "final_weight_decay": 0.4, "lr": 0.001, "start_lr": 0.0002, "warmup": 15,
+                         "weight_decay": 0.04},
+    }
+    for key, value in overrides.items():
+        sections = [s for s in cfg.values() if key in s]
+        if not sections:
+            raise KeyError(f"no config key {key!r}")
+        sections[0][key] = value
+    return cfg
+
+
+def write_run_config(folder: str | os.PathLike[str], config: dict | None = None, **kwargs) -> Path:
+    """Write ``params-msn-train.yaml`` into ``folder`` as the original ``main.py`` dumps it
+    (PyYAML's block style, keys sorted)."""
+    import yaml
+
+    from .runconfig import CONFIG_NAME
+
+    path = Path(folder) / CONFIG_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config if config is not None else run_config(**kwargs)))
+    return path
