@@ -193,3 +193,37 @@ def write_run_config(folder: str | os.PathLike[str], config: dict | None = None,
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config if config is not None else run_config(**kwargs)))
     return path
+
+
+def run_loss(epoch: int) -> float:
+    """The average loss the synthetic run stores at ``epoch`` (falls as training goes on)."""
+    return round(8.0 / (1.0 + epoch / 10.0), 4)
+
+
+def write_run_folder(folder: str | os.PathLike[str], arch: Architecture = TINY, *,
+                     model_name: str = "deit_small", tag: str = "msn-experiment-1",
+                     saved: tuple[int, ...] = (10, 25), epochs_done: int = 30, world_size: int = 1,
+                     config: bool = True, seed: int = 0, **config_overrides) -> Path:
+    """A training run's logging folder as the original code leaves it.
+
+    ``{tag}-ep{N}.pth.tar`` for each N of ``saved`` (the training code stores epoch N - 1 in
+    the file it names ``-ep{N}``), ``{tag}-latest.pth.tar`` at ``epochs_done``, each in the
+    training layout with its own ``epoch`` and ``loss`` (:func:`run_loss`); keys prefixed with
+    ``module.`` when ``world_size > 1``; and ``params-msn-train.yaml`` (unless ``config`` is
+    False) naming ``model_name``, with its local paths pointing into ``folder``.
+    """
+    import torch
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if config:
+        write_run_config(folder, run_config(model_name, folder=str(folder.resolve()), write_tag=tag,
+                                            **config_overrides))
+    ck = make_checkpoint(arch, "training", seed=seed, prefix=world_size > 1)
+    ck["world_size"] = world_size
+    ck["batch_size"] = config_overrides.get("batch_size", 64)
+    ck["lr"] = config_overrides.get("lr", 0.001)
+    files = [(f"{tag}-ep{n}.pth.tar", n - 1) for n in saved] + [(f"{tag}-latest.pth.tar", epochs_done)]
+    for name, epoch in files:
+        torch.save({**ck, "epoch": epoch, "loss": run_loss(epoch)}, folder / name)
+    return folder

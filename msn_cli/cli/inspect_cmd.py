@@ -14,7 +14,8 @@ from .term import Term
 
 def inspect(
     checkpoint: Annotated[str, typer.Argument(
-        help="A checkpoint file, a released name (vits16, vitb16, vitl16, vitb4, vitl7) or a URL.",
+        help="A checkpoint file, a released name (vits16, vitb16, vitl16, vitb4, vitl7), a URL, "
+             "or a training run's folder.",
         show_default=False)],
     encoder: EncoderOpt = "target",
     num_heads: NumHeadsOpt = None,
@@ -30,6 +31,10 @@ def inspect(
     Reads metadata only (tensors are memory-mapped, not read), so it is fast on any size.
     Exits 3 when the checkpoint does not map cleanly onto ViTMSNModel.
 
+    Given a training run's folder, lists its checkpoints ({tag}-latest.pth.tar,
+    {tag}-ep{N}.pth.tar) with the epoch and loss each stores, and the hyperparameters of its
+    params-msn-train.yaml (local paths left out). Exits 3 when a checkpoint cannot be read.
+
     Examples:
 
       msn inspect vits16_800ep.pth.tar
@@ -37,7 +42,16 @@ def inspect(
       msn inspect vitb16 --json
 
       msn inspect training.pth.tar --encoder online --all-keys
+
+      msn inspect /checkpoint/msn_logs/ --json
     """
+    from pathlib import Path
+
+    if Path(checkpoint).expanduser().is_dir():
+        _inspect_run(Path(checkpoint).expanduser(), json_out, quiet, verbose,
+                     ignored={"--encoder": encoder.lower() != "target", "--num-heads": num_heads is not None,
+                              "--all-keys": all_keys})
+        return
     from ..inspect import inspect_checkpoint
     from ..sources import resolve_source
 
@@ -66,6 +80,25 @@ def inspect(
         term.data(keydiff_table(report.plan, full=all_keys, width=term.out.width))
         term.data(counts_line(report.plan))
     report.plan.require_ok()
+
+
+def _inspect_run(folder, json_out: bool, quiet: bool, verbose: int, ignored: dict[str, bool]) -> None:
+    from ..errors import UsageError
+    from ..runfolder import inspect_run
+    from .render import run_checkpoints_table, run_config_table
+
+    given = [name for name, on in ignored.items() if on]
+    if given:
+        raise UsageError(f"{', '.join(given)} applies to one checkpoint, not to a run folder",
+                         hint="give one checkpoint file of the run to msn inspect for that")
+    term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
+    report = inspect_run(folder)
+    if json_out:
+        term.emit_json(report.to_dict())
+    else:
+        term.data(run_checkpoints_table(report))
+        term.data(run_config_table(report))
+    report.require_ok()
 
 
 def _encoder(value: str):
