@@ -2,23 +2,32 @@
 
 Built with huggingface_hub's card API (:class:`~huggingface_hub.ModelCardData` for the YAML
 metadata, :class:`~huggingface_hub.ModelCard` to assemble and re-parse the text), and filled from
-the folder's ``msn_manifest.json`` only: architecture, provenance, verify results. A body the
-user supplies (``--card FILE``) replaces the generated body; the metadata stays ours.
+the folder's ``msn_manifest.json`` only: architecture, provenance, training run, verify results.
+A body the user supplies (``--card FILE``) replaces the generated body; the metadata stays ours.
 huggingface_hub is imported inside the functions, so importing this module costs nothing.
+
+The card tells Meta's released weights from a model someone trained with the MSN code
+(:func:`origin`). No checksums of the released files are published, so a sha256 cannot identify
+them: a model is presented as Meta's release only when msn fetched it by its released name or
+from its canonical URL, in the released layout, with no training record. Anything else is
+described as what it is (an own training run, or a file msn cannot place), never under Meta's name.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from . import __version__
 from .errors import UsageError
-from .variants import VARIANTS
+from .runconfig import CONFIG_NAME, FIELD_BY_KEY, publishable
+from .variants import VARIANTS, Variant
 
 LICENSE = "cc-by-nc-4.0"
+"""The default: the license of the MSN code and of Meta's released weights (CC BY-NC 4.0)."""
 LIBRARY_NAME = "transformers"
 PIPELINE_TAG = "image-feature-extraction"
 TAGS = ["vision", "vit", "msn", "self-supervised"]
@@ -38,31 +47,55 @@ BIBTEX = """@inproceedings{assran2022masked,
 }"""
 
 
-def card_metadata(extra: dict[str, Any] | None = None):
-    """The card's YAML metadata as a ``ModelCardData``; ``extra`` keys are kept unless ours."""
+_LICENSE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")
+
+
+def check_license(value: str) -> str:
+    """A Hub license id (``apache-2.0``, ``cc-by-nc-4.0``, ``mit``, ``other``...), lower-cased;
+    a :class:`UsageError` for anything that cannot be one."""
+    v = value.strip().lower()
+    if not _LICENSE_ID.fullmatch(v):
+        raise UsageError(f"'{value}' is not a license id",
+                         hint="give a Hub license id such as cc-by-nc-4.0, apache-2.0, mit or other "
+                              "(https://huggingface.co/docs/hub/repositories-licenses)")
+    return v
+
+
+def card_metadata(extra: dict[str, Any] | None = None, *, license: str = LICENSE,
+                  datasets: list[str] | None = None):
+    """The card's YAML metadata as a ``ModelCardData``; ``extra`` keys are kept unless ours.
+
+    ``datasets``: what the model was trained on, when known (ImageNet-1K for Meta's releases;
+    an own run's data folder is a local path and is never published)."""
     from huggingface_hub import ModelCardData
 
-    ours: dict[str, Any] = {"license": LICENSE, "library_name": LIBRARY_NAME,
-                            "pipeline_tag": PIPELINE_TAG, "tags": list(TAGS), "datasets": list(DATASETS)}
-    kept = {k: v for k, v in (extra or {}).items() if k not in ours and k.replace("-", "_") not in ours}
+    ours: dict[str, Any] = {"license": license, "library_name": LIBRARY_NAME,
+                            "pipeline_tag": PIPELINE_TAG, "tags": list(TAGS)}
+    if datasets:
+        ours["datasets"] = list(datasets)
+    known = {*ours, "datasets"}  # a user's card never claims a dataset for us either
+    kept = {k: v for k, v in (extra or {}).items() if k not in known and k.replace("-", "_") not in known}
     return ModelCardData(**ours, **kept)
 
 
 def build_card(manifest: dict[str, Any], repo_id: str, *, body: str | None = None,
-               card_path: str | os.PathLike[str] | None = None) -> str:
+               card_path: str | os.PathLike[str] | None = None, license: str | None = None) -> str:
     """The full ``README.md`` text: metadata front matter plus the generated (or given) body.
 
     ``card_path``: a Markdown file whose text replaces the body. If it has front matter of its
     own, its body is used and any metadata keys we do not set are kept; ours win otherwise.
+    ``license``: a Hub license id for the card (default :data:`LICENSE`).
     """
     from huggingface_hub import ModelCard
 
+    lic = check_license(license) if license is not None else LICENSE
     extra: dict[str, Any] = {}
     if card_path is not None:
         body, extra = read_user_card(card_path)
     if body is None:
-        body = default_body(manifest, repo_id)
-    data = card_metadata(extra)
+        body = default_body(manifest, repo_id, license=lic)
+    released = origin(manifest).kind == "released"
+    data = card_metadata(extra, license=lic, datasets=DATASETS if released else None)
     text = f"---\n{data.to_yaml()}\n---\n\n{body.strip()}\n"
     card = ModelCard(text)  # parse back: proves the front matter is well formed
     return str(card)
@@ -123,13 +156,56 @@ def _tolerance(t: Any) -> str:
     return _num(t)
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where the weights come from, as far as the manifest shows."""
+
+    kind: Literal["released", "own", "unknown"]
+    reason: str
+    variant: Variant | None = None
+    """Meta's release (kind "released"), or the release whose shapes these are (otherwise)."""
+
+
+def _training(manifest: dict[str, Any]) -> dict[str, Any]:
+    t = manifest.get("training")
+    return publishable(t) if isinstance(t, dict) else {}
+
+
+def origin(manifest: dict[str, Any]) -> Origin:
+    """Meta's released weights, an own training run, or a file msn cannot place.
+
+    Shapes never decide (an own ``deit_small`` run has exactly the shapes of ``vits16``), and
+    no sha256 of the released files is published. Released: fetched by a released name or from
+    its canonical URL, in the released layout, with no training record.
+    """
+    src = manifest.get("source") or {}
+    shapes = VARIANTS.get(manifest.get("variant") or "")
+    if _training(manifest):
+        return Origin("own", f"the {CONFIG_NAME} of its training run is recorded",
+                      shapes)
+    if src.get("layout") == "training" or src.get("encoder_key") == "encoder":
+        return Origin("own", "it was saved by the MSN training code (the file holds the online "
+                             "encoder and optimizer state, which Meta's releases do not)", shapes)
+    by_name = VARIANTS.get(str(src.get("name") or ""))
+    if by_name is not None and by_name is shapes and src.get("kind") == "variant":
+        return Origin("released", f"msn fetched it by its released name `{by_name.name}`", by_name)
+    by_url = next((v for v in VARIANTS.values() if src.get("url") == v.url()), None)
+    if by_url is not None and by_url is shapes:
+        return Origin("released", f"msn fetched it from Meta's URL <{by_url.url()}>", by_url)
+    return Origin("unknown", "it was given as a local file or a URL other than Meta's, and no "
+                             "checksums of Meta's files are published to tell them apart", shapes)
+
+
 def _title(manifest: dict[str, Any]) -> str:
     arch = manifest.get("architecture") or {}
-    variant = VARIANTS.get(manifest.get("variant") or "")
-    size = {384: "S", 768: "B", 1024: "L"}.get(arch.get("hidden_size", 0))
+    o = origin(manifest)
+    size = {192: "Ti", 384: "S", 768: "B", 1024: "L", 1280: "H"}.get(arch.get("hidden_size", 0))
     name = f"ViT-{size}/{arch.get('patch_size')}" if size else "ViT"
-    if variant is not None:
-        return f"MSN {name} ({variant.name}, {variant.epochs} epochs)"
+    if o.kind == "released" and o.variant is not None:
+        return f"MSN {name} ({o.variant.name}, {o.variant.epochs} epochs)"
+    if o.kind == "own":
+        model = _training(manifest).get("model_name")
+        return f"MSN {name} backbone (own training run{f', {model}' if model else ''})"
     return f"MSN {name} backbone"
 
 
@@ -142,11 +218,21 @@ def _source_line(src: dict[str, Any]) -> str:
     return f"local file `{Path(str(src.get('path') or src.get('spec') or 'unknown')).name}`"
 
 
+def _variant_row(o: Origin) -> str:
+    if o.kind == "released" and o.variant is not None:
+        return o.variant.name
+    if o.variant is None:
+        return "none (shapes match no released model)"
+    if o.kind == "own":
+        return f"none (same shapes as the released {o.variant.name}; these weights are not Meta's)"
+    return f"not identified (same shapes as the released {o.variant.name}; shapes do not tell whose weights)"
+
+
 def architecture_table(manifest: dict[str, Any]) -> str:
     a = manifest.get("architecture") or {}
     grid = a.get("image_size", 0) // max(a.get("patch_size", 1), 1)
     rows = [
-        ("Released variant", manifest.get("variant") or "none (shapes match no released model)"),
+        ("Released variant", _variant_row(origin(manifest))),
         ("Hidden size", a.get("hidden_size")),
         ("Layers", a.get("num_layers")),
         ("Attention heads", f"{a.get('num_heads')} (head size {a.get('head_dim')})"),
@@ -161,15 +247,26 @@ def architecture_table(manifest: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _origin_line(o: Origin) -> str:
+    if o.kind == "released" and o.variant is not None:
+        return f"Meta's released checkpoint `{o.variant.name}` ({o.reason})"
+    if o.kind == "own":
+        return f"**not one of Meta's released checkpoints**: an own MSN training run ({o.reason})"
+    return f"**not identified as one of Meta's released checkpoints** ({o.reason})"
+
+
 def provenance_section(manifest: dict[str, Any]) -> str:
     src = manifest.get("source") or {}
     encoder = src.get("encoder_key") or src.get("encoder") or "target_encoder"
     dropped = manifest.get("dropped") or []
+    o = origin(manifest)
+    as_released = " (the EMA target encoder, as released)" if o.kind == "released" else \
+        " (the EMA target encoder)"
     lines = [
+        f"- Origin: {_origin_line(o)}",
         f"- Source checkpoint: {_source_line(src)}",
         f"- Source sha256: `{src.get('sha256') or 'unknown'}` ({_fmt_bytes(src.get('size'))})",
-        f"- Network converted: `{encoder}`"
-        + (" (the EMA target encoder, as released)" if encoder == "target_encoder" else ""),
+        f"- Network converted: `{encoder}`" + (as_released if encoder == "target_encoder" else ""),
         f"- Dropped: {len(dropped)} tensors (the pre-training projection head"
         + (" and prototypes" if any("prototypes" in str(d) for d in dropped) else "") + ")",
         f"- Converted with `msn` {manifest.get('msn_version', 'unknown')} on "
@@ -211,6 +308,48 @@ def verify_section(manifest: dict[str, Any]) -> str:
     return "\n".join(head + rows)
 
 
+def training_section(manifest: dict[str, Any]) -> str:
+    """The run's hyperparameters (own-trained), or what is known of Meta's pre-training."""
+    o = origin(manifest)
+    t = _training(manifest)
+    if o.kind == "released" and o.variant is not None:
+        return (f"Pre-trained by Meta with MSN on ImageNet-1K for {o.variant.epochs} epochs, as "
+                f"described in the [paper]({PAPER_URL}); the configs are in the "
+                f"[MSN repository]({CODE_URL}).")
+    if not t:
+        if o.kind == "own":
+            return (f"The run's config ({CONFIG_NAME}) was not given when this model was converted, "
+                    "so its hyperparameters are not recorded here.")
+        return "Unknown: nothing about how these weights were trained was recorded."
+    rows = ["| Group | Setting | Value |", "|---|---|---|"]
+    group = None
+    for key, value in t.items():
+        f = FIELD_BY_KEY[key]
+        shown = ("yes" if value else "no") if isinstance(value, bool) else str(value)
+        rows.append(f"| {f.group if f.group != group else ''} | {_md(f.label)} (`{key}`) | {_md(shown)} |")
+        group = f.group
+    return (f"Trained with the original MSN code ([facebookresearch/msn]({CODE_URL})); the settings "
+            f"below are those of the run's `{CONFIG_NAME}`. Where the data came from is not "
+            "recorded: the config's local paths (dataset root and image folder, logging folder, "
+            "checkpoint to resume from) are never published.\n\n" + "\n".join(rows))
+
+
+def license_section(manifest: dict[str, Any], license: str = LICENSE) -> str:
+    o = origin(manifest)
+    code = (f"The MSN code and Meta's released weights are distributed under CC BY-NC 4.0 "
+            f"(non-commercial; see the [MSN repository]({CODE_URL}))")
+    if o.kind == "released":
+        text = (f"{code}, so this card says `cc-by-nc-4.0` by default. Note that Meta's official "
+                "uploads of these models on the Hub (`facebook/vit-msn-*`) are marked `apache-2.0`; "
+                "check which terms apply to your use.")
+    else:
+        text = (f"{code}. This model was not released by Meta; it was trained with that code, so this "
+                "card says `cc-by-nc-4.0` unless its publisher chose otherwise.")
+    if license != LICENSE:
+        text += f"\n\nThe publisher of this repository set its license to `{license}` (`msn push --license`)."
+    return text
+
+
 def usage_snippet(repo_id: str) -> str:
     return f'''```python
 import torch
@@ -231,17 +370,30 @@ block_cls = outputs.hidden_states[-1][:, 0]  # cls token of the last block, befo
 ```'''
 
 
-def default_body(manifest: dict[str, Any], repo_id: str) -> str:
+def _intro(o: Origin) -> str:
+    if o.kind == "released" and o.variant is not None:
+        v = o.variant
+        return ("A Vision Transformer pre-trained with **Masked Siamese Networks (MSN)**, converted from "
+                "Meta's\noriginal PyTorch checkpoint into a `transformers` `ViTMSNModel` with the `msn` "
+                f"converter\n(msn-cli). Meta's own upload of this checkpoint is [{v.hub_id}]"
+                f"(https://huggingface.co/{v.hub_id}).")
+    if o.kind == "own":
+        return ("A Vision Transformer pre-trained with **Masked Siamese Networks (MSN)** using the "
+                "original MSN\ntraining code, and converted into a `transformers` `ViTMSNModel` with "
+                "the `msn` converter (msn-cli).\n**This is not one of Meta's released MSN checkpoints**: "
+                f"{o.reason}. See Training below.")
+    return ("A Vision Transformer pre-trained with **Masked Siamese Networks (MSN)**, converted into a\n"
+            "`transformers` `ViTMSNModel` with the `msn` converter (msn-cli) from an MSN checkpoint "
+            f"that msn\ndid not identify as one of Meta's released checkpoints ({o.reason}).")
+
+
+def default_body(manifest: dict[str, Any], repo_id: str, *, license: str = LICENSE) -> str:
     arch = manifest.get("architecture") or {}
     image_size = arch.get("image_size", 224)
-    variant = VARIANTS.get(manifest.get("variant") or "")
-    official = (f" Meta's own upload of this checkpoint is [{variant.hub_id}]"
-                f"(https://huggingface.co/{variant.hub_id}).") if variant else ""
+    o = origin(manifest)
     return f"""# {_title(manifest)}
 
-A Vision Transformer pre-trained with **Masked Siamese Networks (MSN)**, converted from Meta's
-original PyTorch checkpoint into a `transformers` `ViTMSNModel` with the `msn` converter
-(msn-cli).{official}
+{_intro(o)}
 
 ## What MSN is
 
@@ -273,6 +425,10 @@ The image processor resizes straight to {image_size}x{image_size} (bilinear) and
 the ImageNet mean and standard deviation. MSN's own evaluation code instead resizes the short
 side to 256 and centre-crops 224; use that if you want to reproduce the paper's numbers.
 
+## Training
+
+{training_section(manifest)}
+
 ## Provenance
 
 {provenance_section(manifest)}
@@ -283,10 +439,7 @@ side to 256 and centre-crops 224; use that if you want to reproduce the paper's 
 
 ## License
 
-The MSN code and released weights are distributed under
-CC BY-NC 4.0 (non-commercial; see the [MSN repository]({CODE_URL})), so this card says
-`cc-by-nc-4.0`. Note that Meta's official uploads of these models on the Hub
-(`facebook/vit-msn-*`) are marked `apache-2.0`; check which terms apply to your use.
+{license_section(manifest, license)}
 
 ## Citation
 

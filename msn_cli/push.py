@@ -68,6 +68,7 @@ class PushPlan:
     verify: dict[str, Any] | None
     verify_checked: bool
     warnings: list[str] = field(default_factory=list)
+    license: str = "cc-by-nc-4.0"
 
     @property
     def total_bytes(self) -> int:
@@ -105,7 +106,7 @@ class PushResult:
             "total_bytes": p.total_bytes, "verify_checked": p.verify_checked,
             "verify": ({"passed": p.verify.get("passed"), "summary": p.verify.get("summary")}
                        if isinstance(p.verify, dict) else None),
-            "warnings": list(p.warnings), "card": p.card,
+            "warnings": list(p.warnings), "license": p.license, "card": p.card,
         }
 
 
@@ -142,24 +143,34 @@ def _hash_bytes(data: bytes) -> str:
 
 
 def public_manifest(manifest: dict[str, Any]) -> bytes:
-    """The manifest as published: the source's local path cut to its file name.
+    """The manifest as published: the source's local path cut to its file name, and of the
+    training record only the hyperparameters a run's config may publish (never a path).
 
     Where the checkpoint lay on the converting machine (a home folder, a cache path) is no
     business of the Hub; everything else, hashes and verify results included, goes up unchanged.
     """
+    from .runconfig import publishable
+
     public = json.loads(json.dumps(manifest))
     src = public.get("source")
     if isinstance(src, dict) and src.get("path"):
         src["path"] = PurePosixPath(str(src["path"]).replace("\\", "/")).name
         if src.get("kind") == "path":
             src["spec"] = src["path"]
+    if "training" in public:
+        training = public["training"]
+        public["training"] = publishable(training) if isinstance(training, dict) else None
     return (json.dumps(public, indent=2) + "\n").encode()
 
 
 def _default_message(manifest: dict[str, Any]) -> str:
-    variant = manifest.get("variant")
-    what = f"MSN {variant}" if variant else "MSN ViT backbone"
-    return f"Upload {what} converted from the original checkpoint (msn {__version__})"
+    from .card import origin
+
+    o = origin(manifest)
+    if o.kind == "released" and o.variant is not None:
+        return f"Upload MSN {o.variant.name} converted from the original checkpoint (msn {__version__})"
+    what = "an own-trained MSN ViT backbone" if o.kind == "own" else "an MSN ViT backbone"
+    return f"Upload {what} converted with msn {__version__}"
 
 
 def _description(manifest: dict[str, Any]) -> str:
@@ -185,12 +196,16 @@ def plan_push(
     commit_message: str | None = None,
     card_path: str | os.PathLike[str] | None = None,
     skip_verify_check: bool = False,
+    license: str | None = None,
     progress: ProgressFn = no_progress,
 ) -> PushPlan:
-    """Check the folder and build the commit (files + card); sends nothing."""
-    from .card import build_card
+    """Check the folder and build the commit (files + card); sends nothing.
+
+    ``license``: the card's Hub license id (default ``cc-by-nc-4.0``, the MSN code's)."""
+    from .card import LICENSE, build_card, check_license
 
     rid = check_repo_id(repo_id)
+    lic = check_license(license) if license is not None else LICENSE
     if revision is not None and not revision.strip():
         raise UsageError("--revision is empty", hint="give a branch name, or leave it out for main")
     if commit_message is not None and not commit_message.strip():
@@ -246,7 +261,7 @@ def plan_push(
         files.append(PushFile(r["file"], local.stat().st_size, sha, local=local))
     manifest_bytes = public_manifest(manifest)
     files.append(PushFile(MANIFEST, len(manifest_bytes), _hash_bytes(manifest_bytes), data=manifest_bytes))
-    card = build_card(manifest, rid, card_path=card_path)
+    card = build_card(manifest, rid, card_path=card_path, license=lic)
     card_bytes = card.encode("utf-8")
     files.append(PushFile(CARD, len(card_bytes), _hash_bytes(card_bytes), data=card_bytes))
 
@@ -265,7 +280,7 @@ def plan_push(
                     commit_message=(commit_message.strip() if commit_message else _default_message(manifest)),
                     commit_description=_description(manifest), files=files, card=card,
                     verify=verify if isinstance(verify, dict) else None,
-                    verify_checked=not skip_verify_check, warnings=warnings)
+                    verify_checked=not skip_verify_check, warnings=warnings, license=lic)
 
 
 # -- step 2: the Hub -----------------------------------------------------------------------------

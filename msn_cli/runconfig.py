@@ -61,7 +61,7 @@ FIELDS: tuple[Field, ...] = (
     Field("meta", "two_layer", "bool", "Two-layer projection head", "Projection head"),
     Field("meta", "bottleneck", "int", "Projection head bottleneck", "Projection head"),
     Field("meta", "use_fp16", "bool", "Mixed precision (fp16)", "Optimisation"),
-    Field("optimization", "epochs", "int", "Epochs", "Optimisation"),
+    Field("optimization", "epochs", "int", "Epochs (configured)", "Optimisation"),
     Field("criterion", "batch_size", "int", "Batch size (per process)", "Optimisation"),
     Field("optimization", "lr", "float", "Learning rate (peak)", "Optimisation"),
     Field("optimization", "start_lr", "float", "Learning rate at start of warm-up", "Optimisation"),
@@ -325,3 +325,17 @@ def read_run_config(path: str | os.PathLike[str]) -> RunConfig:
             tag = None  # it prefixes file names in one folder; one with separators is not usable
     found = dict(values)
     return RunConfig(path=p, model_name=found.get("model_name"), write_tag=tag, values=tuple(values))
+
+
+def publishable(training: dict[str, Any]) -> dict[str, Any]:
+    """Of a recorded training dict (a manifest's ``training``, which anyone may have edited),
+    only the fields of :data:`FIELDS` with plain values that are not paths, in table order."""
+    out: dict[str, Any] = {}
+    for f in FIELDS:
+        v = training.get(f.key)
+        if v is None or isinstance(v, (dict, list)) or not isinstance(v, (str, int, float, bool)):
+            continue
+        if isinstance(v, str) and (looks_like_path(v) or f.kind != "name" or not _NAME.fullmatch(v)):
+            continue
+        out[f.key] = v
+    return out

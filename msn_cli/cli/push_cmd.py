@@ -33,6 +33,10 @@ def push(
     card: Annotated[Optional[Path], typer.Option(
         "--card", help="Markdown file that replaces the generated card's body (the metadata "
                        "is kept).", show_default=False)] = None,
+    license: Annotated[Optional[str], typer.Option(
+        "--license", help="The card's license, a Hub license id (apache-2.0, mit, other, ...) "
+                          "\\[default: cc-by-nc-4.0, the license of the MSN code and released weights].",
+        show_default=False)] = None,
     skip_verify_check: Annotated[bool, typer.Option(
         "--skip-verify-check", help="Push even if the folder is unverified, failed verify, or "
                                     "differs from its manifest (with a warning).")] = False,
@@ -62,6 +66,8 @@ def push(
 
       msn push ./vit-msn-small my-org/vit-msn-small --revision fp16 --create-pr
 
+      msn push ./my-run-vits16 my-org/my-msn-vits16 --license apache-2.0
+
       HF_TOKEN=hf_... msn push ./out my-org/vit-msn-small --json
     """
     from rich.markup import escape
@@ -72,7 +78,7 @@ def push(
     with term.progress() as progress:
         plan = plan_push(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
                          commit_message=commit_message, card_path=card,
-                         skip_verify_check=skip_verify_check, progress=progress)
+                         skip_verify_check=skip_verify_check, license=license, progress=progress)
     for w in plan.warnings:
         term.warn(escape(w))
     if dry_run:
