@@ -37,6 +37,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "verify_folder": ("msn_cli.verify", "verify_folder"),
     "push_folder": ("msn_cli.push", "push_folder"),
     "convert_all": ("msn_cli.batch", "convert_all"),
+    "read_run_config": ("msn_cli.runconfig", "read_run_config"),
+    "inspect_run": ("msn_cli.runfolder", "inspect_run"),
     # the data they return
     "ResolvedSource": ("msn_cli.sources", "ResolvedSource"),
     "Checkpoint": ("msn_cli.checkpoint", "Checkpoint"),
@@ -50,6 +52,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "CachedFile": ("msn_cli.download", "CachedFile"),
     "BatchItem": ("msn_cli.batch", "BatchItem"),
     "ProgressFn": ("msn_cli.progress", "ProgressFn"),
+    "RunConfig": ("msn_cli.runconfig", "RunConfig"),
+    "RunReport": ("msn_cli.runfolder", "RunReport"),
     # errors
     "MsnError": ("msn_cli.errors", "MsnError"),
     "UsageError": ("msn_cli.errors", "UsageError"),
@@ -59,6 +63,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "FolderError": ("msn_cli.errors", "FolderError"),
     "VerificationFailed": ("msn_cli.errors", "VerificationFailed"),
     "NetworkError": ("msn_cli.errors", "NetworkError"),
+    "ConfigError": ("msn_cli.errors", "ConfigError"),
 }
 
 __all__ = [
@@ -67,6 +72,7 @@ __all__ = [
     "CachedFile",
     "Checkpoint",
     "CheckpointError",
+    "ConfigError",
     "ConversionPlan",
     "ConvertResult",
     "FolderError",
@@ -79,6 +85,8 @@ __all__ = [
     "ProgressFn",
     "PushResult",
     "ResolvedSource",
+    "RunConfig",
+    "RunReport",
     "UsageError",
     "VerificationFailed",
     "VerifyReport",
@@ -89,8 +97,10 @@ __all__ = [
     "fetch",
     "infer_architecture",
     "inspect_checkpoint",
+    "inspect_run",
     "load_checkpoint",
     "push_folder",
+    "read_run_config",
     "resolve_source",
     "verify_folder",
 ]
@@ -108,6 +118,7 @@ if TYPE_CHECKING:
     from .download import CachedFile as CachedFile
     from .download import fetch as fetch
     from .errors import CheckpointError as CheckpointError
+    from .errors import ConfigError as ConfigError
     from .errors import FolderError as FolderError
     from .errors import MappingError as MappingError
     from .errors import MsnError as MsnError
@@ -122,6 +133,10 @@ if TYPE_CHECKING:
     from .progress import ProgressFn as ProgressFn
     from .push import PushResult as PushResult
     from .push import push_folder as push_folder
+    from .runconfig import RunConfig as RunConfig
+    from .runconfig import read_run_config as read_run_config
+    from .runfolder import RunReport as RunReport
+    from .runfolder import inspect_run as inspect_run
     from .sources import ResolvedSource as ResolvedSource
     from .sources import resolve_source as resolve_source
     from .verify import VerifyReport as VerifyReport

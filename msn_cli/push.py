@@ -490,12 +490,13 @@ def push_folder(
     card_path: str | os.PathLike[str] | None = None,
     skip_verify_check: bool = False,
     dry_run: bool = False,
+    license: str | None = None,
     progress: ProgressFn = no_progress,
 ) -> PushResult:
     """Check ``folder`` and publish it to ``repo_id`` in one commit; see the module docstring."""
     plan = plan_push(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
                      commit_message=commit_message, card_path=card_path,
-                     skip_verify_check=skip_verify_check, progress=progress)
+                     skip_verify_check=skip_verify_check, license=license, progress=progress)
     if dry_run:
         return PushResult(plan, hub_endpoint(), dry_run=True)
     return send_push(plan, token=token, progress=progress)
