@@ -142,3 +142,19 @@ def test_a_hostile_config_fails_the_command(run, tmp_path, capsys):
 def test_single_checkpoint_options_are_refused_for_a_folder(run, capsys):
     assert main(["inspect", str(run), "--all-keys"]) == 2
     assert "--all-keys" in capsys.readouterr().err
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_never_run(run, tmp_path, capsys):
+    import torch
+
+    from tests.test_faults_input import _Payload
+
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    marker = tmp_path / "PWNED"
+    evil = torch.load(folder / "msn-experiment-1-latest.pth.tar", weights_only=True)
+    torch.save({**evil, "extra": _Payload(marker)}, folder / "msn-experiment-1-latest.pth.tar")
+    rc, data = _json(capsys, str(folder))
+    assert rc == 3 and not marker.exists()
+    row = next(c for c in data["checkpoints"] if c["kind"] == "latest")
+    assert row["problem"].startswith("refused to load") and row["epoch"] is None
