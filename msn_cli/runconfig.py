@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -219,18 +218,16 @@ def parse_yaml(path: Path) -> Any:
     """The YAML document in ``path``, read with the caps above; ConfigError on any problem."""
     import yaml
 
+    from .safeio import UnsafeInput, open_regular
+
     try:
-        st = path.stat()
+        with open_regular(path) as f:  # a FIFO or device is refused before a byte is read
+            raw = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"training config not found: {path}",
                           hint=f"give the run's {CONFIG_NAME} (or leave --config out)") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read training config {path}: {e.strerror or e}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"training config {path} is not a regular file")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_BYTES + 1)
+    except UnsafeInput as e:
+        raise ConfigError(f"training config {e}") from None
     except OSError as e:
         raise ConfigError(f"cannot read training config {path}: {e.strerror or e}") from None
     if len(raw) > MAX_BYTES:

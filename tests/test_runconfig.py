@@ -184,3 +184,12 @@ def test_alias_bomb_under_the_alias_cap_is_refused_by_expansion(tmp_path):
              "c: &c [" + ",".join(["*b"] * 30) + "]",
              "meta: {model_name: deit_small}"]
     assert "expand to more than" in _err(tmp_path, "\n".join(lines) + "\n").message
+
+
+def test_a_named_pipe_is_refused_without_blocking(tmp_path):
+    import os
+
+    fifo = tmp_path / CONFIG_NAME
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="named pipe, not a regular file"):
+        read_run_config(fifo)
