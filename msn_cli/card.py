@@ -342,9 +342,12 @@ def license_section(manifest: dict[str, Any], license: str = LICENSE) -> str:
         text = (f"{code}, so this card says `cc-by-nc-4.0` by default. Note that Meta's official "
                 "uploads of these models on the Hub (`facebook/vit-msn-*`) are marked `apache-2.0`; "
                 "check which terms apply to your use.")
-    else:
+    elif o.kind == "own":
         text = (f"{code}. This model was not released by Meta; it was trained with that code, so this "
                 "card says `cc-by-nc-4.0` unless its publisher chose otherwise.")
+    else:
+        text = (f"{code}. Whether these weights are Meta's or were trained with that code, this card "
+                "says `cc-by-nc-4.0` unless its publisher chose otherwise.")
     if license != LICENSE:
         text += f"\n\nThe publisher of this repository set its license to `{license}` (`msn push --license`)."
     return text

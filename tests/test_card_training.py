@@ -118,6 +118,7 @@ def test_shapes_alone_never_make_a_release(manifest):
     assert "**not identified as one of Meta's released checkpoints**" in card
     assert "not identified (same shapes as the released vitb16" in _section(card, "Architecture")
     assert origin(m).kind == "unknown"
+    assert "Whether these weights are Meta's" in _section(card, "License")
     # a mirror's URL is not Meta's either
     m["source"].update(kind="url", url="https://mirror.example/msn/vitb16_600ep.pth.tar")
     assert origin(m).kind == "unknown"
