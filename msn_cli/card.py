@@ -66,15 +66,15 @@ def card_metadata(extra: dict[str, Any] | None = None, *, license: str = LICENSE
     """The card's YAML metadata as a ``ModelCardData``; ``extra`` keys are kept unless ours.
 
     ``datasets``: what the model was trained on, when known (ImageNet-1K for Meta's releases;
-    an own run's data folder is a local path and is never published)."""
+    an own run's data folder is a local path and is never published, so only the publisher's
+    own card front matter can name its datasets)."""
     from huggingface_hub import ModelCardData
 
     ours: dict[str, Any] = {"license": license, "library_name": LIBRARY_NAME,
                             "pipeline_tag": PIPELINE_TAG, "tags": list(TAGS)}
     if datasets:
         ours["datasets"] = list(datasets)
-    known = {*ours, "datasets"}  # a user's card never claims a dataset for us either
-    kept = {k: v for k, v in (extra or {}).items() if k not in known and k.replace("-", "_") not in known}
+    kept = {k: v for k, v in (extra or {}).items() if k not in ours and k.replace("-", "_") not in ours}
     return ModelCardData(**ours, **kept)
 
 

@@ -101,6 +101,15 @@ def test_local_paths_are_never_published(manifest, training, tmp_path):
     assert published["training"]["epochs"] == 300 and "root_path" not in published["training"]
 
 
+def test_own_run_datasets_come_only_from_the_publishers_front_matter(manifest, training, tmp_path):
+    own = own_trained(manifest, training)
+    mine = tmp_path / "card.md"
+    mine.write_text("---\ndatasets:\n- my-org/street-photos\n---\n\n# My MSN run\n")
+    assert _meta(build_card(own, "me/x", card_path=mine)).datasets == ["my-org/street-photos"]
+    # for Meta's release the card's own claim wins
+    assert _meta(build_card(as_released(manifest), "me/x", card_path=mine)).datasets == ["imagenet-1k"]
+
+
 def test_own_checkpoint_without_its_config(manifest):
     m = own_trained(manifest, None)
     card = build_card(m, "me/my-msn")
