@@ -288,6 +288,10 @@ class Checkpoint:
     file_size: int
     storage: str  # "zip (memory-mapped)" or "legacy (read whole)"
     available_encoders: list[str] = field(default_factory=list)
+    raw: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+    """The whole loaded file (memory-mapped tensors; nothing read until touched), for the
+    entries other than the chosen backbone (``msn export`` reads the other network, the
+    prototypes and the bookkeeping numbers)."""
     _pages: _MappedPages | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -373,15 +377,22 @@ def load_checkpoint(path: str | os.PathLike[str], encoder: Encoder = "target") -
     bad = [str(k) for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"the state dict holds non-tensor entries: {', '.join(bad[:5])}")
-    keys = [str(k) for k in state]
-    prefixed = bool(keys) and all(k.startswith(DDP_PREFIX) for k in keys)
-    stripped = {(str(k)[len(DDP_PREFIX):] if prefixed else str(k)): v for k, v in state.items()}
+    prefixed, stripped = strip_ddp_prefix(state)
     return Checkpoint(
         path=path, layout=layout, encoder=encoder, encoder_key=encoder_key, prefixed=prefixed,
         state=stripped, entries=entries, file_size=path.stat().st_size,
         storage="zip (memory-mapped)" if kind == "zip" else "legacy pickle (read whole)",
-        available_encoders=available,
+        available_encoders=available, raw=obj,
     )
+
+
+def strip_ddp_prefix(state: Mapping[Any, Any]) -> tuple[bool, dict[str, Any]]:
+    """Whether every key of ``state`` carries DistributedDataParallel's ``module.``, and the
+    state with it removed (keys left as they are unless all carry it)."""
+    keys = [str(k) for k in state]
+    prefixed = bool(keys) and all(k.startswith(DDP_PREFIX) for k in keys)
+    return prefixed, {(str(k)[len(DDP_PREFIX):] if prefixed else str(k)): v
+                      for k, v in state.items()}
 
 
 class _MappedPages:

@@ -142,3 +142,28 @@ def target_keys(arch: Architecture) -> list[str]:
 def source_keys(arch: Architecture) -> list[str]:
     """Every original backbone key (prefix-free) that the mapping consumes for ``arch``."""
     return [s for rule in RULES for s in rule.sources(arch)]
+
+
+def inverse(arch: Architecture) -> list[tuple[str, tuple[str, ...], Rule]]:
+    """The way back, read off :data:`RULES`: every original backbone key (prefix-free) for
+    ``arch``, with the Hugging Face keys it is rebuilt from and its rule.
+
+    A ``rename`` key comes from its one target; a ``split_qkv`` key is its three targets'
+    rows joined in :data:`QKV_PARTS` order (query, key, value). Keys come in the order the
+    original model registers them: the keys before the blocks, block by block (each block's
+    keys in table order), then the keys after the blocks. Dropped keys (the projection head)
+    have no way back and are not listed.
+    """
+    kept = [r for r in RULES if r.action != "drop"]
+    first_block = next(i for i, r in enumerate(kept) if r.per_block)
+    per_block = [r for r in kept if r.per_block]
+    out: list[tuple[str, tuple[str, ...], Rule]] = []
+    for rule in kept[:first_block]:
+        out.append((rule.source, rule.targets, rule))
+    for i in range(arch.num_layers):
+        for rule in per_block:
+            out.append((rule.source.format(i=i), tuple(t.format(i=i) for t in rule.targets), rule))
+    for rule in kept[first_block:]:
+        if not rule.per_block:
+            out.append((rule.source, rule.targets, rule))
+    return out

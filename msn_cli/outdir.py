@@ -1,4 +1,4 @@
-"""Output folders that appear whole or not at all.
+"""Output folders (and files) that appear whole or not at all.
 
 A command writes into a temporary folder beside OUT (``.OUT.msn-tmp-PID-XXXX``) and renames it
 into place once everything in it is complete and synced. A lock file (``.OUT.msn-lock``, removed
@@ -48,6 +48,10 @@ def check_target(out: Path, force: bool, keep: Sequence[str | os.PathLike[str]] 
                 raise OutputExistsError(
                     f"{path} is inside {out}: replacing the folder would delete it",
                     hint="move the checkpoint out of the folder, or choose another output folder")
+    _check_parent(out)
+
+
+def _check_parent(out: Path) -> None:
     parent = out.parent if out.parent != Path("") else Path(".")
     for above in (parent, *parent.parents):
         if above.exists():
@@ -110,6 +114,92 @@ def atomic_output_dir(out: str | os.PathLike[str], force: bool = False) -> Itera
             raise
     finally:
         lock.release()
+
+
+def check_file_target(out: Path, force: bool,
+                      keep: Sequence[str | os.PathLike[str]] = ()) -> None:
+    """:func:`check_target` for an output that is one file (``msn export``).
+
+    ``keep``: files the command reads; replacing one of them with its own output is refused
+    (the source would be gone if anything after the rename went wrong).
+    """
+    if out.is_dir():
+        raise OutputExistsError(f"{out} is a folder, not a file",
+                                hint="give the path of the .pth.tar file to write")
+    if out.exists() and not force:
+        raise OutputExistsError(f"{out} exists", hint="add --force to replace it (only once the "
+                                                      "new file is complete)")
+    for path in keep:
+        if out.exists() and Path(path).exists() and out.resolve() == Path(path).resolve():
+            raise OutputExistsError(f"{out} is the source itself",
+                                    hint="write the export to another file")
+    _check_parent(out)
+
+
+@contextlib.contextmanager
+def atomic_output_file(out: str | os.PathLike[str], force: bool = False,
+                       keep: Sequence[str | os.PathLike[str]] = ()) -> Iterator[Path]:
+    """Yield a temporary file path beside ``out``; on clean exit it is synced and renamed to
+    ``out`` (one ``rename``: readers see the old file or the new one, never a part).
+
+    The same lock as :func:`atomic_output_dir` keeps two runs apart, and leftovers of dead
+    runs (``.OUT.msn-tmp-PID-XXXX``) are removed under it. On any failure the temporary file
+    is removed and an existing ``out`` is untouched.
+    """
+    out = Path(out).absolute()
+    check_file_target(out, force, keep)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create {out.parent}: {e.strerror}",
+                          hint="choose an output location that is writable") from e
+    lock = _OutLock(lock_path(out))
+    try:
+        locked = lock.acquire()
+    except OSError as e:
+        raise _output_error(e, out) from e
+    if not locked:
+        raise UsageError(f"another msn process is writing {out}",
+                         hint="wait for it to finish, or choose another output file")
+    try:
+        for stale in stale_temporaries(out):  # we hold the lock: these are from dead runs
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+        check_file_target(out, force, keep)  # re-check under the lock
+        tmp: Path | None = None
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{out.name}{TMP_MARK}{os.getpid()}-",
+                                        dir=out.parent)
+            os.close(fd)
+            tmp = Path(name)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result is ordinary
+            yield tmp
+            _fsync_path(tmp)
+            os.replace(tmp, out)
+            tmp = None
+            _fsync_dir(out.parent)
+        except BaseException as e:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+            if isinstance(e, OSError) and e.errno in _OUTPUT_ERRNOS:
+                raise _output_error(e, out) from e
+            raise
+    finally:
+        lock.release()
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 _OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
