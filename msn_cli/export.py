@@ -23,13 +23,14 @@ data wants).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import family, mapping
 from .architecture import Architecture
@@ -232,6 +233,10 @@ _ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8
 _FROM_ST = {v: k for k, v in ST_DTYPES.items()}
 
 
+def _const(t: torch.Tensor) -> Callable[[], torch.Tensor]:
+    return lambda: t
+
+
 def _dtype_name(t: torch.Tensor) -> str:
     return str(t.dtype).removeprefix("torch.")
 
@@ -260,7 +265,7 @@ def _from_checkpoint_state(state: Mapping[str, torch.Tensor], ckpt: Checkpoint, 
         t = state[key]
         tensors.append(ExportTensor(entry, key, f"{what} {ckpt.raw_key_prefix}{key}",
                                     tuple(int(s) for s in t.shape), _dtype_name(t),
-                                    (lambda t=t: t)))
+                                    _const(t)))
     return _Backbone(inferred.arch, inferred.variant.name if inferred.variant else None,
                      tensors, inferred.dtype)
 
@@ -324,10 +329,15 @@ class _Folder:
                 raise FolderError(f"cannot read {f}: {e}") from e
         return self._handles[f].get_tensor(self.prefix + key)
 
+    def joined(self, keys: tuple[str, ...]) -> torch.Tensor:
+        """The tensors of ``keys`` concatenated by rows (the fused qkv from its three parts)."""
+        import torch
+
+        return torch.cat([self.get(k) for k in keys], 0)
+
 
 def _from_folder(folder: _Folder) -> tuple[_Backbone, list[str]]:
     """The backbone rebuilt from a folder through :func:`mapping.inverse`; notes for the user."""
-    import torch
 
     arch = folder.arch
     have = {k.removeprefix(folder.prefix) for k in folder.where if k.startswith(folder.prefix)}
@@ -347,15 +357,11 @@ def _from_folder(folder: _Folder) -> tuple[_Backbone, list[str]]:
         if rule.action == "split_qkv":
             shape = (sum(p[2][0] for p in parts), *parts[0][2][1:])
             origin = "joined from " + ", ".join(folder.prefix + t for t in targets)
-
-            def produce(targets=targets) -> torch.Tensor:
-                return torch.cat([folder.get(t) for t in targets], 0)
+            produce: Callable[[], torch.Tensor] = functools.partial(folder.joined, targets)
         else:
             shape = parts[0][2]
             origin = f"from {folder.prefix}{targets[0]}"
-
-            def produce(target=targets[0]) -> torch.Tensor:
-                return folder.get(target)
+            produce = functools.partial(folder.get, targets[0])
         want = rule.shape(arch) if rule.shape is not None else shape
         if shape != want or dtype == "mixed":
             problems.append(f"'{src}' would have shape {list(shape)} ({dtype}), expected "
@@ -476,6 +482,10 @@ class HeadOptions:
     use_bn: bool | None = None
     seed: int = 0
 
+    FLAGS: ClassVar[dict[str, str]] = {"hidden_dim": "proj-hidden", "output_dim": "proj-out",
+             "num_prototypes": "num-prototypes", "use_bn": "bn"}
+    """The command-line option of each size."""
+
     def given(self) -> dict[str, Any]:
         return {k: v for k, v in (("hidden_dim", self.hidden_dim), ("output_dim", self.output_dim),
                                   ("num_prototypes", self.num_prototypes),
@@ -535,7 +545,7 @@ def plan_export(source: ResolvedSource, *, encoder: Encoder = "target",
         raise UsageError(f"--lr must be a positive number, not {lr}")
     for name, v in head.given().items():
         if name != "use_bn" and v < 1:
-            raise UsageError(f"{name.replace('_', '-')} must be 1 or more, not {v}")
+            raise UsageError(f"--{HeadOptions.FLAGS[name]} must be 1 or more, not {v}")
     import_torch()
     path = Path(source.path)
     notes: list[str] = []
@@ -623,6 +633,9 @@ def plan_export(source: ResolvedSource, *, encoder: Encoder = "target",
         hd = Head("source", "the source's own projection head and prototypes", h.hidden_dim,
                   h.output_dim, h.use_bn, h.num_prototypes)
     else:
+        if raw is not None and "prototypes" in raw:
+            notes.append("the source's prototypes are left out: they belong with a projection "
+                         "head, which the source lacks")
         hd = Head("initialised",
                   "initialised as the original init_model does (seeded: truncated normal std "
                   "0.02 for Linear weights, zero biases, fresh BatchNorm, uniform prototypes): "
@@ -636,8 +649,8 @@ def plan_export(source: ResolvedSource, *, encoder: Encoder = "target",
         given = head.given()
         have = {"hidden_dim": hd.hidden_dim, "output_dim": hd.output_dim,
                 "num_prototypes": hd.num_prototypes, "use_bn": hd.use_bn}
-        wrong = [f"{k.replace('_', '-')} {v} (the head has {have[k]})" for k, v in given.items()
-                 if have[k] != v]
+        wrong = [f"--{HeadOptions.FLAGS[k]} {v} (the head has {have[k]})"
+                 for k, v in given.items() if have[k] != v]
         if wrong:
             raise UsageError("head size options disagree with the head that is carried over: "
                              + ", ".join(wrong),
@@ -653,7 +666,7 @@ def plan_export(source: ResolvedSource, *, encoder: Encoder = "target",
 
     def head_entries(entry: str, ts: dict[str, torch.Tensor], origin: str) -> list[ExportTensor]:
         return [ExportTensor(entry, k, f"{origin} {k}", tuple(int(s) for s in ts[k].shape),
-                             _dtype_name(ts[k]), (lambda v=ts[k]: v), hparam[k])
+                             _dtype_name(ts[k]), _const(ts[k]), hparam[k])
                 for k, _ in head_keys(hd.use_bn)]
 
     tensors += head_entries("target_encoder", head_tensors, head_origin)

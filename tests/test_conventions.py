@@ -33,6 +33,7 @@ NOT_APPLICABLE: dict[str, str] = {}
 FAILING: dict[str, list[str]] = {
     "download": ["no-such-checkpoint-name"],
     "inspect": ["/no/such/file.pth.tar"],
+    "export": ["/no/such/file.pth.tar", "/no/such/out.pth.tar"],
     "convert": ["/no/such/file.pth.tar", "/no/such/out"],
     "verify": ["/no/such/folder"],
     "push": ["/no/such/folder", "someone/repo"],

@@ -10,6 +10,7 @@ from .. import __version__
 from ..errors import EXIT_CODES_SUMMARY
 from .convert_cmd import convert
 from .download_cmd import cache_app, download
+from .export_cmd import export
 from .inspect_cmd import inspect
 from .push_cmd import push
 from .verify_cmd import verify
@@ -22,7 +23,9 @@ app = typer.Typer(
          "Examples:\n\n"
          "  msn convert vits16 ./vit-msn-small     # download (cached), convert, verify\n\n"
          "  msn inspect ./vits16_800ep.pth.tar --json\n\n"
-         "  msn push ./vit-msn-small org/vit-msn-small --dry-run\n\n" + EXIT_CODES_SUMMARY,
+         "  msn push ./vit-msn-small org/vit-msn-small --dry-run\n\n"
+         "  msn export vits16 ./resume.pth.tar      # back to the original training code\n\n"
+         + EXIT_CODES_SUMMARY,
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -50,4 +53,5 @@ app.command(rich_help_panel="Pipeline")(inspect)
 app.command(rich_help_panel="Pipeline")(convert)
 app.command(rich_help_panel="Pipeline")(verify)
 app.command(rich_help_panel="Pipeline")(push)
+app.command(rich_help_panel="Pipeline")(export)
 app.add_typer(cache_app, name="cache", rich_help_panel="Cache")
