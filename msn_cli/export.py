@@ -106,6 +106,18 @@ groups and of parameters per group. Parameters are listed in the online encoder'
 ``named_parameters()`` order (built before any DistributedDataParallel wrapping: bare names)."""
 
 
+ADAMW_DEFAULTS: dict[str, Any] = {
+    "lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2, "amsgrad": False,
+    "maximize": False, "foreach": None, "capturable": False, "differentiable": False,
+    "fused": None,
+}
+"""``torch.optim.AdamW``'s hyperparameters and their defaults, as its ``state_dict`` stores
+them in every group (torch 2.x; a newer torch fills in keys of its own when loading, an older
+one ignores the ones it does not know). The original ``init_opt`` passes none, so its groups
+hold these plus the group's own keys. Building an AdamW here instead would import torch's
+compiler (about 5 s) for a dict."""
+
+
 def opt_group_of(name: str, ndim: int) -> int:
     """Which of the first two groups the encoder parameter ``name`` (bare) belongs to."""
     return 0 if ("bias" not in name and "bn" not in name and ndim != 1) else 1
@@ -493,21 +505,22 @@ class HeadOptions:
 
 
 def _opt_state(names: list[tuple[str, int]], ref_lr: float) -> dict[str, Any]:
-    """The state of a fresh AdamW over the original three groups (no moments), as the
-    installed torch writes it: built by torch itself over placeholders, so every default
-    hyperparameter key is the one its ``load_state_dict`` expects."""
-    import torch
-
+    """The state of a fresh AdamW over the original three groups: no moments (``state`` is
+    empty), each group AdamW's defaults with its own keys on top, parameters numbered in
+    order as ``Optimizer.state_dict`` numbers them."""
     counts = [0, 0]
     for name, ndim in names:
         counts[opt_group_of(name, ndim)] += 1
     groups = []
+    start = 0
     for spec, n in zip(OPT_GROUPS, [*counts, 1], strict=True):
-        group: dict[str, Any] = {"params": [torch.zeros(1, requires_grad=True) for _ in range(n)]}
+        group: dict[str, Any] = dict(ADAMW_DEFAULTS)
         for k, v in spec.extras:
             group[k] = ref_lr if (k == "lr" and v is None) else v
+        group["params"] = list(range(start, start + n))
+        start += n
         groups.append(group)
-    return torch.optim.AdamW(groups).state_dict()
+    return {"state": {}, "param_groups": groups}
 
 
 def _numbers(epoch: int, raw: Mapping[str, Any] | None, ref_lr: float | None,
@@ -752,9 +765,18 @@ def _readback(path: Path, obj: dict[str, Any]) -> None:
     if list(got) != list(obj):
         raise fail("the entries differ")
 
+    from .convert import _libc_memcmp
+
+    memcmp = _libc_memcmp()
+
     def same(a: torch.Tensor, b: torch.Tensor) -> bool:
-        return (a.dtype == b.dtype and a.shape == b.shape
-                and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)))
+        """Bit for bit (libc memcmp, as convert's read-back; torch.equal without libc)."""
+        if a.dtype != b.dtype or a.shape != b.shape or not a.is_contiguous():
+            return False
+        n = a.numel() * a.element_size()
+        if memcmp is not None:
+            return n == 0 or memcmp(a.data_ptr(), b.data_ptr(), n) == 0
+        return torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
 
     for entry in ("encoder", "target_encoder"):
         if list(got[entry]) != list(obj[entry]):

@@ -482,3 +482,50 @@ def test_model_name_from_the_family(tmp_path):
     plan = plan_export(resolve_source(str(src)))
     assert plan.model_names == ["deit_small"]
     assert plan.head.origin == "initialised"  # a file without fc.* gets an initialised head
+
+
+def test_output_that_is_a_folder_is_refused_and_stale_temporaries_go(cli, released, tmp_path):
+    d = tmp_path / "somefolder"
+    d.mkdir()
+    r = cli("export", released, d)
+    assert r.code == 2 and "is a folder" in r.stderr
+    out = tmp_path / "o.pth.tar"
+    stale = tmp_path / ".o.pth.tar.msn-tmp-999999-abcd"  # a run killed with -9
+    stale.write_bytes(b"half")
+    assert cli("export", released, out).code == 0
+    assert not stale.exists() and out.exists()
+    assert not (tmp_path / ".o.pth.tar.msn-lock").exists()
+
+
+def test_the_groups_are_what_torch_adamw_writes_for_the_original_layout(released, tmp_path):
+    """The table-built optimizer state against the one torch itself writes for an AdamW built
+    the original way (keys a newer torch adds on its own aside)."""
+    out = tmp_path / "o.pth.tar"
+    export(resolve_source(str(released)), out)
+    ck = _load(out)
+    hidden, dim_out, nproto = _head_sizes(ck)
+    model = OriginalMSN(TINY, hidden, dim_out)
+    theirs = original_opt(model, nn.Parameter(torch.zeros(nproto, dim_out))).state_dict()
+    extra = {"decoupled_weight_decay"}
+    assert ck["opt"]["state"] == theirs["state"] == {}
+    for mine, ref in zip(ck["opt"]["param_groups"], theirs["param_groups"], strict=True):
+        assert mine == {k: v for k, v in ref.items() if k not in extra}
+
+
+def test_the_read_back_catches_a_changed_bit(tmp_path):
+    from msn_cli.errors import CheckpointError
+    from msn_cli.export import _readback
+
+    meant = {"encoder": {"a": torch.arange(10.0)}, "opt": {"state": {}, "param_groups": []},
+             "prototypes": torch.zeros(2, 2), "target_encoder": {"a": torch.arange(10.0)},
+             "epoch": 0, "loss": None, "batch_size": None, "world_size": None, "lr": 1e-3,
+             "temperature": None}
+    path = tmp_path / "x.pth.tar"
+    torch.save(meant, path)
+    _readback(path, meant)
+    flipped = torch.arange(10.0)
+    flipped.view(torch.int32)[9] ^= 1  # the lowest bit of one value
+    with pytest.raises(CheckpointError, match="target_encoder a differs"):
+        _readback(path, {**meant, "target_encoder": {"a": flipped}})
+    with pytest.raises(CheckpointError, match="epoch differs"):
+        _readback(path, {**meant, "epoch": 1})

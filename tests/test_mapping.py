@@ -109,3 +109,17 @@ def test_missing_blocks_are_named():
     state = {k: v for k, v in meta_state("vits16").items() if not k.startswith("blocks.5.")}
     with pytest.raises(CheckpointError, match="missing: 5"):
         infer_architecture(state)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_the_inverse_accounts_for_every_backbone_key_in_original_order(name):
+    arch = arch_for(name)
+    inv = mapping.inverse(arch)
+    keys = [k for k, _, _ in inv]
+    state = meta_state(name, head=False)
+    assert keys == list(state), "the original model's order (synth writes it block by block)"
+    assert sorted(keys) == sorted(mapping.source_keys(arch))
+    forward = {}
+    for tgt, src, _rule, _part in mapping.expected_targets(arch):
+        forward.setdefault(src, []).append(tgt)
+    assert {k: list(t) for k, t, _ in inv} == forward  # qkv parts in query, key, value order
