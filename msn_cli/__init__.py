@@ -39,6 +39,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "convert_all": ("msn_cli.batch", "convert_all"),
     "read_run_config": ("msn_cli.runconfig", "read_run_config"),
     "inspect_run": ("msn_cli.runfolder", "inspect_run"),
+    "export_checkpoint": ("msn_cli.export", "export"),
+    "plan_export": ("msn_cli.export", "plan_export"),
     # the data they return
     "ResolvedSource": ("msn_cli.sources", "ResolvedSource"),
     "Checkpoint": ("msn_cli.checkpoint", "Checkpoint"),
@@ -51,6 +53,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "PushResult": ("msn_cli.push", "PushResult"),
     "CachedFile": ("msn_cli.download", "CachedFile"),
     "BatchItem": ("msn_cli.batch", "BatchItem"),
+    "ExportPlan": ("msn_cli.export", "ExportPlan"),
+    "ExportResult": ("msn_cli.export", "ExportResult"),
     "ProgressFn": ("msn_cli.progress", "ProgressFn"),
     "RunConfig": ("msn_cli.runconfig", "RunConfig"),
     "RunReport": ("msn_cli.runfolder", "RunReport"),
@@ -75,6 +79,8 @@ __all__ = [
     "ConfigError",
     "ConversionPlan",
     "ConvertResult",
+    "ExportPlan",
+    "ExportResult",
     "FolderError",
     "Inferred",
     "InspectReport",
@@ -94,11 +100,13 @@ __all__ = [
     "build_plan",
     "convert_all",
     "convert_checkpoint",
+    "export_checkpoint",
     "fetch",
     "infer_architecture",
     "inspect_checkpoint",
     "inspect_run",
     "load_checkpoint",
+    "plan_export",
     "push_folder",
     "read_run_config",
     "resolve_source",
@@ -126,6 +134,10 @@ if TYPE_CHECKING:
     from .errors import OutputExistsError as OutputExistsError
     from .errors import UsageError as UsageError
     from .errors import VerificationFailed as VerificationFailed
+    from .export import ExportPlan as ExportPlan
+    from .export import ExportResult as ExportResult
+    from .export import export as export_checkpoint
+    from .export import plan_export as plan_export
     from .inspect import InspectReport as InspectReport
     from .inspect import inspect_checkpoint as inspect_checkpoint
     from .plan import ConversionPlan as ConversionPlan

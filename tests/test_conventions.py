@@ -123,6 +123,7 @@ def test_data_on_stdout_messages_on_stderr_across_the_pipeline(cli, pipeline):
         ("convert", [ck, out, "--force"]),
         ("verify", [out, "--no-record"]),
         ("push", [out, "someone/vit-msn-tiny", "--dry-run"]),
+        ("export", [out, out.parent / "resume.pth.tar", "--force"]),
         ("cache ls", ["--cache-dir", cache]),
         ("cache check", ["--cache-dir", cache]),
     ]
