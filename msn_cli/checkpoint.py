@@ -289,9 +289,9 @@ class Checkpoint:
     storage: str  # "zip (memory-mapped)" or "legacy (read whole)"
     available_encoders: list[str] = field(default_factory=list)
     raw: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
-    """The whole loaded file (memory-mapped tensors; nothing read until touched), for the
-    entries other than the chosen backbone (``msn export`` reads the other network, the
-    prototypes and the bookkeeping numbers)."""
+    """The whole loaded file when asked for (``keep_raw``), for the entries other than the
+    chosen backbone (``msn export`` reads the other network, the prototypes and the
+    bookkeeping numbers)."""
     _pages: _MappedPages | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -339,8 +339,12 @@ class Checkpoint:
         return self.raw_key_prefix + key
 
 
-def load_checkpoint(path: str | os.PathLike[str], encoder: Encoder = "target") -> Checkpoint:
-    """Load ``path`` safely and pick the backbone ``encoder`` ("target" or "online")."""
+def load_checkpoint(path: str | os.PathLike[str], encoder: Encoder = "target",
+                    keep_raw: bool = False) -> Checkpoint:
+    """Load ``path`` safely and pick the backbone ``encoder`` ("target" or "online").
+
+    ``keep_raw``: keep the whole loaded file in :attr:`Checkpoint.raw` (otherwise the other
+    entries are let go, which frees them for a legacy file read whole)."""
     path = Path(path)
     kind = sniff(path) if path.is_file() else None
     obj = _load(path)
@@ -382,7 +386,7 @@ def load_checkpoint(path: str | os.PathLike[str], encoder: Encoder = "target") -
         path=path, layout=layout, encoder=encoder, encoder_key=encoder_key, prefixed=prefixed,
         state=stripped, entries=entries, file_size=path.stat().st_size,
         storage="zip (memory-mapped)" if kind == "zip" else "legacy pickle (read whole)",
-        available_encoders=available, raw=obj,
+        available_encoders=available, raw=obj if keep_raw else None,
     )
 
 

@@ -584,7 +584,7 @@ def plan_export(source: ResolvedSource, *, encoder: Encoder = "target",
         sha = None
         if check_source and path.is_file() and sniff(path) == "zip":
             sha = check_zip_integrity(path, progress, want_sha256=source.sha256 is None)
-        ckpt = load_checkpoint(path, "target")
+        ckpt = load_checkpoint(path, "target", keep_raw=True)
         raw = ckpt.raw
         src_info.update(layout=ckpt.layout, sha256=source.sha256 or sha, size=ckpt.file_size,
                         prefixed=ckpt.prefixed, encoders=ckpt.available_encoders)
@@ -632,7 +632,7 @@ def plan_export(source: ResolvedSource, *, encoder: Encoder = "target",
         if hp.is_dir():
             raise CheckpointError(f"--head-from {hp} is a folder: a model folder has no head",
                                   hint="give a checkpoint file (released or training)")
-        hck = load_checkpoint(hp, "target")
+        hck = load_checkpoint(hp, "target", keep_raw=True)
         if not any(k.startswith("fc.") for k in hck.state):
             raise CheckpointError(f"--head-from {hp.name} has no projection head (fc.*)")
         h, head_tensors = _head_from_state(hck.state, (hck.raw or {}).get("prototypes"), d,
