@@ -291,9 +291,11 @@ class _Folder:
         if not cfg_path.is_file():
             raise FolderError(f"{path} has no config.json: not a Hugging Face model folder",
                               hint="give a folder written by msn convert or downloaded from the Hub")
-        try:
-            self.config = json.loads(cfg_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        from .safeio import UnsafeInput, read_json
+
+        try:  # a folder converted or downloaded elsewhere: capped, regular files only
+            self.config = read_json(cfg_path)
+        except (OSError, UnsafeInput, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise FolderError(f"cannot read {cfg_path}: {e}") from e
         if not isinstance(self.config, dict):
             raise FolderError(f"{cfg_path} is not a JSON object")
@@ -305,7 +307,7 @@ class _Folder:
             self.arch = Architecture.from_hf_config(self.config)
         except (KeyError, TypeError, ValueError) as e:
             raise FolderError(f"{cfg_path} lacks a value the architecture needs ({e})") from e
-        files = sorted(path.glob("*.safetensors"))
+        files = sorted(f for f in path.glob("*.safetensors") if f.is_file())  # no FIFOs
         if not files:
             hint = ("only safetensors weights are read (never pickles)"
                     if (path / "pytorch_model.bin").exists() else None)

@@ -413,7 +413,8 @@ def test_a_failure_while_writing_leaves_nothing(monkeypatch, released, tmp_path)
 
 
 @pytest.mark.parametrize("case", ["junk", "html", "pickle-object", "no-config-folder",
-                                  "online-on-released", "head-from-folder", "narrow-head"])
+                                  "online-on-released", "head-from-folder", "narrow-head",
+                                  "config-fifo"])
 def test_bad_input_is_one_line_and_exit_3(cli, released, tmp_path, case):
     out = tmp_path / "o.pth.tar"
     args: list = []
@@ -434,6 +435,12 @@ def test_bad_input_is_one_line_and_exit_3(cli, released, tmp_path, case):
         d.mkdir()
         (d / "model.safetensors").write_bytes(b"")
         args = [d, out]
+    elif case == "config-fifo":  # a planted FIFO must not hang the read
+        folder = tmp_path / "f"
+        assert cli("convert", released, folder, "--no-verify").code == 0
+        (folder / "config.json").unlink()
+        os.mkfifo(folder / "config.json")
+        args = [folder, out]
     elif case == "online-on-released":
         args = [released, out, "--encoder", "online"]
     elif case == "head-from-folder":
