@@ -536,3 +536,26 @@ def test_the_read_back_catches_a_changed_bit(tmp_path):
         _readback(path, {**meant, "target_encoder": {"a": flipped}})
     with pytest.raises(CheckpointError, match="epoch differs"):
         _readback(path, {**meant, "epoch": 1})
+
+
+def test_names_and_urls_resolve_like_convert(cli, tmp_path, monkeypatch):
+    """A released name through the mirror and the cache (a wrong file is refused, as convert
+    refuses it), a URL as the source and a name as --head-from."""
+    from msn_cli.variants import VARIANTS
+    from tests.http_server import FileServer
+
+    name = VARIANTS["vits16"].filename
+    ckpt = write_checkpoint(tmp_path / "mirror" / name, TINY, "released")
+    with FileServer(root=tmp_path / "mirror") as srv:
+        monkeypatch.setenv("MSN_BASE_URL", srv.url("/"))
+        r = cli("export", "vits16", tmp_path / "o.pth.tar")
+        assert r.code == 3 and "fetched as 'vits16'" in r.stderr
+        assert not (tmp_path / "o.pth.tar").exists()
+        r = cli("export", srv.url("/" + name), tmp_path / "u.pth.tar", "--json")
+        assert r.code == 0, r.stderr
+        assert r.json()["plan"]["source"]["kind"] == "url"
+        folder = tmp_path / "f"
+        assert cli("convert", ckpt, folder, "--no-verify").code == 0
+        r = cli("export", folder, tmp_path / "h.pth.tar", "--head-from", srv.url("/" + name))
+        assert r.code == 0, r.stderr
+    assert torch.equal(_load(tmp_path / "h.pth.tar")["prototypes"], _load(ckpt)["prototypes"])
