@@ -451,15 +451,17 @@ def _head_from_state(state: Mapping[str, torch.Tensor], prototypes: Any, d: int,
 
 
 def _initialised_head(d: int, hidden: int, out: int, use_bn: bool, num_prototypes: int,
-                      seed: int, dtype: str) -> dict[str, torch.Tensor]:
+                      seed: int) -> dict[str, torch.Tensor]:
     """A head and prototypes as the original ``init_model`` and ``main`` make them: every
     Linear weight from a normal of std 0.02 truncated to [-2, 2], biases 0; BatchNorm weight 1,
     bias 0, running mean 0, running variance 1, no batches tracked; prototypes uniform in
-    +-sqrt(1 / output_dim). Seeded, so the same options give the same file."""
+    +-sqrt(1 / output_dim). Seeded, so the same options give the same file. float32, as the
+    original model's parameters, whatever the backbone's dtype: the prototypes are not loaded
+    into a parameter but replace its data, so a half-precision tensor would stay one."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    tdt = getattr(torch, dtype) if dtype in _ITEMSIZE and dtype != "int64" else torch.float32
+    tdt = torch.float32
     dims = {"fc1": (hidden, d), "fc2": (hidden, hidden), "fc3": (out, hidden)}
     sd: dict[str, torch.Tensor] = {}
     for key, _param in head_keys(use_bn):
@@ -659,7 +661,7 @@ def plan_export(source: ResolvedSource, *, encoder: Encoder = "target",
                   USE_BN if head.use_bn is None else head.use_bn,
                   head.num_prototypes or NUM_PROTOTYPES, head.seed)
         head_tensors = _initialised_head(d, hd.hidden_dim, hd.output_dim, hd.use_bn,
-                                         hd.num_prototypes, head.seed, dtype)
+                                         hd.num_prototypes, head.seed)
     if hd.origin != "initialised":
         given = head.given()
         have = {"hidden_dim": hd.hidden_dim, "output_dim": hd.output_dim,
@@ -704,6 +706,9 @@ def plan_export(source: ResolvedSource, *, encoder: Encoder = "target",
     params = [(t.key, len(t.shape)) for t in tensors if t.entry == "encoder" and t.parameter]
     opt = _opt_state(params, ref_lr)
 
+    if dtype != "float32":
+        notes.append(f"the backbone is {dtype}, kept as stored: the original code loads it into "
+                     "its float32 parameters")
     names = [c.name for c in family.matching(arch.hidden_size, arch.num_layers, arch.patch_size,
                                              arch.intermediate_size)
              if c.num_heads == arch.num_heads]

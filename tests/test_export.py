@@ -559,3 +559,17 @@ def test_names_and_urls_resolve_like_convert(cli, tmp_path, monkeypatch):
         r = cli("export", folder, tmp_path / "h.pth.tar", "--head-from", srv.url("/" + name))
         assert r.code == 0, r.stderr
     assert torch.equal(_load(tmp_path / "h.pth.tar")["prototypes"], _load(ckpt)["prototypes"])
+
+
+def test_half_precision_folder_gets_float32_prototypes_and_resumes(cli, released, tmp_path):
+    folder = tmp_path / "f16"
+    assert cli("convert", released, folder, "--dtype", "float16", "--no-verify").code == 0
+    out = tmp_path / "o.pth.tar"
+    r = cli("export", folder, out, "--proj-hidden", "64", "--proj-out", "16",
+            "--num-prototypes", "8")
+    assert r.code == 0, r.stderr
+    assert "float16, kept as stored" in r.stderr
+    ck = _load(out)
+    assert ck["target_encoder"]["module.blocks.0.attn.qkv.weight"].dtype == torch.float16
+    assert ck["prototypes"].dtype == torch.float32  # replaces a float32 parameter's data
+    resume(out, TINY, 64, 16, 8)
