@@ -550,6 +550,44 @@ def _numbers(epoch: int, raw: Mapping[str, Any] | None, ref_lr: float | None,
     return numbers, assumed, float(numbers["lr"])
 
 
+def looks_like_hub_id(spec: str) -> bool:
+    """``owner/name`` that is neither a local path nor a URL nor a checkpoint file name."""
+    if "://" in spec or spec.count("/") != 1 or spec.startswith((".", "/", "~")):
+        return False
+    if Path(spec).expanduser().exists():
+        return False
+    return not spec.lower().endswith((".tar", ".pth", ".pt", ".bin", ".safetensors"))
+
+
+def resolve_export_source(spec: str, *, cache_dir: str | os.PathLike[str] | None = None,
+                          base_url: str | None = None, progress: ProgressFn = no_progress,
+                          notify: Callable[[str], None] | None = None) -> ResolvedSource:
+    """What ``msn export`` reads: like :func:`msn_cli.sources.resolve_source` (a released name,
+    a file, a URL, a folder), and a Hub repo id (``owner/name``), fetched with
+    ``snapshot_download`` (configs and safetensors weights only: never a pickle) into the
+    Hugging Face cache."""
+    from .sources import resolve_source
+
+    if not looks_like_hub_id(spec):
+        return resolve_source(spec, cache_dir=cache_dir, base_url=base_url, progress=progress,
+                              notify=notify)
+    from .errors import NetworkError
+
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as e:  # pragma: no cover - a dependency
+        raise NetworkError("huggingface_hub is not installed") from e
+    progress("downloading " + spec, 0, None)
+    try:
+        path = snapshot_download(spec, allow_patterns=["*.json", "*.safetensors"])
+    except Exception as e:
+        raise NetworkError(f"cannot fetch {spec} from the Hub: {type(e).__name__}: "
+                           f"{(str(e).splitlines() or [''])[0][:200]}",
+                           hint="check the repo id and your connection, or give a local path "
+                                "(HF_HUB_OFFLINE=1 uses only what is cached)") from e
+    return ResolvedSource(spec, "path", Path(path))
+
+
 def plan_export(source: ResolvedSource, *, encoder: Encoder = "target",
                 single_process: bool = False, epoch: int = 0,
                 head_from: ResolvedSource | None = None, head: HeadOptions = HeadOptions(),

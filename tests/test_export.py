@@ -573,3 +573,34 @@ def test_half_precision_folder_gets_float32_prototypes_and_resumes(cli, released
     assert ck["target_encoder"]["module.blocks.0.attn.qkv.weight"].dtype == torch.float16
     assert ck["prototypes"].dtype == torch.float32  # replaces a float32 parameter's data
     resume(out, TINY, 64, 16, 8)
+
+
+def test_a_hub_repo_id_goes_through_snapshot_download(cli, released, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    folder = tmp_path / "snapshot"
+    assert cli("convert", released, folder, "--no-verify").code == 0
+    asked = []
+
+    def fake_snapshot_download(repo_id, **kwargs):
+        asked.append((repo_id, kwargs))
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    out = tmp_path / "o.pth.tar"
+    r = cli("export", "facebook/vit-msn-small", out, "--head-from", released)
+    assert r.code == 0, r.stderr
+    assert asked == [("facebook/vit-msn-small", {"allow_patterns": ["*.json", "*.safetensors"]})]
+    src = _load(released)
+    assert all(torch.equal(_load(out)["target_encoder"][k], v)
+               for k, v in src["target_encoder"].items())
+    # a missing local file is still a missing file, not a Hub look-up
+    assert cli("export", "some/file.pth.tar", tmp_path / "x.pth.tar").code == 3
+
+    def failing(repo_id, **kwargs):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", failing)
+    r = cli("export", "facebook/vit-msn-small", tmp_path / "y.pth.tar")
+    assert r.code == 4 and "cannot fetch facebook/vit-msn-small" in r.stderr
+    assert len(asked) == 1

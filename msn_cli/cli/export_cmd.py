@@ -18,8 +18,9 @@ from .term import Term
 def export(
     source: Annotated[str, typer.Argument(
         help="A checkpoint file (released or training), a released name (vits16, vitb16, "
-             "vitl16, vitb4, vitl7), a URL, or a ViTMSNModel folder (msn convert's output or a "
-             "downloaded Hub model).", show_default=False)],
+             "vitl16, vitb4, vitl7), a URL, a ViTMSNModel folder (msn convert's output or a "
+             "downloaded Hub model), or a Hub repo id (owner/name: its config and safetensors "
+             "weights are fetched).", show_default=False)],
     out: Annotated[Path, typer.Argument(help="The checkpoint file to write (written whole or "
                                              "not at all).", show_default=False)],
     encoder: EncoderOpt = "target",
@@ -82,18 +83,20 @@ def export(
 
       msn export ./vit-msn-small ./resume.pth.tar --head-from vits16
 
+      msn export facebook/vit-msn-small ./resume.pth.tar --head-from vits16
+
       msn export ./run/msn-latest.pth.tar ./resume.pth.tar --encoder online --single-process
 
       msn export vitb16 ./resume.pth.tar --dry-run --all-keys
     """
-    from ..export import HeadOptions
+    from ..export import HeadOptions, resolve_export_source
     from ..export import export as run_export
     from ..sources import resolve_source
 
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
     with term.progress() as progress:
-        src = resolve_source(source, cache_dir=cache_dir, base_url=base_url, progress=progress,
-                             notify=term.info)
+        src = resolve_export_source(source, cache_dir=cache_dir, base_url=base_url,
+                                    progress=progress, notify=term.info)
         hsrc = (resolve_source(head_from, cache_dir=cache_dir, base_url=base_url,
                                progress=progress, notify=term.info) if head_from else None)
         result = run_export(
