@@ -674,6 +674,8 @@ def plan_export(source: ResolvedSource, *, encoder: Encoder = "target",
         if hp.is_dir():
             raise CheckpointError(f"--head-from {hp} is a folder: a model folder has no head",
                                   hint="give a checkpoint file (released or training)")
+        if check_source and hp.is_file() and sniff(hp) == "zip":
+            check_zip_integrity(hp, progress, want_sha256=False)
         hck = load_checkpoint(hp, "target", keep_raw=True)
         if not any(k.startswith("fc.") for k in hck.state):
             raise CheckpointError(f"--head-from {hp.name} has no projection head (fc.*)")

@@ -604,3 +604,15 @@ def test_a_hub_repo_id_goes_through_snapshot_download(cli, released, tmp_path, m
     r = cli("export", "facebook/vit-msn-small", tmp_path / "y.pth.tar")
     assert r.code == 4 and "cannot fetch facebook/vit-msn-small" in r.stderr
     assert len(asked) == 1
+
+
+def test_a_damaged_head_from_is_refused(cli, released, tmp_path):
+    folder = tmp_path / "f"
+    assert cli("convert", released, folder, "--no-verify").code == 0
+    data = bytearray(released.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside a tensor: only the CRC-32 check sees it
+    damaged = tmp_path / "damaged.pth.tar"
+    damaged.write_bytes(bytes(data))
+    r = cli("export", folder, tmp_path / "o.pth.tar", "--head-from", damaged)
+    assert r.code == 3 and "damaged" in r.stderr
+    assert not (tmp_path / "o.pth.tar").exists()
