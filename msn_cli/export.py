@@ -588,86 +588,75 @@ def resolve_export_source(spec: str, *, cache_dir: str | os.PathLike[str] | None
     return ResolvedSource(spec, "path", Path(path))
 
 
-def plan_export(source: ResolvedSource, *, encoder: Encoder = "target",
-                single_process: bool = False, epoch: int = 0,
-                head_from: ResolvedSource | None = None, head: HeadOptions = HeadOptions(),
-                lr: float | None = None, num_heads: int | None = None,
-                progress: ProgressFn = no_progress, check_source: bool = True) -> ExportPlan:
-    """Everything the output will hold, with its origin; raises before anything is written."""
-    if epoch < 0:
-        raise UsageError(f"--epoch must be 0 or more, not {epoch}")
-    if lr is not None and not (lr > 0 and math.isfinite(lr)):
-        raise UsageError(f"--lr must be a positive number, not {lr}")
-    for name, v in head.given().items():
-        if name != "use_bn" and v < 1:
-            raise UsageError(f"--{HeadOptions.FLAGS[name]} must be 1 or more, not {v}")
-    import_torch()
-    path = Path(source.path)
-    notes: list[str] = []
-    raw: Mapping[str, Any] | None = None
-    src_info: dict[str, Any] = {**source.to_dict()}
-    source_head: tuple[Head, dict[str, torch.Tensor]] | None = None
+@dataclass
+class _FileSource:
+    """What a checkpoint file gives the export: its target backbone, the online one when
+    asked for, the heads they carry, the whole file, and where the encoder comes from."""
+
+    backbone: _Backbone
+    raw: Mapping[str, Any] | None
+    encoder_from: str
     online: _Backbone | None = None
     online_head: tuple[Head, dict[str, torch.Tensor]] | None = None
-    if path.is_dir():
-        if encoder == "online":
-            raise CheckpointError(f"{path} is a model folder: it has one network, not an online "
-                                  "encoder", hint="--encoder online needs a training checkpoint")
-        folder = _Folder(path)
-        backbone, more = _from_folder(folder)
-        notes += more
-        src_info.update(layout="folder", config_heads=folder.arch.num_heads)
-        if num_heads is not None and num_heads != folder.arch.num_heads:
-            raise UsageError(f"--num-heads {num_heads} disagrees with the folder's config.json "
-                             f"({folder.arch.num_heads} heads)",
-                             hint="a folder carries its heads in config.json; drop --num-heads")
-        encoder_from = "a copy of target_encoder (the folder's backbone)"
-    else:
-        sha = None
-        if check_source and path.is_file() and sniff(path) == "zip":
-            sha = check_zip_integrity(path, progress, want_sha256=source.sha256 is None)
-        ckpt = load_checkpoint(path, "target", keep_raw=True)
-        raw = ckpt.raw
-        src_info.update(layout=ckpt.layout, sha256=source.sha256 or sha, size=ckpt.file_size,
-                        prefixed=ckpt.prefixed, encoders=ckpt.available_encoders)
-        if ckpt.layout == "state_dict":
-            raw = None
-        backbone = _from_checkpoint_state(ckpt.state, ckpt, "target_encoder", num_heads,
-                                          "target_encoder")
-        if source.kind == "variant" and backbone.variant_name != source.name:
-            raise CheckpointError(
-                f"the file fetched as '{source.name}' has the shapes of "
-                f"{backbone.variant_name or 'no released variant'}",
-                hint="the mirror or cache holds the wrong file: msn download --force "
-                     + str(source.name))
-        if encoder == "online":
-            if raw is None or "encoder" not in raw:
-                raise CheckpointError(
-                    f"{path.name} has no 'encoder' (the online network)",
-                    hint="only a training checkpoint has one; leave --encoder at target")
-            _, online_state = strip_ddp_prefix(raw["encoder"])
-            online = _from_checkpoint_state(online_state, ckpt, "encoder", num_heads, "encoder")
-            if online.arch != backbone.arch:
-                raise CheckpointError(f"the online encoder of {path.name} has another "
-                                      "architecture than its target encoder")
-            if online.dtype != backbone.dtype:
-                notes.append(f"the online encoder is {online.dtype}, the target {backbone.dtype}")
-            online_head = _head_from_state(online_state, raw.get("prototypes"),
-                                           backbone.arch.hidden_size, "the online encoder",
-                                           ckpt.raw_key_prefix) \
-                if any(k.startswith("fc.") for k in online_state) else None
-            encoder_from = "the source's online network ('encoder')"
-        else:
-            encoder_from = "a copy of target_encoder"
-        if any(k.startswith("fc.") for k in ckpt.state):
-            source_head = _head_from_state(ckpt.state, (raw or {}).get("prototypes"),
-                                           backbone.arch.hidden_size, path.name,
-                                           ckpt.raw_key_prefix)
-    arch = backbone.arch
-    d = arch.hidden_size
-    dtype = backbone.dtype if backbone.dtype in ("float32", "float16", "bfloat16") else "float32"
+    source_head: tuple[Head, dict[str, torch.Tensor]] | None = None
 
-    # the head and prototypes: --head-from, else the source's own, else initialised
+
+def _from_file(source: ResolvedSource, path: Path, encoder: Encoder, num_heads: int | None,
+               check_source: bool, progress: ProgressFn, src_info: dict[str, Any],
+               notes: list[str]) -> _FileSource:
+    """Load a released or training checkpoint and check each network it gives maps cleanly."""
+    online: _Backbone | None = None
+    online_head: tuple[Head, dict[str, torch.Tensor]] | None = None
+    source_head: tuple[Head, dict[str, torch.Tensor]] | None = None
+    sha = None
+    if check_source and path.is_file() and sniff(path) == "zip":
+        sha = check_zip_integrity(path, progress, want_sha256=source.sha256 is None)
+    ckpt = load_checkpoint(path, "target", keep_raw=True)
+    raw = ckpt.raw
+    src_info.update(layout=ckpt.layout, sha256=source.sha256 or sha, size=ckpt.file_size,
+                    prefixed=ckpt.prefixed, encoders=ckpt.available_encoders)
+    if ckpt.layout == "state_dict":
+        raw = None
+    backbone = _from_checkpoint_state(ckpt.state, ckpt, "target_encoder", num_heads,
+                                      "target_encoder")
+    if source.kind == "variant" and backbone.variant_name != source.name:
+        raise CheckpointError(
+            f"the file fetched as '{source.name}' has the shapes of "
+            f"{backbone.variant_name or 'no released variant'}",
+            hint="the mirror or cache holds the wrong file: msn download --force "
+                 + str(source.name))
+    if encoder == "online":
+        if raw is None or "encoder" not in raw:
+            raise CheckpointError(
+                f"{path.name} has no 'encoder' (the online network)",
+                hint="only a training checkpoint has one; leave --encoder at target")
+        _, online_state = strip_ddp_prefix(raw["encoder"])
+        online = _from_checkpoint_state(online_state, ckpt, "encoder", num_heads, "encoder")
+        if online.arch != backbone.arch:
+            raise CheckpointError(f"the online encoder of {path.name} has another "
+                                  "architecture than its target encoder")
+        if online.dtype != backbone.dtype:
+            notes.append(f"the online encoder is {online.dtype}, the target {backbone.dtype}")
+        online_head = _head_from_state(online_state, raw.get("prototypes"),
+                                       backbone.arch.hidden_size, "the online encoder",
+                                       ckpt.raw_key_prefix) \
+            if any(k.startswith("fc.") for k in online_state) else None
+        encoder_from = "the source's online network ('encoder')"
+    else:
+        encoder_from = "a copy of target_encoder"
+    if any(k.startswith("fc.") for k in ckpt.state):
+        source_head = _head_from_state(ckpt.state, (raw or {}).get("prototypes"),
+                                       backbone.arch.hidden_size, path.name,
+                                       ckpt.raw_key_prefix)
+    return _FileSource(backbone, raw, encoder_from, online, online_head, source_head)
+
+
+def _choose_head(head_from: ResolvedSource | None,
+                 source_head: tuple[Head, dict[str, torch.Tensor]] | None,
+                 raw: Mapping[str, Any] | None, head: HeadOptions, d: int, check_source: bool,
+                 progress: ProgressFn, notes: list[str]) -> tuple[Head, dict[str, torch.Tensor]]:
+    """The head and prototypes: ``--head-from``, else the source's own, else initialised the
+    way the original ``init_model`` does; size options are for an initialised head only."""
     head_tensors: dict[str, torch.Tensor]
     if head_from is not None:
         hp = Path(head_from.path)
@@ -712,6 +701,54 @@ def plan_export(source: ResolvedSource, *, encoder: Encoder = "target",
             raise UsageError("head size options disagree with the head that is carried over: "
                              + ", ".join(wrong),
                              hint="the sizes apply to an initialised head only; drop them")
+    return hd, head_tensors
+
+
+def plan_export(source: ResolvedSource, *, encoder: Encoder = "target",
+                single_process: bool = False, epoch: int = 0,
+                head_from: ResolvedSource | None = None, head: HeadOptions = HeadOptions(),
+                lr: float | None = None, num_heads: int | None = None,
+                progress: ProgressFn = no_progress, check_source: bool = True) -> ExportPlan:
+    """Everything the output will hold, with its origin; raises before anything is written."""
+    if epoch < 0:
+        raise UsageError(f"--epoch must be 0 or more, not {epoch}")
+    if lr is not None and not (lr > 0 and math.isfinite(lr)):
+        raise UsageError(f"--lr must be a positive number, not {lr}")
+    for name, v in head.given().items():
+        if name != "use_bn" and v < 1:
+            raise UsageError(f"--{HeadOptions.FLAGS[name]} must be 1 or more, not {v}")
+    import_torch()
+    path = Path(source.path)
+    notes: list[str] = []
+    raw: Mapping[str, Any] | None = None
+    src_info: dict[str, Any] = {**source.to_dict()}
+    source_head: tuple[Head, dict[str, torch.Tensor]] | None = None
+    online: _Backbone | None = None
+    online_head: tuple[Head, dict[str, torch.Tensor]] | None = None
+    if path.is_dir():
+        if encoder == "online":
+            raise CheckpointError(f"{path} is a model folder: it has one network, not an online "
+                                  "encoder", hint="--encoder online needs a training checkpoint")
+        folder = _Folder(path)
+        backbone, more = _from_folder(folder)
+        notes += more
+        src_info.update(layout="folder", config_heads=folder.arch.num_heads)
+        if num_heads is not None and num_heads != folder.arch.num_heads:
+            raise UsageError(f"--num-heads {num_heads} disagrees with the folder's config.json "
+                             f"({folder.arch.num_heads} heads)",
+                             hint="a folder carries its heads in config.json; drop --num-heads")
+        encoder_from = "a copy of target_encoder (the folder's backbone)"
+    else:
+        fs = _from_file(source, path, encoder, num_heads, check_source, progress, src_info,
+                        notes)
+        backbone, raw, encoder_from = fs.backbone, fs.raw, fs.encoder_from
+        online, online_head, source_head = fs.online, fs.online_head, fs.source_head
+    arch = backbone.arch
+    d = arch.hidden_size
+    dtype = backbone.dtype if backbone.dtype in ("float32", "float16", "bfloat16") else "float32"
+
+    hd, head_tensors = _choose_head(head_from, source_head, raw, head, d, check_source,
+                                    progress, notes)
 
     tensors: list[ExportTensor] = []
     for t in backbone.tensors:
