@@ -471,6 +471,8 @@ def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, *, d
             hint="the mirror or cache holds the wrong file: msn download --force " + str(source.name))
     src_info: dict[str, Any] = {
         **source.to_dict(), "size": ckpt.file_size, "sha256": source.sha256,
+        # absolute, so that verify finds it from any folder (push cuts it to the file name)
+        "path": str(Path(source.path).absolute()),
         "layout": ckpt.layout, "encoder": ckpt.encoder, "encoder_key": ckpt.encoder_key,
         "prefixed": ckpt.prefixed,
     }

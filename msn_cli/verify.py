@@ -891,8 +891,25 @@ def check_against(folder: Path, spec: str, progress: ProgressFn = no_progress,
 # The entry point
 # --------------------------------------------------------------------------------------------
 
-def _source_checkpoint(manifest: dict[str, Any] | None, source: str | None, cache_dir: Any,
-                       base_url: str | None, progress: ProgressFn,
+def _recorded_path(path: Any, folder: Path) -> Path | None:
+    """The manifest's source file, when it is still there.
+
+    msn records an absolute path. Manifests written before it did hold the path as typed,
+    relative to the folder convert ran in; that is tried first (as before), then the same file
+    name beside the converted folder (where the demo and most users keep it). The source's
+    sha256, checked next, catches a different file of the same name.
+    """
+    if not isinstance(path, str) or not path:
+        return None
+    recorded = Path(path).expanduser()
+    candidates = [recorded]
+    if not recorded.is_absolute():
+        candidates.append(folder.absolute().parent / recorded.name)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _source_checkpoint(manifest: dict[str, Any] | None, folder: Path, source: str | None,
+                       cache_dir: Any, base_url: str | None, progress: ProgressFn,
                        encoder: str | None) -> tuple[Checkpoint, dict[str, Any], list[str]]:
     from .sources import resolve_source
 
@@ -901,10 +918,12 @@ def _source_checkpoint(manifest: dict[str, Any] | None, source: str | None, cach
     enc = encoder or src.get("encoder") or "target"
     if enc not in ("target", "online"):
         raise _could_not_run(f"unknown encoder '{enc}' in the manifest")
+    recorded = _recorded_path(src.get("path"), folder)
     if source is not None:
         resolved = resolve_source(source, cache_dir=cache_dir, base_url=base_url, progress=progress)
-    elif src.get("path") and Path(src["path"]).is_file():
-        resolved = resolve_source(src["path"], cache_dir=cache_dir, base_url=base_url, progress=progress)
+    elif recorded is not None:
+        resolved = resolve_source(str(recorded), cache_dir=cache_dir, base_url=base_url,
+                                  progress=progress)
     elif src.get("kind") in ("variant", "url") and (src.get("name") or src.get("url")):
         resolved = resolve_source(src.get("name") or src["url"], cache_dir=cache_dir,
                                   base_url=base_url, progress=progress)
@@ -968,8 +987,8 @@ def verify_folder(
         ckpt = checkpoint
         src_info = {"path": str(ckpt.path), "kind": "given", "encoder": ckpt.encoder, "given": True}
     else:
-        ckpt, src_info, notes = _source_checkpoint(manifest, source, cache_dir, base_url, progress,
-                                                   encoder)
+        ckpt, src_info, notes = _source_checkpoint(manifest, folder, source, cache_dir, base_url,
+                                                   progress, encoder)
     heads = num_heads or ((manifest or {}).get("architecture") or {}).get("num_heads")
     inferred = infer_architecture(ckpt.state, heads)
     arch = inferred.arch

@@ -1,0 +1,41 @@
+"""What a careful reader of the README found (issue 18): the behaviour the docs describe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from msn_cli.manifest import MANIFEST
+
+
+def test_verify_from_another_folder_after_a_relative_convert(cli, make_ckpt, tmp_path, monkeypatch):
+    ckpt = make_ckpt(name="rel.pth.tar")
+    monkeypatch.chdir(ckpt.parent)
+    r = cli("convert", "rel.pth.tar", "out", "--no-verify", "-q")
+    assert r.code == 0, r.stderr
+    folder = ckpt.parent / "out"
+    recorded = json.loads((folder / MANIFEST).read_text())["source"]["path"]
+    assert Path(recorded).is_absolute() and Path(recorded) == ckpt
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    r = cli("verify", folder, "--json")
+    assert r.code == 0, r.stderr
+    assert r.json()["passed"] is True
+
+
+def test_an_old_manifest_with_a_relative_path_finds_the_file_beside_the_folder(
+        cli, make_ckpt, tmp_path, monkeypatch):
+    ckpt = make_ckpt(name="old.pth.tar")
+    folder = ckpt.parent / "out"
+    assert cli("convert", ckpt, folder, "--no-verify", "-q").code == 0
+    m = json.loads((folder / MANIFEST).read_text())
+    m["source"]["path"] = "some/where/old.pth.tar"  # as typed, as msn wrote it before it recorded absolute paths
+    (folder / MANIFEST).write_text(json.dumps(m))
+    monkeypatch.chdir(tmp_path)
+    r = cli("verify", folder, "--json", "--no-record")
+    assert r.code == 0, r.stderr
+    assert r.json()["source"]["path"] == str(ckpt)
+    ckpt.rename(ckpt.with_name("moved.pth.tar"))
+    r = cli("verify", folder, "--no-record")
+    assert r.code == 3 and "is gone" in r.stderr
