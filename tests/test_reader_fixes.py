@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from msn_cli.manifest import MANIFEST
+from tests.conftest import run_msn_process
 
 
 def test_verify_from_another_folder_after_a_relative_convert(cli, make_ckpt, tmp_path, monkeypatch):
@@ -30,7 +31,7 @@ def test_an_old_manifest_with_a_relative_path_finds_the_file_beside_the_folder(
     folder = ckpt.parent / "out"
     assert cli("convert", ckpt, folder, "--no-verify", "-q").code == 0
     m = json.loads((folder / MANIFEST).read_text())
-    m["source"]["path"] = "some/where/old.pth.tar"  # as typed, as msn wrote it before it recorded absolute paths
+    m["source"]["path"] = "some/where/old.pth.tar"  # as typed: msn before absolute paths
     (folder / MANIFEST).write_text(json.dumps(m))
     monkeypatch.chdir(tmp_path)
     r = cli("verify", folder, "--json", "--no-record")
@@ -39,3 +40,25 @@ def test_an_old_manifest_with_a_relative_path_finds_the_file_beside_the_folder(
     ckpt.rename(ckpt.with_name("moved.pth.tar"))
     r = cli("verify", folder, "--no-record")
     assert r.code == 3 and "is gone" in r.stderr
+
+
+def test_show_completion_prints_the_named_shells_script(tmp_path):
+    fish = run_msn_process("--show-completion", "fish", env={"SHELL": "/bin/bash"})
+    assert fish.returncode == 0, fish.stderr
+    assert fish.stdout.startswith("complete --command msn") and "COMP_WORDS" not in fish.stdout
+    zsh = run_msn_process("--show-completion", "zsh", env={"SHELL": "/bin/bash"})
+    assert "compdef" in zsh.stdout and "complete --command" not in zsh.stdout
+    bad = run_msn_process("--show-completion", "ksh")
+    assert bad.returncode == 2 and "unknown shell 'ksh'" in bad.stderr
+
+
+def test_install_completion_installs_for_the_named_shell(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    r = run_msn_process("--install-completion", "zsh", env={"HOME": str(home), "SHELL": "/bin/bash"})
+    assert r.returncode == 0, r.stderr
+    assert (home / ".zfunc" / "_msn").is_file() and "compinit" in (home / ".zshrc").read_text()
+    assert not (home / ".bashrc").exists() and not (home / ".bash_completions").exists()
+    r = run_msn_process("--install-completion", "fish", env={"HOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    assert "complete --command msn" in (home / ".config/fish/completions/msn.fish").read_text()

@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:  # older typer is built on click itself
         from click import ClickException  # type: ignore[assignment]
 
+    from . import completion
     from .app import app
 
     try:
@@ -53,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     checkpoint.FREEZE_GC_AFTER_TORCH = True  # a short-lived process: see checkpoint.import_torch
     command = typer.main.get_command(app)
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = completion.optional_values(list(sys.argv[1:] if argv is None else argv))
     try:
         rv = command.main(args=args, prog_name="msn", standalone_mode=False)
         if rv == EXIT_INTERRUPTED:  # typer turns KeyboardInterrupt into a silent Exit(130)

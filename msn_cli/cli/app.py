@@ -8,6 +8,7 @@ import typer
 
 from .. import __version__
 from ..errors import EXIT_CODES_SUMMARY
+from . import completion
 from .convert_cmd import convert
 from .download_cmd import cache_app, download
 from .export_cmd import export
@@ -27,7 +28,7 @@ app = typer.Typer(
          "  msn export vits16 ./resume.pth.tar      # back to the original training code\n\n"
          + EXIT_CODES_SUMMARY,
     no_args_is_help=True,
-    add_completion=True,
+    add_completion=False,  # our own two options, that honour a named shell: see completion.py
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -44,10 +45,13 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[Optional[bool], typer.Option(
         "--version", callback=_version, is_eager=True, help="Show the version and exit.")] = None,
+    install_completion: completion.InstallOpt = None,
+    show_completion: completion.ShowOpt = None,
 ) -> None:
     pass
 
 
+completion.init()
 app.command(rich_help_panel="Pipeline")(download)
 app.command(rich_help_panel="Pipeline")(inspect)
 app.command(rich_help_panel="Pipeline")(convert)

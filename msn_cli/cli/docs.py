@@ -212,12 +212,13 @@ def _command_section(path: list[str], cmd: Any) -> list[str]:
 
 _COMPLETION = """## Shell completion
 
-`msn` completes commands, options and file names in bash, zsh, fish and PowerShell.
+`msn` completes commands, options and file names in bash, zsh, fish and PowerShell
+(`powershell` or `pwsh`). Without a shell name the current shell is detected.
 
 ```console
 $ msn --install-completion        # for the current shell; restart the shell afterwards
 $ msn --install-completion zsh    # or name the shell
-$ msn --show-completion bash      # print the script instead, to install it yourself
+$ msn --show-completion fish      # print the script instead, to install it yourself
 ```
 
 `--install-completion` appends a line to the shell's start-up file (for example `~/.bashrc`,

@@ -1,0 +1,89 @@
+"""``msn --install-completion [SHELL]`` and ``msn --show-completion [SHELL]``.
+
+Typer's own two options are flags whose shell argument exists only when its shell detection is
+switched off, so ``--install-completion zsh`` quietly installed for the detected shell. These
+take an optional shell name (bash, zsh, fish, powershell, pwsh) and detect the shell only when
+none is given; the scripts and the install locations are Typer's. Typer's parser has no
+options with an optional value, so :func:`optional_values` gives a bare option the empty value
+("detect") before parsing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import UsageError
+
+SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+PROG = "msn"
+COMPLETE_VAR = "_MSN_COMPLETE"
+
+
+def optional_values(args: list[str]) -> list[str]:
+    """``args`` with ``--install-completion`` / ``--show-completion`` given ``=`` ("detect")
+    where no shell name follows them."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--":
+            break
+        if arg in ("--install-completion", "--show-completion") and (
+                i + 1 == len(out) or out[i + 1].startswith("-")):
+            out[i] = arg + "="
+    return out
+
+
+def init() -> None:
+    """Register Typer's completion classes (what answers when the shell asks for candidates)."""
+    from typer._completion_classes import completion_init
+
+    completion_init()
+
+
+def _shell(value: str) -> str:
+    if value:
+        shell = value.lower()
+        if shell not in SHELLS:
+            raise UsageError(f"unknown shell '{value}'", hint="give one of " + ", ".join(SHELLS))
+        return shell
+    from typer._completion_shared import _get_shell_name
+
+    detected = _get_shell_name()
+    if detected not in SHELLS:
+        raise UsageError("cannot tell which shell this is" if detected is None
+                         else f"completion is not available for {detected}",
+                         hint="name the shell: one of " + ", ".join(SHELLS))
+    return str(detected)
+
+
+def _install(ctx: typer.Context, value: Optional[str]) -> None:
+    if value is None or ctx.resilient_parsing:
+        return
+    from typer._completion_shared import install
+
+    shell, path = install(shell=_shell(value), prog_name=PROG, complete_var=COMPLETE_VAR)
+    typer.echo(f"{shell} completion installed in {path}", err=True)
+    typer.echo("Completion will take effect once you restart the terminal", err=True)
+    raise typer.Exit()
+
+
+def _show(ctx: typer.Context, value: Optional[str]) -> None:
+    if value is None or ctx.resilient_parsing:
+        return
+    from typer._completion_shared import get_completion_script
+
+    typer.echo(get_completion_script(prog_name=PROG, complete_var=COMPLETE_VAR, shell=_shell(value)))
+    raise typer.Exit()
+
+
+InstallOpt = Annotated[Optional[str], typer.Option(
+    "--install-completion", metavar="[SHELL]", is_eager=True,
+    expose_value=False, callback=_install, show_default=False,
+    help="Install completion for SHELL (bash, zsh, fish, powershell, pwsh), "
+         "by default the current shell.")]
+ShowOpt = Annotated[Optional[str], typer.Option(
+    "--show-completion", metavar="[SHELL]", is_eager=True,
+    expose_value=False, callback=_show, show_default=False,
+    help="Print the completion script for SHELL (by default the current shell), "
+         "to install it yourself.")]
