@@ -463,12 +463,10 @@ def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, *, d
     ckpt = load_checkpoint(source.path, encoder)
     plan = build_plan(ckpt, dtype, num_heads)
     plan.require_ok()
-    if source.kind == "variant" and plan.variant_name != source.name:
-        raise CheckpointError(
-            f"the file fetched as '{source.name}' has the shapes of "
-            f"{plan.variant_name or 'no released variant'} ({plan.arch.hidden_size} wide, "
-            f"{plan.arch.num_layers} blocks, patch {plan.arch.patch_size})",
-            hint="the mirror or cache holds the wrong file: msn download --force " + str(source.name))
+    wrong = plan.fetched_as(source.name) if source.kind == "variant" else None
+    if wrong:
+        raise CheckpointError(wrong, hint="the mirror or cache holds the wrong file: "
+                                          f"msn download --force {source.name}")
     src_info: dict[str, Any] = {
         **source.to_dict(), "size": ckpt.file_size, "sha256": source.sha256,
         # absolute, so that verify finds it from any folder (push cuts it to the file name)

@@ -16,6 +16,12 @@ class InspectReport:
     checkpoint: Checkpoint
     plan: ConversionPlan
 
+    @property
+    def warnings(self) -> list[str]:
+        """A file fetched as a released name with another variant's shapes (convert refuses it)."""
+        wrong = self.plan.fetched_as(self.source.name) if self.source.kind == "variant" else None
+        return [wrong] if wrong else []
+
     def to_dict(self) -> dict[str, Any]:
         ck = self.checkpoint
         total_tensors = sum(e.tensors for e in ck.entries)
@@ -37,6 +43,7 @@ class InspectReport:
             },
             **self.plan.to_dict(),
             "ok": self.plan.ok,
+            "warnings": self.warnings,
         }
 
 

@@ -104,6 +104,16 @@ class ConversionPlan:
                 + (f"; and {n - 6} more" if n > 6 else ""),
                 self.problems, hint="msn inspect FILE shows every key and what happens to it")
 
+    def fetched_as(self, name: str | None) -> str | None:
+        """Why a file fetched as the released variant ``name`` is not that variant, or None.
+
+        ``convert`` refuses such a file with this message; ``inspect`` warns with it."""
+        if name is None or self.variant_name == name:
+            return None
+        return (f"the file fetched as '{name}' has the shapes of "
+                f"{self.variant_name or 'no released variant'} ({self.arch.hidden_size} wide, "
+                f"{self.arch.num_layers} blocks, patch {self.arch.patch_size})")
+
     def config(self) -> dict:
         return self.arch.hf_config(self.dtype)
 

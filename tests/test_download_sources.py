@@ -80,3 +80,17 @@ def test_offline_inspect_of_uncached_name_says_how_to_get_it(cli, monkeypatch):
     r = cli("inspect", "vitb16")
     assert r.code == 4
     assert "HF_HUB_OFFLINE" in r.stderr and "msn download vitb16" in r.stderr
+
+
+def test_inspect_name_warns_in_converts_words_when_the_file_is_another_model(cli, mirror,
+                                                                             monkeypatch, tmp_path):
+    server, _ = mirror
+    monkeypatch.setenv("MSN_BASE_URL", server.url("/"))
+    refused = cli("convert", "vits16", tmp_path / "out", "--no-verify")
+    r = cli("inspect", "vits16")
+    assert r.code == 0, r.stderr  # the file itself maps cleanly: inspect shows it, and warns
+    words = refused.stderr.split("Error: ", 1)[1].splitlines()[0]
+    assert words.startswith("the file fetched as 'vits16' has the shapes of no released variant")
+    assert "Warning: " + words in r.stderr and "msn convert refuses it" in r.stderr
+    doc = cli("inspect", "vits16", "--json").json()
+    assert doc["warnings"] == [words]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .options import BaseUrlOpt, CacheDirOpt, EncoderOpt, JsonOpt, NumHeadsOpt, QuietOpt, VerboseOpt
@@ -79,6 +80,9 @@ def inspect(
         term.data(arch_table(report.plan))
         term.data(keydiff_table(report.plan, full=all_keys, width=term.out.width))
         term.data(counts_line(report.plan))
+    for warning in report.warnings:
+        term.warn(escape(warning) + " (msn convert refuses it; the mirror or cache holds the "
+                  f"wrong file: msn download --force {escape(str(report.source.name))})")
     report.plan.require_ok()
 
 
