@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -112,16 +113,28 @@ class PushResult:
 
 # -- step 1: everything local ---------------------------------------------------------------------
 
-def check_repo_id(repo_id: str) -> str:
-    """``namespace/name`` (or ``name``, for the token's own namespace), as the Hub allows."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+# The Hub's rules for each part of NAMESPACE/NAME, as huggingface_hub's validate_repo_id states
+# them (utils/_validators.py): 1 to 96 ASCII letters, digits, '-', '_' or '.'; starting and
+# ending with a letter, digit or '_'; no '--' or '..'; a name not ending in '.git'. Held here
+# so that every huggingface_hub version (4.57's < 1.0 included) gets the same answer.
+_REPO_PART = re.compile(r"(?!.*(--|\.\.))[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?")
 
+
+def check_repo_id(repo_id: str) -> str:
+    """``namespace/name`` with the Hub's character rules; checked before anything else."""
     rid = repo_id.strip()
-    try:
-        validate_repo_id(rid)
-    except HFValidationError as e:
-        raise UsageError(f"'{repo_id}' is not a valid repo id: {e}",
-                         hint="use NAMESPACE/NAME, e.g. my-org/vit-msn-small") from None
+    parts = rid.split("/")
+    why = None
+    if len(parts) != 2 or not all(parts):
+        why = "give it as NAMESPACE/NAME (your user or an organization, then the model's name)"
+    elif not all(_REPO_PART.fullmatch(p) for p in parts):
+        why = ("each part is 1 to 96 letters, digits, '-', '_' or '.', starts and ends with a "
+               "letter, digit or '_', and has no '--' or '..'")
+    elif parts[1].endswith(".git"):
+        why = "the name cannot end in .git"
+    if why:
+        raise UsageError(f"'{repo_id}' is not a valid repo id: {why}",
+                         hint="use NAMESPACE/NAME, e.g. my-org/vit-msn-small")
     return rid
 
 
@@ -425,8 +438,7 @@ def send_push(plan: PushPlan, *, token: str | None = None,
 
     with hub.call("check the token"):
         result.user = api.whoami().get("name")
-    repo_id = plan.repo_id if "/" in plan.repo_id else f"{result.user}/{plan.repo_id}"
-    hub.repo_id, hub.namespace = repo_id, repo_id.split("/")[0]
+    repo_id = plan.repo_id
 
     with hub.call(f"look up {repo_id}"):
         try:

@@ -186,12 +186,6 @@ def test_stored_login_is_used_when_nothing_else_is_given(cli, hub, folder, tmp_p
     assert len(hub.commits) == 1
 
 
-def test_repo_id_without_namespace_goes_to_the_token_owner(cli, hub, folder):
-    r = cli("push", folder, "tiny", "--token", TOKEN, "--json")
-    assert r.code == 0, r.stderr
-    assert hub.commits[0].repo_id == "alice/tiny"
-
-
 def test_pushing_the_same_folder_twice_makes_no_second_commit(cli, hub, folder):
     assert cli("push", folder, "alice/tiny", "--token", TOKEN).code == 0
     r = cli("push", folder, "alice/tiny", "--token", TOKEN, "--json")

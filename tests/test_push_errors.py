@@ -190,12 +190,25 @@ def test_not_a_folder(cli, hub, tmp_path):
     one_error(r)
 
 
-@pytest.mark.parametrize("repo_id", ["a/b/c", "bad--name", "spaces in/name", ""])
+@pytest.mark.parametrize("repo_id", ["a/b/c", "bad--name", "spaces in/name", "", "badrepo", "/tiny",
+                                     "alice/", "alice/x..y", "alice/-tiny", "alice/tiny.git",
+                                     "café/tiny", "alice/" + "x" * 97])
 def test_invalid_repo_id_is_a_usage_error(cli, hub, folder, repo_id):
     r = cli("push", folder, repo_id, "--token", TOKEN)
     assert r.code == 2
     assert "not a valid repo id" in one_error(r)
     assert hub.requests == []
+
+
+@pytest.mark.parametrize("repo_id", ["badrepo", "bad--name/x"])
+def test_dry_run_checks_the_repo_id_before_anything_else(cli, tmp_path, repo_id):
+    r = cli("push", tmp_path / "no-such-folder", repo_id, "--dry-run")
+    assert r.code == 2 and "not a valid repo id" in one_error(r) and "Would commit" not in r.stdout
+
+
+def test_the_longest_valid_names_pass(cli, folder):
+    r = cli("push", folder, "a_1/" + "x" * 96, "--dry-run", "--json")
+    assert r.code == 0, r.stderr
 
 
 def test_missing_card_file_is_a_usage_error(cli, hub, folder, tmp_path):
