@@ -46,7 +46,7 @@ from .cache import (
 from .checkpoint import sniff
 from .errors import CacheError, DownloadError, OfflineError, UsageError
 from .progress import ProgressFn, no_progress
-from .variants import DEFAULT_BASE_URL, VARIANTS, get_variant
+from .variants import DEFAULT_BASE_URL, VARIANTS, find_variant, get_variant
 
 CHUNK = 1024 * 1024
 RETRIES = 4
@@ -126,6 +126,9 @@ def _target(spec: str, cache: Cache, base_url: str | None) -> _Target:
             if spec in (v.url(DEFAULT_BASE_URL), v.url(effective_base_url(base_url))):
                 return _Target(v.filename, spec, v.name)
         return _Target(cache.name_for_url(spec), spec, None)
+    entry = None if find_variant(spec) else cache.get(spec.strip())
+    if entry is not None:  # an entry of msn cache ls, downloaded from a URL: fetched from it again
+        return _Target(entry.name, entry.url, entry.variant)
     v = get_variant(spec)
     return _Target(v.filename, v.url(effective_base_url(base_url)), v.name)
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from .errors import CheckpointError, UsageError
 from .progress import ProgressFn, no_progress
-from .variants import VARIANTS, get_variant
+from .variants import VARIANTS, find_variant, get_variant
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ def resolve_source(spec: str, *, cache_dir: str | os.PathLike[str] | None = None
                    notify: Callable[[str], None] | None = None) -> ResolvedSource:
     """A local file for ``spec``, downloading into the cache when it is a name or a URL.
 
-    An existing path wins over a variant of the same name; a URL must be http(s). ``notify``
+    A name is a released variant (``vits16``), its file name (``vits16_800ep.pth.tar``) or any
+    entry of ``msn cache ls``. An existing path wins over a name; a URL must be http(s). ``notify``
     receives the download's one-line messages (resuming, retrying).
     """
     if is_url(spec):
@@ -51,7 +52,16 @@ def resolve_source(spec: str, *, cache_dir: str | os.PathLike[str] | None = None
     path = Path(spec).expanduser()
     if path.exists():
         return ResolvedSource(spec, "path", path)
-    if spec.lower() in VARIANTS or not _looks_like_path(spec):
+    if find_variant(spec) is None and os.sep not in spec:
+        from .cache import Cache
+
+        entry = Cache(cache_dir).get(spec.strip())
+        if entry is not None:  # an entry of msn cache ls that came from a URL
+            from .download import fetch
+
+            got = fetch(entry.name, cache_dir=cache_dir, progress=progress, notify=notify)
+            return ResolvedSource(spec, "url", got.path, url=got.url, sha256=got.sha256)
+    if find_variant(spec) is not None or not _looks_like_path(spec):
         variant = get_variant(spec)
         from .download import fetch
 
@@ -60,7 +70,8 @@ def resolve_source(spec: str, *, cache_dir: str | os.PathLike[str] | None = None
         return ResolvedSource(spec, "variant", got.path, name=variant.name, url=got.url,
                               sha256=got.sha256)
     raise CheckpointError(f"no such file: {spec}",
-                          hint=f"give a path, a URL, or one of {', '.join(VARIANTS)}")
+                          hint="give a path, a URL, an entry of msn cache ls, or one of "
+                               + ", ".join(VARIANTS))
 
 
 def _looks_like_path(spec: str) -> bool:

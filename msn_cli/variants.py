@@ -59,16 +59,27 @@ HEAD_DIM = 64
 """Every released model uses 64-dimensional heads; heads cannot be read from shapes."""
 
 
-def get_variant(name: str) -> Variant:
-    """The registered variant called ``name``; a :class:`UsageError` suggesting the closest."""
+def find_variant(name: str) -> Variant | None:
+    """The variant called ``name``, or whose released file (its cache entry) is ``name``."""
     key = name.strip().lower()
     if key in VARIANTS:
         return VARIANTS[key]
+    return next((v for v in VARIANTS.values() if v.filename == key), None)
+
+
+def get_variant(name: str) -> Variant:
+    """The registered variant called ``name`` (or its file name, as ``msn cache ls`` shows it);
+    a :class:`UsageError` suggesting the closest."""
+    found = find_variant(name)
+    if found is not None:
+        return found
+    key = name.strip().lower()
     close = difflib.get_close_matches(key, list(VARIANTS), n=1, cutoff=0.5)
     hint = f"did you mean '{close[0]}'? " if close else ""
     raise UsageError(
         f"unknown checkpoint name '{name}'",
-        hint=f"{hint}Known names: {', '.join(VARIANTS)} (or give a file path or an http(s) URL).",
+        hint=f"{hint}Known names: {', '.join(VARIANTS)} (or their file names, an entry of msn cache "
+             "ls, a file path or an http(s) URL).",
     )
 
 

@@ -157,6 +157,16 @@ def test_check_passes_then_finds_damage(cli, filled):
     assert cli("cache", "check", "vits16").code == 0  # only the one asked for
 
 
+def test_check_of_a_name_not_in_the_cache_reports_it_missing(cli, filled):
+    r = cli("cache", "check", "vits16", "vitl16", "--json")
+    assert r.code == 1  # as the help says: a missing file fails the check
+    rows = {c["name"]: c for c in r.json()["checked"]}
+    assert rows["vitl16_600ep.pth.tar"]["problem"] == "not in the cache"
+    assert rows["vits16_800ep.pth.tar"]["ok"] is True
+    r = cli("cache", "check", "nothing-like-it.pth")
+    assert r.code == 1 and "nothing-like-it.pth: not in the cache" in r.stderr
+
+
 def test_damaged_index_is_a_clear_error(cli, filled):
     Cache().index_path.write_text("{ not json")
     r = cli("cache", "ls")

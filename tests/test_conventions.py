@@ -39,7 +39,7 @@ FAILING: dict[str, list[str]] = {
     "push": ["/no/such/folder", "someone/repo"],
     "cache ls": ["--cache-dir", "{damaged_cache}"],
     "cache rm": ["no-such-entry", "--yes"],
-    "cache check": ["no-such-entry"],
+    "cache check": ["--cache-dir", "{damaged_cache}"],  # a name not in the cache is a failed check (1)
 }
 
 

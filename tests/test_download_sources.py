@@ -94,3 +94,33 @@ def test_inspect_name_warns_in_converts_words_when_the_file_is_another_model(cli
     assert "Warning: " + words in r.stderr and "msn convert refuses it" in r.stderr
     doc = cli("inspect", "vits16", "--json").json()
     assert doc["warnings"] == [words]
+
+
+def test_cache_entry_names_are_accepted_wherever_a_name_is(cli, mirror, tmp_path, monkeypatch):
+    server, ckpt = mirror
+    monkeypatch.setenv("MSN_BASE_URL", server.url("/"))
+    write_checkpoint(ckpt.parent / "other.pth", TINY, "released", seed=3)
+    url = server.url("/other.pth")
+    assert cli("download", url).code == 0
+    released = cli("download", FILENAME, "--json")  # the entry name msn cache ls shows
+    assert released.code == 0, released.stderr
+    assert released.json()["files"][0]["variant"] == "vits16"
+    n = len(server.requests())
+    again = cli("download", "other.pth", "--verify", "--json")
+    assert again.code == 0, again.stderr
+    assert again.json()["files"][0]["url"] == url and len(server.requests()) == n  # cached, re-hashed
+    monkeypatch.chdir(tmp_path)  # no file called other.pth here: the cache's entry is meant
+    r = cli("inspect", "other.pth", "--json")
+    assert r.code == 0, r.stderr
+    assert r.json()["source"]["kind"] == "url" and r.json()["source"]["url"] == url
+    r = cli("inspect", FILENAME, "--json")
+    assert r.code == 0 and r.json()["source"]["name"] == "vits16"
+    r = cli("convert", "other.pth", "out", "--json", "-q")
+    assert r.code == 0, r.stderr
+    r = cli("verify", "out", "--source", "other.pth", "--json", "--no-record")
+    assert r.code == 0 and r.json()["passed"] is True
+    assert cli("cache", "check", "other.pth", FILENAME).code == 0
+    assert cli("cache", "rm", "other.pth", "--yes").code == 0
+    r = cli("inspect", "other.pth")
+    assert r.code == 3 and "no such file: other.pth" in r.stderr
+    assert len(server.requests()) == n

@@ -15,8 +15,9 @@ from .term import Term
 
 def convert(
     source: Annotated[str, typer.Argument(
-        help="A checkpoint file, a released name (vits16, vitb16, vitl16, vitb4, vitl7), a URL, "
-             "or 'all' for the five released checkpoints (OUT is then a parent folder).",
+        help="A checkpoint file, a released name (vits16, vitb16, vitl16, vitb4, vitl7) or an "
+             "entry of msn cache ls, a URL, or 'all' for the five released checkpoints (OUT is "
+             "then a parent folder).",
         show_default=False)],
     out: Annotated[Path, typer.Argument(help="Output folder (created whole or not at all).",
                                         show_default=False)],

@@ -18,7 +18,8 @@ RELEASED_HELP = "vits16, vitb16, vitl16, vitb4, vitl7"
 
 def download(
     names: Annotated[Optional[list[str]], typer.Argument(
-        help=f"Released names ({RELEASED_HELP}) or http(s) URLs.", show_default=False)] = None,
+        help=f"Released names ({RELEASED_HELP}), entries of msn cache ls (fetched again from "
+             "their source with --verify or --force) or http(s) URLs.", show_default=False)] = None,
     all_released: Annotated[bool, typer.Option(
         "--all", help="All five released checkpoints.")] = False,
     sha256: Annotated[Optional[str], typer.Option(
@@ -175,16 +176,19 @@ def _selected(cache: Any, names: list[str] | None, everything: bool) -> list[str
         raise UsageError("say what to remove", hint="give names (see msn cache ls) or --all")
     out: list[str] = []
     for spec in names:
-        name = cache.name_for(spec)
+        name = _entry_name(cache, spec)
         if name not in known:
-            found = cache.find_by_url(spec) if "://" in spec else None
-            if found is None:
-                raise UsageError(f"nothing in the cache is called '{spec}'",
-                                 hint="msn cache ls lists what is there")
-            name = found.name
+            raise UsageError(f"nothing in the cache is called '{spec}'",
+                             hint="msn cache ls lists what is there")
         if name not in out:
             out.append(name)
     return out
+
+
+def _entry_name(cache: Any, spec: str) -> str:
+    """The entry name for an entry name, a released name or a source URL."""
+    found = cache.find_by_url(spec) if "://" in spec else None
+    return found.name if found is not None else cache.name_for(spec)
 
 
 def _stdin_interactive() -> bool:
@@ -248,7 +252,8 @@ def cache_rm(
 @cache_app.command("check")
 def cache_check(
     names: Annotated[Optional[list[str]], typer.Argument(
-        help="Entries to check \\[default: all].", show_default=False)] = None,
+        help="Entry names from msn cache ls, released names or source URLs \\[default: all].",
+        show_default=False)] = None,
     cache_dir: CacheDirOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -256,8 +261,9 @@ def cache_check(
 ) -> None:
     """Re-hash cached checkpoints and compare them with the index.
 
-    Exits 1 when a file is missing, has another size or another sha256. Nothing is changed:
-    'msn download NAME --verify' (or --force) fetches a damaged file again.
+    Exits 1 when a file is missing (a NAME not in the cache included), has another size or
+    another sha256. Nothing is changed: 'msn download NAME --verify' (or --force) fetches a
+    damaged file again.
 
     Examples:
 
@@ -270,10 +276,13 @@ def cache_check(
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
     cache = Cache(cache_dir)
     entries = cache.entries()
-    if names:
-        wanted = _selected(cache, names, False)
+    rows: list[dict[str, Any]] = []
+    if names:  # a name not in the cache is missing, like a file gone from it: exit 1
+        wanted = list(dict.fromkeys(_entry_name(cache, n) for n in names))
+        have = {e.name for e in entries}
+        rows += [{"name": n, "path": str(cache.file_path(n)), "ok": False,
+                  "problem": "not in the cache"} for n in wanted if n not in have]
         entries = [e for e in entries if e.name in wanted]
-    rows = []
     with term.progress() as progress:
         for e in entries:
             rows.append(cache.check(e, progress))
@@ -289,6 +298,7 @@ def cache_check(
         if not rows:
             term.info("the cache holds no finished files")
     if bad:
-        raise VerificationFailed(f"{len(bad)} of {len(rows)} cached file(s) damaged: "
+        raise VerificationFailed(f"{len(bad)} of {len(rows)} cached file(s) missing or damaged: "
                                  + ", ".join(r["name"] for r in bad),
-                                 hint="msn download NAME --verify fetches a damaged file again")
+                                 hint="msn download NAME --verify fetches a missing or damaged "
+                                      "file again")

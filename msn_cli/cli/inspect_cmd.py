@@ -15,8 +15,8 @@ from .term import Term
 
 def inspect(
     checkpoint: Annotated[str, typer.Argument(
-        help="A checkpoint file, a released name (vits16, vitb16, vitl16, vitb4, vitl7), a URL, "
-             "or a training run's folder.",
+        help="A checkpoint file, a released name (vits16, vitb16, vitl16, vitb4, vitl7) or an "
+             "entry of msn cache ls, a URL, or a training run's folder.",
         show_default=False)],
     encoder: EncoderOpt = "target",
     num_heads: NumHeadsOpt = None,

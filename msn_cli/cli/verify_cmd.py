@@ -21,7 +21,8 @@ _STATUS = {True: "[green]passed[/green]", False: "[bold red]FAILED[/bold red]", 
 def verify(
     out: Annotated[Path, typer.Argument(help="The folder msn convert wrote.", show_default=False)],
     source: Annotated[Optional[str], typer.Option(
-        "--source", help="The original checkpoint (file, released name or URL); by default "
+        "--source", help="The original checkpoint (file, released name, entry of msn cache ls "
+        "or URL); by default "
         "the one the manifest records.", show_default=False)] = None,
     image: Annotated[Optional[Path], typer.Option(
         "--image", help="COCO val2017 000000039769.jpg, to check the published values of the "
