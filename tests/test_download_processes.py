@@ -82,7 +82,8 @@ def test_two_processes_one_transfer(served):
     assert len(reqs) == 1 and reqs[0].sent == len(data)  # one transfer for both
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
+                         ids=["ctrl-c", "sigterm", "kill-9"])
 def test_interrupted_process_resumes_next_run(served, sig):
     server, url, data = served
     server.fault("/ck/run_b.pth.tar", "slow", times=1, delay=0.05, step=64 * 1024)
@@ -91,9 +92,11 @@ def test_interrupted_process_resumes_next_run(served, sig):
     wait_for(lambda: part.exists() and part.stat().st_size > 300_000, what="bytes on disk")
     p.send_signal(sig)
     _, err = p.communicate(timeout=60)
-    if sig == signal.SIGINT:
-        assert p.returncode == 130, err
-        assert "interrupted" in err and "Traceback" not in err
+    if sig in (signal.SIGINT, signal.SIGTERM):
+        assert p.returncode == (130 if sig == signal.SIGINT else 143), err
+        said = "interrupted" if sig == signal.SIGINT else "terminated"
+        assert f"Error: {said} while getting {url}; what arrived is kept in the cache" in err
+        assert "run the same command again to resume" in err and "Traceback" not in err
     else:
         assert p.returncode == -signal.SIGKILL
     have = part.stat().st_size

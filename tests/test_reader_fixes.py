@@ -62,3 +62,20 @@ def test_install_completion_installs_for_the_named_shell(tmp_path):
     r = run_msn_process("--install-completion", "fish", env={"HOME": str(home)})
     assert r.returncode == 0, r.stderr
     assert "complete --command msn" in (home / ".config/fish/completions/msn.fish").read_text()
+
+
+def test_every_exit_code_list_names_143():
+    import typer
+
+    from msn_cli.cli.app import app
+
+    def walk(cmd):
+        yield cmd
+        for sub in (getattr(cmd, "commands", None) or {}).values():
+            yield from walk(sub)
+
+    lists = [h.split("Exit codes:", 1)[1].split("\n\n")[0] for h in
+             (c.help or "" for c in walk(typer.main.get_command(app))) if "Exit codes:" in h]
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert len(lists) >= 5 and all("143 terminated" in x for x in lists), lists
+    assert "| 143  | terminated (SIGTERM) |" in readme

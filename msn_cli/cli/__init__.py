@@ -7,9 +7,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, MsnError
-
-EXIT_TERMINATED = 143
+from ..errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, MsnError
 
 
 class Terminated(BaseException):

@@ -44,7 +44,7 @@ def convert(
     replaced only with --force, and only after the new one is complete.
 
     Exit codes: 0 converted (and verified), 1 verify failed, 2 usage, 3 bad checkpoint,
-    4 network.
+    4 network, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 
     Examples:
 

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from ..errors import EXIT_INTERRUPTED, MsnError, UsageError, VerificationFailed
+from ..errors import EXIT_INTERRUPTED, EXIT_TERMINATED, MsnError, UsageError, VerificationFailed
+from . import Terminated
 from .options import BaseUrlOpt, CacheDirOpt, JsonOpt, QuietOpt, VerboseOpt
 from .render import human_bytes
 from .term import Term
@@ -42,7 +43,8 @@ def download(
     the next time. Other commands (inspect, convert) download through the same cache.
 
     Exit codes: 0 done, 2 usage, 3 cache folder unusable or disk full, 4 network or server
-    error (or offline with the file not cached), 130 interrupted.
+    error (or offline with the file not cached), 130 interrupted (Ctrl-C), 143 terminated
+    (SIGTERM).
 
     Examples:
 
@@ -72,10 +74,12 @@ def download(
             try:
                 f = fetch(spec, cache_dir=cache_dir, base_url=base_url, sha256=sha256, force=force,
                           verify=verify, progress=progress, notify=term.info)
-            except KeyboardInterrupt:
-                raise MsnError(f"interrupted while getting {spec}; what arrived is kept in the cache",
+            except (KeyboardInterrupt, Terminated) as e:
+                ctrl_c = isinstance(e, KeyboardInterrupt)
+                raise MsnError(f"{'interrupted' if ctrl_c else 'terminated'} while getting {spec}; "
+                               "what arrived is kept in the cache",
                                hint="run the same command again to resume where it stopped",
-                               exit_code=EXIT_INTERRUPTED) from None
+                               exit_code=EXIT_INTERRUPTED if ctrl_c else EXIT_TERMINATED) from None
             except MsnError as e:
                 if len(specs) == 1:
                     raise

@@ -56,7 +56,8 @@ def push(
     The endpoint is $HF_ENDPOINT when set.
 
     Exit codes: 0 pushed, 1 verify recorded a failure, 2 usage, 3 folder unverified, incomplete
-    or changed since convert, 4 Hub/network error (bad token, no rights, offline).
+    or changed since convert, 4 Hub/network error (bad token, no rights, offline),
+    130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 
     Examples:
 

@@ -51,7 +51,8 @@ def verify(
     The result is recorded in msn_manifest.json unless --no-record.
 
     Exit codes: 0 every check that ran passed, 1 a check failed,
-    3 verify could not run (no source checkpoint, unreadable folder), 4 network.
+    3 verify could not run (no source checkpoint, unreadable folder), 4 network,
+    130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 
     Examples:
 
