@@ -242,7 +242,8 @@ def render() -> str:
         f"<!-- Generated from the Typer app by `{GENERATED_BY}` (or `make docs`); do not edit by hand. -->",
         "",
         "Every command takes `-h`/`--help`. Data goes to stdout (`--json` for machine-readable "
-        "output), messages and progress to stderr; `-q` keeps only errors, `-v` adds detail. "
+        "output), messages and progress to stderr; `-q` keeps only errors and warnings on stderr "
+        "(stdout is unchanged), `-v` adds detail. "
         "Colour follows the terminal and is off when `NO_COLOR` is set or the output is not a "
         "terminal. " + EXIT_CODES_SUMMARY,
         "",

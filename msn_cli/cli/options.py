@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")]
+QuietOpt = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="Only errors (and warnings) on stderr; stdout, the data, is unchanged.")]
 VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True,
                                          help="More detail on stderr (repeat for more).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]

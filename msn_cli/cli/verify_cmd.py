@@ -25,11 +25,13 @@ def verify(
         "or URL); by default "
         "the one the manifest records.", show_default=False)] = None,
     image: Annotated[Optional[Path], typer.Option(
-        "--image", help="COCO val2017 000000039769.jpg, to check the published values of the "
-        "five released models (golden check).", show_default=False)] = None,
+        "--image", help="COCO val2017 image 000000039769.jpg (from "
+        "http://images.cocodataset.org/val2017/000000039769.jpg), to check the published values "
+        "of the five released models (golden check).", show_default=False)] = None,
     against: Annotated[Optional[str], typer.Option(
         "--against", help="Another Hugging Face folder or Hub repo id (e.g. facebook/vit-msn-small) "
-        "to compare tensor by tensor.", show_default=False)] = None,
+        "to compare tensor by tensor. The per-tensor table is shown when the check fails, or "
+        "always with -v (--json always holds it).", show_default=False)] = None,
     no_record: Annotated[bool, typer.Option(
         "--no-record", help="Do not store the result in msn_manifest.json.")] = False,
     json_out: JsonOpt = False,
@@ -48,7 +50,9 @@ def verify(
     golden: published values of the five released models (needs --image).
     against: tensor-by-tensor comparison with another folder or Hub repo.
 
-    The result is recorded in msn_manifest.json unless --no-record.
+    The result is recorded in msn_manifest.json unless --no-record. A folder without
+    msn_manifest.json (written by another tool) can be verified with --source: hashes are then
+    not checked and nothing is recorded.
 
     Exit codes: 0 every check that ran passed, 1 a check failed,
     3 verify could not run (no source checkpoint, unreadable folder), 4 network,
