@@ -79,3 +79,26 @@ def test_every_exit_code_list_names_143():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert len(lists) >= 5 and all("143 terminated" in x for x in lists), lists
     assert "| 143  | terminated (SIGTERM) |" in readme
+
+
+def test_against_table_on_success_only_with_v(cli, folder, tmp_path):
+    import shutil
+
+    twin = tmp_path / "twin"
+    shutil.copytree(folder, twin)
+    plain = cli("verify", folder, "--against", twin, "--no-record")
+    assert plain.code == 0, plain.stderr
+    assert "Tensor-by-tensor comparison" not in plain.stdout
+    verbose = cli("verify", folder, "--against", twin, "--no-record", "-v")
+    assert verbose.code == 0 and "Tensor-by-tensor comparison" in verbose.stdout
+
+
+def test_verify_source_on_a_folder_without_a_manifest(cli, folder):
+    source = json.loads((folder / MANIFEST).read_text())["source"]["path"]
+    (folder / MANIFEST).unlink()
+    assert cli("verify", folder).code == 3  # the manifest names the source; without it, say one
+    r = cli("verify", folder, "--source", source, "--json")
+    assert r.code == 0, r.stderr
+    assert r.json()["recorded"] is False and not (folder / MANIFEST).exists()
+    files = next(c for c in r.json()["checks"] if c["name"] == "files")
+    assert "no manifest: hashes not checked" in files["detail"]
