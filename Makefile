@@ -30,9 +30,11 @@ demo: install
 bench: install
 	$(BIN)/python bench/run.py
 
-# docs/cli.md, the command reference, generated from the Typer app (tests/test_docs.py checks it)
+# docs/cli.md, the command reference, generated from the Typer app, and the README's tour,
+# generated from a real run of the demo's commands (tests/test_docs.py checks both)
 docs: install
 	$(BIN)/python -m msn_cli.cli.docs > docs/cli.md.tmp && mv docs/cli.md.tmp docs/cli.md
+	$(BIN)/python -m msn_cli.tour README.md
 
 # A second environment with transformers 4.57 (and the huggingface_hub<1.0 it requires): the
 # conversion, verify and compatibility tests run there too.

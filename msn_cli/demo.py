@@ -17,21 +17,33 @@ from pathlib import Path
 from .cli import main
 from .synth import TINY, write_checkpoint
 
+CHECKPOINT = "vit-msn-tiny.pth.tar"
+OUT = "vit-msn-tiny"
+
+
+def write_demo_checkpoint(path: Path) -> Path:
+    """The demo's checkpoint: tiny, seeded, in the released layout."""
+    return write_checkpoint(path, TINY, "released", seed=0)
+
+
+def steps(ckpt: str, out: str) -> list[list[str]]:
+    """The demo's commands (the README's tour runs some of them: ``msn_cli.tour``)."""
+    return [
+        ["inspect", ckpt],
+        ["convert", ckpt, out, "--force"],
+        ["verify", out],
+        ["push", out, "your-org/vit-msn-tiny", "--dry-run"],
+    ]
+
 
 def run(folder: Path) -> int:
     folder.mkdir(parents=True, exist_ok=True)
-    ckpt = folder / "vit-msn-tiny.pth.tar"
-    out = folder / "vit-msn-tiny"
+    ckpt = folder / CHECKPOINT
+    out = folder / OUT
     if not ckpt.exists():
-        write_checkpoint(ckpt, TINY, "released", seed=0)
+        write_demo_checkpoint(ckpt)
         print(f"wrote a synthetic checkpoint in the released layout: {ckpt}", file=sys.stderr)
-    steps = [
-        ["inspect", str(ckpt)],
-        ["convert", str(ckpt), str(out), "--force"],
-        ["verify", str(out)],
-        ["push", str(out), "your-org/vit-msn-tiny", "--dry-run"],
-    ]
-    for args in steps:
+    for args in steps(str(ckpt), str(out)):
         print(f"\n$ msn {shlex.join(args)}", file=sys.stderr, flush=True)
         code = main(args)
         if code != 0:

@@ -1,7 +1,8 @@
-"""docs/cli.md: generated from the Typer app, complete, free of markup, and never stale.
+"""docs/cli.md and the README's tour: generated, complete, free of markup, and never stale.
 
-When test_cli_md_is_up_to_date fails, regenerate the file with ``make docs``
-(``python -m msn_cli.cli.docs > docs/cli.md``) and commit it.
+When test_cli_md_is_up_to_date or test_readme_tour_is_up_to_date fails, regenerate with
+``make docs`` (``python -m msn_cli.cli.docs > docs/cli.md`` and ``python -m msn_cli.tour``)
+and commit the result.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 import typer
 
 from msn_cli.cli.app import app
@@ -90,3 +92,19 @@ def test_shell_completion_as_documented():
     done = run_msn_process(env={"_MSN_COMPLETE": "complete_bash", "COMP_WORDS": "msn cache ",
                                 "COMP_CWORD": "2"})
     assert set(done.stdout.split()) >= {"ls", "rm", "check"}
+
+
+@pytest.mark.slow
+def test_readme_tour_is_up_to_date():
+    """The README's tour is what the demo's commands print now (a real run, ~25 s)."""
+    from msn_cli.tour import BEGIN, END
+
+    readme = REPO / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    tour = text[text.index(BEGIN):text.index(END)]
+    assert "$ msn convert" in tour and "$ msn verify" in tour and "Parity per layer" in tour
+    assert str(REPO) not in tour and "/tmp" not in tour and "msn-tour-" not in tour
+    r = subprocess.run([sys.executable, "-m", "msn_cli.tour", "--check", str(readme)],
+                       capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert r.returncode == 0, f"{r.stderr}\n{r.stdout[:3000]}"
+    assert readme.read_text(encoding="utf-8") == text  # --check writes nothing

@@ -120,8 +120,8 @@ def checks_table(report: VerifyReport) -> Table:
 
 def layers_table(report: VerifyReport, size: int, full: bool = False) -> Table:
     first = report.first_bad_layer
-    t = Table(title=f"Parity per layer at {size} px (all tokens, "
-                    f"{sum(1 for i in report.inputs if i['size'] == size)} inputs)",
+    n = sum(1 for i in report.inputs if i["size"] == size)
+    t = Table(title=f"Parity per layer at {size} px (all tokens, {n} input{'s' if n != 1 else ''})",
               title_justify="left")
     cols = [("layer", "left")]
     if full:
