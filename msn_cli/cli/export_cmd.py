@@ -75,7 +75,8 @@ def export(
     A folder's backbone goes back to the original layout (qkv joined); its head and
     prototypes come from --head-from or are initialised, and the output says which.
 
-    Exit codes: 0 written, 2 usage or OUT exists (use --force), 3 bad source, 4 network.
+    Exit codes: 0 written, 2 usage or OUT exists (use --force), 3 bad source, 4 network,
+    130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 
     Examples:
 
