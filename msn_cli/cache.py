@@ -17,6 +17,13 @@ Layout::
 Entry names are the released file names (``vits16_800ep.pth.tar``) for the five released
 checkpoints, and the last part of the URL path for other URLs (with a short hash of the URL
 added when two URLs would share a name).
+
+Anyone who shares the cache can write into it, so nothing read from it is trusted (see
+:mod:`msn_cli.safeio`): every path is built from a name that passes ``safe_name`` (one plain
+component: never ``..``, never absolute); an index entry that breaks a rule is reported as
+damaged and ignored, never followed; the sub-folders must be real folders, not links; cached
+and partial files must be regular files; locks and notes are never written through a link; URLs
+are stored without credentials.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import json
 import os
 import re
 import shutil
-import tempfile
+import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -38,6 +45,7 @@ from urllib.parse import unquote, urlsplit
 from .errors import CacheError, UsageError
 from .hashing import sha256_file
 from .progress import ProgressFn, no_progress
+from .safeio import UnsafeInput, read_json, replace_file, safe_name, strip_credentials
 from .variants import VARIANTS, variant_for_filename
 
 INDEX_VERSION = 1
@@ -48,6 +56,8 @@ CACHEDIR_TAG = (
     "# For information about cache directory tags see https://bford.info/cachedir/\n"
 )
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._+-]+")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+SUBFOLDERS = ("files", "partial", "locks")
 
 
 def default_cache_dir() -> Path:
@@ -89,10 +99,47 @@ class CacheEntry:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CacheEntry:
-        return cls(name=str(d["name"]), url=str(d.get("url") or ""), size=int(d["size"]),
-                   sha256=str(d["sha256"]), downloaded_at=str(d.get("downloaded_at") or ""),
-                   variant=d.get("variant"))
+    def from_dict(cls, d: Any, key: str | None = None) -> CacheEntry:
+        """The entry an index record describes; :class:`ValueError` saying what is wrong.
+
+        ``key``: the index key the record is filed under, which must be its name.
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"the record is {type(d).__name__}, not an object")
+        try:
+            name = safe_name(d.get("name"))
+        except UnsafeInput as e:
+            raise ValueError(f"its name {e}") from None
+        if key is not None and key != name:
+            raise ValueError(f"it is filed under another name than its own ('{name}')")
+        url = d.get("url") or ""
+        size = d.get("size")
+        sha = d.get("sha256")
+        when = d.get("downloaded_at") or ""
+        variant = d.get("variant")
+        if not isinstance(url, str):
+            raise ValueError("its url is not a string")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError("its size is not a whole number of bytes")
+        if not isinstance(sha, str) or not _HEX64.match(sha):
+            raise ValueError("its sha256 is not 64 hexadecimal digits")
+        if not isinstance(when, str):
+            raise ValueError("its downloaded_at is not a string")
+        if variant is not None and variant not in VARIANTS:
+            raise ValueError("its variant is not a released name")
+        return cls(name=name, url=strip_credentials(url), size=size, sha256=sha, downloaded_at=when,
+                   variant=variant)
+
+
+@dataclass(frozen=True)
+class DamagedEntry:
+    """An index record msn ignores (it never builds a path from it): its key and why."""
+
+    key: str
+    problem: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "problem": self.problem}
 
 
 @dataclass(frozen=True)
@@ -110,6 +157,24 @@ class PartialFile:
                 "total": self.total}
 
 
+@dataclass(frozen=True)
+class PartialNote:
+    """``partial/<name>.json``: where an interrupted transfer came from (no credentials)."""
+
+    url: str
+    etag: str | None = None
+    last_modified: str | None = None
+    total: int | None = None
+    started_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class DamagedNote(ValueError):
+    """A partial note that is not what msn writes: its transfer is started over."""
+
+
 class Cache:
     """One cache folder. Cheap to create; nothing is written until something needs to be."""
 
@@ -121,29 +186,47 @@ class Cache:
     def index_path(self) -> Path:
         return self.root / "index.json"
 
+    # Every path below is built from a name that passes safe_name: one plain component.
     def file_path(self, name: str) -> Path:
-        return self.root / "files" / name
+        return self.root / "files" / _entry_name(name)
 
     def partial_path(self, name: str) -> Path:
-        return self.root / "partial" / f"{name}.part"
+        return self.root / "partial" / f"{_entry_name(name)}.part"
 
     def partial_meta_path(self, name: str) -> Path:
-        return self.root / "partial" / f"{name}.json"
+        return self.root / "partial" / f"{_entry_name(name)}.json"
 
     def lock_path(self, name: str) -> Path:
-        return self.root / "locks" / f"{name}.lock"
+        return self.root / "locks" / f"{_entry_name(name)}.lock"
 
     def ensure(self) -> None:
         """Create the folder, its sub-folders and CACHEDIR.TAG (idempotent)."""
         try:
-            for sub in ("files", "partial", "locks"):
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(parents=True, exist_ok=True)
+            for sub in SUBFOLDERS:
+                with contextlib.suppress(FileExistsError):
+                    (self.root / sub).mkdir()
+            self.check_layout()
             tag = self.root / "CACHEDIR.TAG"
             if not tag.exists():
-                _atomic_write(tag, CACHEDIR_TAG.encode())
+                replace_file(tag, CACHEDIR_TAG.encode())
         except OSError as e:
             raise CacheError(f"cannot use the cache folder {self.root}: {e.strerror or e}",
                              hint="pass --cache-dir or set MSN_CACHE to a writable folder") from e
+
+    def check_layout(self) -> None:
+        """The sub-folders that exist are real folders: a planted link would lead msn outside."""
+        for sub in SUBFOLDERS:
+            path = self.root / sub
+            try:
+                mode = path.lstat().st_mode
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISDIR(mode):
+                what = "a symbolic link" if stat.S_ISLNK(mode) else "not a folder"
+                raise CacheError(f"the cache's {sub}/ ({path}) is {what}; msn keeps its files "
+                                 "inside the cache and will not follow it",
+                                 hint=f"remove it (rm {path}); msn creates it again")
 
     # -- locks -----------------------------------------------------------------------------
     def entry_lock(self, name: str, timeout: float = -1):
@@ -151,57 +234,67 @@ class Cache:
         from filelock import FileLock
 
         self.ensure()
-        return FileLock(str(self.lock_path(name)), timeout=timeout)
+        path = self.lock_path(name)
+        _unlink_link(path)
+        return FileLock(str(path), timeout=timeout)
 
     @contextlib.contextmanager
     def _index_lock(self) -> Iterator[None]:
         from filelock import FileLock
 
         self.ensure()
-        with FileLock(str(self.root / "index.json.lock"), timeout=60):
+        path = self.root / "index.json.lock"
+        _unlink_link(path)
+        with FileLock(str(path), timeout=60):
             yield
 
     # -- index -----------------------------------------------------------------------------
-    def _read_index(self) -> dict[str, dict[str, Any]]:
+    def _read_index(self) -> dict[str, Any]:
+        """The index's records by key, as stored (the typed reading is :meth:`_typed`).
+
+        A file that is not a capped, depth-bounded JSON object with an ``entries`` object is a
+        :class:`CacheError` (exit 3) saying how to start the index afresh.
+        """
         try:
-            raw = self.index_path.read_text(encoding="utf-8")
+            data = read_json(self.index_path)
         except (FileNotFoundError, NotADirectoryError):
             return {}
         except OSError as e:
             raise CacheError(f"cannot read {self.index_path}: {e.strerror or e}",
                              hint="pass --cache-dir or set MSN_CACHE to a usable folder") from e
-        try:
-            data = json.loads(raw)
-            entries = data["entries"]
-            if not isinstance(entries, dict):
-                raise TypeError("entries is not an object")
-            return entries
-        except (ValueError, KeyError, TypeError) as e:
-            raise CacheError(f"the cache index {self.index_path} is damaged ({e})",
-                             hint=f"delete it (the files stay and are re-checked on next use): "
-                                  f"rm {self.index_path}") from e
+        except ValueError as e:  # UnsafeInput included: not a regular file, too large, too deep
+            raise _damaged_index(self.index_path, str(e)) from None
+        if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
+            raise _damaged_index(self.index_path, "it holds no 'entries' object")
+        return data["entries"]
 
-    def _write_index(self, entries: dict[str, dict[str, Any]]) -> None:
+    def _typed(self) -> tuple[dict[str, CacheEntry], list[DamagedEntry]]:
+        good: dict[str, CacheEntry] = {}
+        damaged: list[DamagedEntry] = []
+        for key, d in self._read_index().items():
+            try:
+                good[key] = CacheEntry.from_dict(d, key)
+            except ValueError as e:
+                damaged.append(DamagedEntry(key, f"ignored: {e}"))
+        return good, damaged
+
+    def _write_index(self, entries: dict[str, Any]) -> None:
         payload = {"version": INDEX_VERSION, "entries": dict(sorted(entries.items()))}
-        _atomic_write(self.index_path, (json.dumps(payload, indent=2) + "\n").encode())
+        replace_file(self.index_path, (json.dumps(payload, indent=2) + "\n").encode())
 
     def entries(self) -> list[CacheEntry]:
-        out = []
-        for d in self._read_index().values():
-            with contextlib.suppress(KeyError, ValueError, TypeError):
-                out.append(CacheEntry.from_dict(d))
-        return sorted(out, key=lambda e: e.name)
+        """The usable entries (a damaged record is left out: see :meth:`damaged`)."""
+        return sorted(self._typed()[0].values(), key=lambda e: e.name)
+
+    def damaged(self) -> list[DamagedEntry]:
+        """Index records msn ignores: a name that is not one plain file name, wrong types."""
+        return self._typed()[1]
 
     def get(self, name: str) -> CacheEntry | None:
-        d = self._read_index().get(name)
-        if d is None:
-            return None
-        try:
-            return CacheEntry.from_dict(d)
-        except (KeyError, ValueError, TypeError):
-            return None
+        return self._typed()[0].get(name)
 
     def find_by_url(self, url: str) -> CacheEntry | None:
+        url = strip_credentials(url)
         for e in self.entries():
             if e.url == url:
                 return e
@@ -210,33 +303,51 @@ class Cache:
     def put(self, entry: CacheEntry) -> None:
         with self._index_lock():
             entries = self._read_index()
-            entries[entry.name] = entry.to_dict()
+            record = entry.to_dict()
+            record["name"] = _entry_name(entry.name)
+            record["url"] = strip_credentials(entry.url)  # the index is shared: no secrets in it
+            entries[entry.name] = record
             self._write_index(entries)
 
     def drop(self, name: str) -> None:
+        """Forget the index record filed under ``name`` (damaged ones too); no file is touched."""
         with self._index_lock():
             entries = self._read_index()
-            if entries.pop(name, None) is not None:
+            if name in entries:
+                del entries[name]
                 self._write_index(entries)
 
     # -- questions -------------------------------------------------------------------------
     def intact(self, entry: CacheEntry) -> bool:
-        """The file is there with the size the index recorded (the cheap check)."""
+        """The file is there, a regular file, with the size the index recorded (the cheap check)."""
         try:
-            return self.file_path(entry.name).stat().st_size == entry.size
+            st = self.file_path(entry.name).lstat()
         except OSError:
             return False
+        return stat.S_ISREG(st.st_mode) and st.st_size == entry.size
 
     def partials(self) -> list[PartialFile]:
+        """Interrupted transfers; anything under ``partial/`` with another name is not one."""
         out: list[PartialFile] = []
         folder = self.root / "partial"
-        if not folder.is_dir():
+        if not folder.is_dir() or folder.is_symlink():
             return out
         for p in sorted(folder.glob("*.part")):
             name = p.name[: -len(".part")]
-            meta = read_partial_meta(self.partial_meta_path(name))
-            with contextlib.suppress(OSError):
-                out.append(PartialFile(name, p, p.stat().st_size, meta.get("url"), meta.get("total")))
+            try:
+                safe_name(name)
+                st = p.lstat()
+            except (UnsafeInput, OSError):
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            try:
+                note = read_partial_note(self.partial_meta_path(name))
+            except DamagedNote:
+                note = None
+            size = st.st_size if stat.S_ISREG(st.st_mode) else 0  # a link: its own, not its target's
+            out.append(PartialFile(name, p, size, note.url if note else None,
+                                   note.total if note else None))
         return out
 
     def name_for(self, spec: str) -> str:
@@ -247,7 +358,9 @@ class Cache:
         return key
 
     def name_for_url(self, url: str) -> str:
-        """The entry name a URL downloads to (stable for a given URL and index)."""
+        """The entry name a URL downloads to (stable for a given URL and index, with or
+        without credentials in it)."""
+        url = strip_credentials(url)
         known = self.find_by_url(url)
         if known is not None:
             return known.name
@@ -262,8 +375,17 @@ class Cache:
 
     # -- changes ---------------------------------------------------------------------------
     def remove(self, name: str) -> dict[str, Any]:
-        """Delete an entry's file, its partial download and its index entry."""
+        """Delete an entry's file, its partial download and its index entry.
+
+        A damaged index record whose key is not a plain file name loses its record only: no
+        path is ever built from it. A link in the cache is removed, never its target.
+        """
         removed: dict[str, Any] = {"name": name, "bytes": 0, "files": []}
+        try:
+            safe_name(name)
+        except UnsafeInput:
+            self.drop(name)
+            return removed
         lock = self.entry_lock(name, timeout=5)
         from filelock import Timeout
 
@@ -271,7 +393,11 @@ class Cache:
             with lock:
                 for p in (self.file_path(name), self.partial_path(name), self.partial_meta_path(name)):
                     try:
-                        size = p.stat().st_size
+                        st = p.lstat()
+                        if stat.S_ISDIR(st.st_mode):
+                            raise CacheError(f"{p} is a folder, not a file msn wrote; "
+                                             "msn does not delete it", hint=f"look at it: rm -r {p}")
+                        size = st.st_size if stat.S_ISREG(st.st_mode) else 0
                         p.unlink()
                     except FileNotFoundError:
                         continue
@@ -288,14 +414,19 @@ class Cache:
 
     def check(self, entry: CacheEntry, progress: ProgressFn = no_progress) -> dict[str, Any]:
         """Re-hash one entry and compare with the index."""
+        self.check_layout()
         path = self.file_path(entry.name)
         row: dict[str, Any] = {"name": entry.name, "path": str(path), "expected_size": entry.size,
                                "expected_sha256": entry.sha256}
         try:
-            size = path.stat().st_size
+            st = path.lstat()
         except OSError:
             row.update(ok=False, problem="file missing")
             return row
+        if not stat.S_ISREG(st.st_mode):
+            row.update(ok=False, problem="not a regular file (msn does not read through links)")
+            return row
+        size = st.st_size
         row["size"] = size
         if size != entry.size:
             row.update(ok=False, problem=f"size {size} differs from the index's {entry.size}")
@@ -308,7 +439,8 @@ class Cache:
         return row
 
     def summary(self) -> dict[str, Any]:
-        entries = self.entries()
+        good, damaged = self._typed()
+        entries = sorted(good.values(), key=lambda e: e.name)
         partials = self.partials()
         rows = []
         for e in entries:
@@ -320,6 +452,7 @@ class Cache:
             "cache_dir": str(self.root),
             "entries": rows,
             "partial": [p.to_dict() for p in partials],
+            "damaged": [d.to_dict() for d in damaged],
             "total_bytes": sum(e.size for e in entries) + sum(p.size for p in partials),
         }
 
@@ -334,29 +467,61 @@ def url_basename(url: str) -> str:
     return base
 
 
-def read_partial_meta(path: Path) -> dict[str, Any]:
+def _entry_name(name: str) -> str:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+        return safe_name(name)
+    except UnsafeInput as e:
+        raise CacheError(f"refusing the cache entry {e}: msn never builds a path outside the "
+                         "cache from it", hint="msn cache ls lists damaged index entries; "
+                                               "msn cache rm --all --yes drops them") from None
+
+
+def _damaged_index(path: Path, why: str) -> CacheError:
+    return CacheError(f"the cache index {path} is damaged ({why})",
+                      hint=f"delete it (the files stay and are re-checked on next use): rm {path}")
+
+
+def _unlink_link(path: Path) -> None:
+    """Remove a symbolic link planted where msn opens a file of its own (never its target)."""
+    if path.is_symlink():
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def read_partial_note(path: Path) -> PartialNote | None:
+    """The note beside a partial file; None when there is none.
+
+    Anything msn would not have written (not a regular file, not JSON, a ``url`` that is not a
+    string, a ``total`` that is not a whole number ...) is a :class:`DamagedNote`: the transfer
+    it describes cannot be trusted and is started over.
+    """
+    try:
+        d = read_json(path, follow_links=False)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise DamagedNote(str(e)) from None
+    if not isinstance(d, dict):
+        raise DamagedNote("it is not an object")
+    url, total = d.get("url"), d.get("total")
+    if not isinstance(url, str) or not url:
+        raise DamagedNote("its url is not a string")
+    if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 0):
+        raise DamagedNote("its total is not a whole number of bytes")
+    texts = {k: d.get(k) for k in ("etag", "last_modified", "started_at")}
+    for k, v in texts.items():
+        if v is not None and not isinstance(v, str):
+            raise DamagedNote(f"its {k} is not a string")
+    return PartialNote(strip_credentials(url), texts["etag"], texts["last_modified"], total,
+                       texts["started_at"])
 
 
 def write_partial_meta(path: Path, meta: dict[str, Any]) -> None:
-    _atomic_write(path, (json.dumps(meta, indent=2) + "\n").encode())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write a partial note (through a fresh file renamed over it; a URL loses its credentials)."""
+    meta = dict(meta)
+    if isinstance(meta.get("url"), str):
+        meta["url"] = strip_credentials(meta["url"])
+    replace_file(path, (json.dumps(meta, indent=2) + "\n").encode())
 
 
 def disk_free(path: Path) -> int | None:

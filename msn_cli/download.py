@@ -21,6 +21,13 @@
 
 An interruption (Ctrl-C, SIGTERM, a killed process, a failed run) leaves the partial file for
 the next run to resume. Memory use does not grow with the file size.
+
+Credentials in a URL (``http://user:password@mirror/``, in ``--base-url``, ``MSN_BASE_URL`` or a
+URL given directly) are used for the request and nowhere else: messages, the index and the
+partial note hold the URL without them. A resumed download gets them again the way the first
+one did, from the URL given again or from the current ``--base-url`` / ``MSN_BASE_URL``; nothing
+secret is written to disk. Partial files are opened without following links (a planted
+symlink is removed, never written through) and the finished file is a regular file.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import contextlib
 import hashlib
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,14 +46,17 @@ from typing import Any
 from .cache import (
     Cache,
     CacheEntry,
+    DamagedNote,
+    PartialNote,
     disk_free,
     now_iso,
-    read_partial_meta,
+    read_partial_note,
     write_partial_meta,
 )
 from .checkpoint import sniff
 from .errors import CacheError, DownloadError, OfflineError, UsageError
 from .progress import ProgressFn, no_progress
+from .safeio import UnsafeInput, open_regular, redact, strip_credentials
 from .variants import DEFAULT_BASE_URL, VARIANTS, find_variant, get_variant
 
 CHUNK = 1024 * 1024
@@ -113,17 +124,24 @@ def check_sha256(value: str | None) -> str | None:
 class _Target:
     name: str
     url: str
+    """The URL requested, credentials included (used for the request only)."""
     variant: str | None
+
+    @property
+    def shown(self) -> str:
+        """The URL as shown and stored: without credentials."""
+        return strip_credentials(self.url)
 
 
 def _target(spec: str, cache: Cache, base_url: str | None) -> _Target:
     if "://" in spec:
         scheme = spec.split("://", 1)[0].lower()
         if scheme not in ("http", "https"):
-            raise UsageError(f"unsupported URL scheme '{scheme}://' in {spec}",
+            raise UsageError(f"unsupported URL scheme '{scheme}://' in {strip_credentials(spec)}",
                              hint="give an http(s) URL or one of " + ", ".join(VARIANTS))
+        plain = strip_credentials(spec)
         for v in VARIANTS.values():
-            if spec in (v.url(DEFAULT_BASE_URL), v.url(effective_base_url(base_url))):
+            if plain in (v.url(DEFAULT_BASE_URL), strip_credentials(v.url(effective_base_url(base_url)))):
                 return _Target(v.filename, spec, v.name)
         return _Target(cache.name_for_url(spec), spec, None)
     entry = None if find_variant(spec) else cache.get(spec.strip())
@@ -157,8 +175,8 @@ def fetch(spec: str, *, cache_dir: str | os.PathLike[str] | None = None, base_ur
         raise OfflineError(
             f"{target.name} is not in the cache ({cache.root}) and {var} is set, so msn may not "
             "use the network",
-            hint=f"unset {var} and run 'msn download {spec}', or copy the file from "
-                 f"{target.url} onto this machine and give its path instead")
+            hint=f"unset {var} and run 'msn download {strip_credentials(spec)}', or copy the file "
+                 f"from {target.shown} onto this machine and give its path instead")
     cache.ensure()
     with _locked(cache, target.name, say):
         if force:
@@ -217,8 +235,23 @@ def _lookup(cache: Cache, target: _Target, pinned: str | None, verify: bool,
 def _discard(cache: Cache, name: str) -> None:
     for p in (cache.file_path(name), cache.partial_path(name), cache.partial_meta_path(name)):
         with contextlib.suppress(FileNotFoundError):
-            p.unlink()
+            p.unlink()  # a link is removed, never its target
     cache.drop(name)
+
+
+def _clear_unsafe_partial(part: Path, say: NotifyFn) -> None:
+    """Leave ``part`` absent or a regular file: a planted link goes, its target stays untouched."""
+    try:
+        mode = part.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise CacheError(f"{part} is a folder, not a partial download; msn does not write into it",
+                         hint=f"remove it (rm -r {part}) and download again")
+    say(f"discarding {part.name}: it is not a regular file (msn never writes through a link)")
+    part.unlink()
 
 
 def _hash_file(path: Path, progress: ProgressFn, stage: str, limit: int | None = None) -> str:
@@ -228,11 +261,17 @@ def _hash_file(path: Path, progress: ProgressFn, stage: str, limit: int | None =
 
 
 def _hash_into(h: Any, path: Path, progress: ProgressFn, stage: str, limit: int | None = None) -> int:
-    total = path.stat().st_size if limit is None else limit
+    """Hash ``path`` (a regular file, never read through a link) into ``h``; the bytes read."""
     buf = bytearray(8 * CHUNK)
     view = memoryview(buf)
     done = 0
-    with open(path, "rb", buffering=0) as f:
+    with contextlib.ExitStack() as stack:
+        try:
+            f = stack.enter_context(open_regular(path, follow_links=False))
+        except UnsafeInput as e:
+            raise CacheError(f"refusing to read {e}",
+                             hint="someone else writes into this cache: download again") from None
+        total = os.fstat(f.fileno()).st_size if limit is None else limit
         while done < total:
             n = f.readinto(view[: min(len(buf), total - done)])
             if not n:
@@ -279,8 +318,14 @@ def _download(cache: Cache, target: _Target, pinned: str | None, progress: Progr
     read_timeout = _env_number("MSN_DOWNLOAD_TIMEOUT", READ_TIMEOUT)
     part = cache.partial_path(target.name)
     meta_path = cache.partial_meta_path(target.name)
-    meta = read_partial_meta(meta_path)
-    if part.exists() and meta.get("url") != target.url:
+    _clear_unsafe_partial(part, say)
+    try:
+        note = read_partial_note(meta_path)
+    except DamagedNote as e:
+        note = None
+        say(f"the note of a partial {target.name} is damaged ({e}); starting over")
+        _discard_partial(part, meta_path)
+    if part.exists() and (note is None or note.url != target.shown):
         say(f"discarding a partial {target.name} that came from another URL")
         part.unlink()
     resumed_from = part.stat().st_size if part.exists() else 0
@@ -310,7 +355,7 @@ def _download(cache: Cache, target: _Target, pinned: str | None, progress: Progr
                 have = part.stat().st_size if part.exists() else 0
                 if failures > retries or attempts >= max_attempts:
                     raise DownloadError(
-                        f"download of {target.name} from {target.url} failed after {attempts} "
+                        f"download of {target.name} from {target.shown} failed after {attempts} "
                         f"attempt{'s' if attempts != 1 else ''}: {e.reason}",
                         hint=(f"run the same command again to resume from byte {have:,}" if have
                               else "check the network (or --base-url / MSN_BASE_URL) and try again"),
@@ -324,7 +369,7 @@ def _download(cache: Cache, target: _Target, pinned: str | None, progress: Progr
     if pinned is not None and digest != pinned:
         _discard_partial(part, meta_path)
         raise DownloadError(
-            f"{target.name} from {target.url} has sha256 {digest}, not the expected {pinned}; "
+            f"{target.name} from {target.shown} has sha256 {digest}, not the expected {pinned}; "
             "the download was deleted",
             hint="check the --sha256 value; if it is right, the server sent a different file")
     kind = sniff(part)
@@ -332,17 +377,37 @@ def _download(cache: Cache, target: _Target, pinned: str | None, progress: Progr
         # a 200 response that is an error or login page, or an un-fetched LFS pointer: never
         # let it into the cache as if it were the checkpoint
         _discard_partial(part, meta_path)
-        raise DownloadError(f"{target.url} sent {kind}, not a checkpoint; nothing was cached",
+        raise DownloadError(f"{target.shown} sent {kind}, not a checkpoint; nothing was cached",
                             hint="check the URL (or --base-url / MSN_BASE_URL)")
     final = cache.file_path(target.name)
+    if not stat.S_ISREG(part.lstat().st_mode):  # swapped for a link since it was written
+        _discard_partial(part, meta_path)
+        raise CacheError(f"{part} was replaced by something else than the download; nothing was "
+                         "cached", hint="someone else writes into this cache: download again")
     os.replace(part, final)
-    entry = CacheEntry(target.name, target.url, size, digest, now_iso(), target.variant)
+    entry = CacheEntry(target.name, target.shown, size, digest, now_iso(), target.variant)
     cache.put(entry)
     with contextlib.suppress(FileNotFoundError):
         meta_path.unlink()
     return CachedFile(entry.name, final, entry.url, digest, size, entry.downloaded_at, target.variant,
                       downloaded=True, resumed_from=0 if state["restarted"] else resumed_from,
                       verified=True)
+
+
+def _open_partial(part: Path) -> Any:
+    """``part`` for writing, created if missing, never through a link; only a regular file."""
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(part, flags, 0o644)
+    except OSError as e:
+        if part.is_symlink():
+            raise CacheError(f"{part} became a symbolic link; msn does not write through it",
+                             hint="someone else writes into this cache: download again") from None
+        raise e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CacheError(f"{part} is not a regular file; msn does not write into it")
+    return os.fdopen(fd, "wb")
 
 
 def _discard_partial(part: Path, meta_path: Path) -> None:
@@ -362,24 +427,31 @@ def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout
 
     _BROKEN = _broken_errors()
     have = part.stat().st_size if part.exists() else 0
-    meta = read_partial_meta(meta_path) if have else {}
-    headers = {}
+    note: PartialNote | None = None
     if have:
+        try:
+            note = read_partial_note(meta_path)
+        except DamagedNote:
+            raise _StartOver() from None
+    headers = {}
+    if note is not None:
         headers["Range"] = f"bytes={have}-"
-        validator = meta.get("etag") or meta.get("last_modified")
+        validator = note.etag or note.last_modified
         if validator:
             headers["If-Range"] = validator
+    elif have:
+        raise _StartOver()
     try:
         r = session.get(target.url, headers=headers, stream=True, timeout=timeout)
     except requests.exceptions.InvalidURL as e:
-        raise UsageError(f"invalid URL {target.url}: {e}") from None
+        raise UsageError(f"invalid URL {target.shown}: {redact(str(e))}") from None
     except (requests.ConnectionError, requests.Timeout) as e:
-        raise _Retry(f"cannot reach {_host(target.url)} ({_short(e)})") from None
+        raise _Retry(f"cannot reach {_host(target.shown)} ({_short(e)})") from None
     with r:
         status = r.status_code
         if status == 416 and have:
             m = _UNSATISFIED.match(r.headers.get("Content-Range", ""))
-            if m and int(m.group(1)) == have and meta.get("total") == have:
+            if m and int(m.group(1)) == have and note is not None and note.total == have:
                 # The earlier run had every byte; it stopped before the checks.
                 return _hash_file(part, progress, target.name), have
             say(f"the server refused to resume {target.name}; starting over")
@@ -389,14 +461,15 @@ def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout
         if status >= 400:
             hint = ("check the name or URL" + (", and --base-url / MSN_BASE_URL" if target.variant
                                                 else ""))
-            raise DownloadError(f"{target.url}: HTTP {status} {r.reason or ''}".rstrip(), hint=hint)
+            raise DownloadError(f"{target.shown}: HTTP {status} {r.reason or ''}".rstrip(), hint=hint)
         if status == 206 and have:
             m = _CONTENT_RANGE.match(r.headers.get("Content-Range", ""))
             if not m or int(m.group(1)) != have:
                 say(f"the server sent another range of {target.name} than asked; starting over")
                 raise _StartOver()
             total = None if m.group(3) == "*" else int(m.group(3))
-            if meta.get("total") is not None and total is not None and meta["total"] != total:
+            if note is not None and note.total is not None and total is not None \
+                    and note.total != total:
                 say(f"{target.name} changed size on the server; starting over")
                 raise _StartOver()
             say(f"resuming {target.name} from byte {have:,}")
@@ -408,7 +481,7 @@ def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout
             length = r.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
         else:
-            raise DownloadError(f"{target.url}: unexpected HTTP {status} {r.reason or ''}".rstrip())
+            raise DownloadError(f"{target.shown}: unexpected HTTP {status} {r.reason or ''}".rstrip())
 
         if total is not None:
             free = disk_free(part.parent)
@@ -417,9 +490,9 @@ def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout
                     f"not enough space for {target.name} in {part.parent}: it needs "
                     f"{total - have:,} more bytes and {free:,} are free",
                     hint="free some space (msn cache rm ...) or use --cache-dir / MSN_CACHE elsewhere")
-        write_partial_meta(meta_path, {"url": target.url, "etag": r.headers.get("ETag"),
+        write_partial_meta(meta_path, {"url": target.shown, "etag": r.headers.get("ETag"),
                                        "last_modified": r.headers.get("Last-Modified"), "total": total,
-                                       "started_at": meta.get("started_at") or now_iso()})
+                                       "started_at": (note.started_at if note else None) or now_iso()})
         h = hashlib.sha256()
         if have:
             if _hash_into(h, part, progress, f"checking partial {target.name}", have) != have:
@@ -427,9 +500,9 @@ def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout
         done = start = have
         progress(target.name, done, total)
         try:
-            with open(part, "ab" if have else "wb") as f:
-                if have:
-                    f.truncate(have)
+            with _open_partial(part) as f:
+                f.truncate(have)
+                f.seek(have)
                 sink = _Sink(f, h)
                 try:
                     for chunk in _chunks(r):
@@ -540,5 +613,5 @@ def _short(e: BaseException) -> str:
         return "the body ended early"
     if isinstance(e, OSError) and e.strerror:
         return e.strerror[0].lower() + e.strerror[1:]
-    text = str(e).strip() or type(e).__name__
+    text = redact(str(e).strip()) or type(e).__name__
     return text if len(text) <= 160 else text[:157] + "..."
