@@ -24,6 +24,7 @@ from typing import Any, Literal
 from . import __version__
 from .errors import UsageError
 from .runconfig import CONFIG_NAME, FIELD_BY_KEY, publishable
+from .sources import public_file_name, public_url
 from .variants import VARIANTS, Variant
 
 LICENSE = "cc-by-nc-4.0"
@@ -210,12 +211,13 @@ def _title(manifest: dict[str, Any]) -> str:
 
 
 def _source_line(src: dict[str, Any]) -> str:
-    if src.get("url"):
-        return f"<{src['url']}>"
-    if src.get("name"):
-        return f"released checkpoint `{src['name']}`"
-    # never publish a local path: only the file's name
-    return f"local file `{Path(str(src.get('path') or src.get('spec') or 'unknown')).name}`"
+    url = public_url(src)  # a released checkpoint's canonical URL, never a mirror's
+    if url:
+        return f"<{url}>"
+    # never publish a local path, a host or credentials: only the file's name
+    if src.get("kind") == "url":
+        return f"`{public_file_name(src)}`, downloaded from a URL that is not published"
+    return f"local file `{public_file_name(src)}`"
 
 
 def _variant_row(o: Origin) -> str:

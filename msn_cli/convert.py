@@ -49,6 +49,7 @@ from .safetensors_io import (
     write_safetensors,
 )
 from .sources import ResolvedSource
+from .variants import VARIANTS
 
 if TYPE_CHECKING:
     import torch
@@ -474,6 +475,9 @@ def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, *, d
         "layout": ckpt.layout, "encoder": ckpt.encoder, "encoder_key": ckpt.encoder_key,
         "prefixed": ckpt.prefixed,
     }
+    if source.name in VARIANTS:
+        # the released file's own URL, never the mirror it came from (README: threat model)
+        src_info["url"] = VARIANTS[source.name].url()
     if dry_run or check is None:
         return ConvertResult(None, plan, src_info, dry_run=True)
     manifest: dict[str, Any] = {

@@ -38,6 +38,8 @@ from .errors import FolderError, HubError, OfflineError, UsageError, Verificatio
 from .hashing import sha256_file
 from .manifest import MANIFEST, check_files, read_manifest
 from .progress import ProgressFn, no_progress
+from .safeio import redact, strip_credentials
+from .sources import public_file_name, public_url
 
 CARD = "README.md"
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -156,20 +158,27 @@ def _hash_bytes(data: bytes) -> str:
 
 
 def public_manifest(manifest: dict[str, Any]) -> bytes:
-    """The manifest as published: the source's local path cut to its file name, and of the
-    training record only the hyperparameters a run's config may publish (never a path).
+    """The manifest as published: the source's local path cut to its file name, its URL the
+    released checkpoint's canonical one or none (never a mirror, an internal host or
+    credentials), and of the training record only the hyperparameters a run's config may
+    publish (never a path).
 
-    Where the checkpoint lay on the converting machine (a home folder, a cache path) is no
-    business of the Hub; everything else, hashes and verify results included, goes up unchanged.
+    Where the checkpoint lay on the converting machine (a home folder, a cache path) or which
+    server it came from is no business of the Hub; everything else, hashes and verify results
+    included, goes up unchanged.
     """
     from .runconfig import publishable
 
     public = json.loads(json.dumps(manifest))
     src = public.get("source")
-    if isinstance(src, dict) and src.get("path"):
-        src["path"] = PurePosixPath(str(src["path"]).replace("\\", "/")).name
-        if src.get("kind") == "path":
-            src["spec"] = src["path"]
+    if isinstance(src, dict):
+        url = public_url(src)
+        if src.get("path"):
+            src["path"] = PurePosixPath(str(src["path"]).replace("\\", "/")).name
+        if src.get("url") or url:
+            src["url"] = url
+        if src.get("kind") in ("path", "url"):
+            src["spec"] = url or public_file_name(src)
     if "training" in public:
         training = public["training"]
         public["training"] = publishable(training) if isinstance(training, dict) else None
@@ -190,7 +199,7 @@ def _description(manifest: dict[str, Any]) -> str:
     src = manifest.get("source") or {}
     v = manifest.get("verify")
     lines = [f"Converted by msn {manifest.get('msn_version', '?')} on {manifest.get('created', '?')}.",
-             f"Source: {src.get('url') or Path(str(src.get('path') or '?')).name}",
+             f"Source: {public_url(src) or public_file_name(src)}",
              f"Source sha256: {src.get('sha256') or 'unknown'}"]
     if isinstance(v, dict):
         lines.append(f"msn verify: {'passed' if v.get('passed') else 'FAILED'}: {v.get('summary', '')}")
@@ -342,6 +351,7 @@ class _Hub:
         self.namespace = repo_id.split("/")[0] if "/" in repo_id else None
 
     def _scrub(self, text: str) -> str:
+        text = redact(text)  # credentials of any URL (HF_ENDPOINT's included)
         return text.replace(self.token, "***") if self.token else text
 
     @contextlib.contextmanager
@@ -421,11 +431,16 @@ def _resolve_token(token: str | None) -> str:
 
 def send_push(plan: PushPlan, *, token: str | None = None,
               progress: ProgressFn = no_progress) -> PushResult:
-    """Create the repo (and branch) if needed, then one commit with every file of ``plan``."""
+    """Create the repo (and branch) if needed, then one commit with every file of ``plan``.
+
+    Credentials in ``HF_ENDPOINT`` go to the Hub client only: every message and the result
+    show the endpoint without them.
+    """
     endpoint = hub_endpoint()
+    shown = strip_credentials(endpoint)
     var = _offline_variable()
     if var:
-        raise OfflineError(f"cannot push to {endpoint}: offline mode is on ({var}=1)",
+        raise OfflineError(f"cannot push to {shown}: offline mode is on ({var}=1)",
                            hint=f"unset {var} to push, or use --dry-run to see what would be sent")
     tok = _resolve_token(token)
 
@@ -433,8 +448,8 @@ def send_push(plan: PushPlan, *, token: str | None = None,
     from huggingface_hub.errors import RepositoryNotFoundError
 
     api = HfApi(endpoint=endpoint, token=tok, library_name="msn-cli", library_version=__version__)
-    hub = _Hub(endpoint, tok, plan.repo_id)
-    result = PushResult(plan, endpoint)
+    hub = _Hub(shown, tok, plan.repo_id)
+    result = PushResult(plan, shown)
 
     with hub.call("check the token"):
         result.user = api.whoami().get("name")
@@ -448,9 +463,9 @@ def send_push(plan: PushPlan, *, token: str | None = None,
     if existing is None:
         with hub.call(f"create {repo_id}"):
             url = api.create_repo(repo_id, private=True if plan.private else None, exist_ok=True)
-        result.repo_url, result.repo_created = str(url), True
+        result.repo_url, result.repo_created = strip_credentials(str(url)), True
     else:
-        result.repo_url, result.repo_created = f"{endpoint}/{repo_id}", False
+        result.repo_url, result.repo_created = f"{shown}/{repo_id}", False
         if plan.private and not getattr(existing, "private", False):
             plan.warnings.append(f"{repo_id} already exists and is public: --private did not change it")
 
@@ -483,9 +498,9 @@ def send_push(plan: PushPlan, *, token: str | None = None,
     # huggingface_hub drops files the revision already holds byte for byte, and makes no
     # commit (nor pull request) when that is all of them: it then returns the head commit.
     result.changed = info.oid != head or info.pr_url is not None
-    result.commit_url = info.commit_url
+    result.commit_url = strip_credentials(info.commit_url) if info.commit_url else info.commit_url
     result.commit_oid = info.oid
-    result.pr_url = info.pr_url
+    result.pr_url = strip_credentials(info.pr_url) if info.pr_url else info.pr_url
     result.pr_num = info.pr_num
     return result
 
@@ -510,5 +525,5 @@ def push_folder(
                      commit_message=commit_message, card_path=card_path,
                      skip_verify_check=skip_verify_check, license=license, progress=progress)
     if dry_run:
-        return PushResult(plan, hub_endpoint(), dry_run=True)
+        return PushResult(plan, strip_credentials(hub_endpoint()), dry_run=True)
     return send_push(plan, token=token, progress=progress)

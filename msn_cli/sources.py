@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from .errors import CheckpointError, UsageError
 from .progress import ProgressFn, no_progress
+from .safeio import strip_credentials
 from .variants import VARIANTS, find_variant, get_variant
 
 
@@ -23,8 +25,40 @@ class ResolvedSource:
     sha256: str | None = None  # known without hashing (the cache index recorded it)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"spec": self.spec, "kind": self.kind, "path": str(self.path), "name": self.name,
-                "url": self.url}
+        """What was resolved, as shown and recorded: URLs without their credentials."""
+        return {"spec": strip_credentials(self.spec), "kind": self.kind, "path": str(self.path),
+                "name": self.name, "url": strip_credentials(self.url) if self.url else None}
+
+
+def public_url(src: Any) -> str | None:
+    """The source URL a published text (card, commit description, pushed manifest) may name.
+
+    Only the canonical URL of a released checkpoint (``variants.DEFAULT_BASE_URL`` + its file
+    name), whatever mirror it was fetched from; None for every other source. msn cannot tell a
+    public host from an internal one, so no other URL is ever published.
+    """
+    if not isinstance(src, dict):
+        return None
+    name = src.get("name")
+    if isinstance(name, str) and name in VARIANTS:
+        return VARIANTS[name].url()
+    url = src.get("url")
+    if isinstance(url, str) and strip_credentials(url) in {v.url() for v in VARIANTS.values()}:
+        return strip_credentials(url)
+    return None
+
+
+def public_file_name(src: Any) -> str:
+    """The file name alone of a source that has no public URL (never a path, host or secret)."""
+    if isinstance(src, dict):
+        for key in ("url", "path", "spec"):
+            value = src.get(key)
+            if isinstance(value, str) and value:
+                path = unquote(urlsplit(value).path) if "://" in value else value
+                name = PurePosixPath(path.replace("\\", "/")).name
+                if name:
+                    return name
+    return "unknown"
 
 
 def is_url(spec: str) -> bool:

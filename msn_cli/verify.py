@@ -908,6 +908,41 @@ def _recorded_path(path: Any, folder: Path) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
+def _manifest_download(src: dict[str, Any], cache_dir: Any, base_url: str | None,
+                       progress: ProgressFn) -> Any:
+    """The source a manifest names by name or URL, fetched only when that is safe.
+
+    A folder may come from anyone, so its word alone never makes msn download an arbitrary
+    URL (an internal host, a huge file to fill the cache). The rule: a released checkpoint
+    (its name, or its canonical URL) is fetched as the released name, from the user's own
+    ``--base-url`` / ``MSN_BASE_URL`` or Meta's server; any other URL is used only when the
+    cache already holds it (no network); else verify asks for ``--source URL``.
+    """
+    from .cache import Cache
+    from .safeio import strip_credentials
+    from .sources import ResolvedSource, public_url, resolve_source
+
+    name = src.get("name") if isinstance(src.get("name"), str) else None
+    canonical = public_url(src)
+    if name in VARIANTS or canonical:
+        released = name if name in VARIANTS else next(
+            v.name for v in VARIANTS.values() if v.url() == canonical)
+        return resolve_source(released, cache_dir=cache_dir, base_url=base_url, progress=progress)
+    url = src.get("url")
+    if not isinstance(url, str) or "://" not in url:
+        raise CheckpointError("the source checkpoint is gone, and the manifest names no released "
+                              "variant or URL to fetch it again", hint="pass it with --source PATH|NAME|URL")
+    shown = strip_credentials(url)
+    cache = Cache(cache_dir)
+    entry = cache.find_by_url(shown)
+    if entry is not None and cache.intact(entry):
+        return ResolvedSource(shown, "url", cache.file_path(entry.name), url=shown, sha256=entry.sha256)
+    raise CheckpointError(
+        f"the source checkpoint is gone and the manifest names {shown}, which is not a released "
+        "checkpoint: msn does not download a URL on a folder's word",
+        hint=f"if you trust that URL, pass it with --source {shown} (or a local copy with --source PATH)")
+
+
 def _source_checkpoint(manifest: dict[str, Any] | None, folder: Path, source: str | None,
                        cache_dir: Any, base_url: str | None, progress: ProgressFn,
                        encoder: str | None) -> tuple[Checkpoint, dict[str, Any], list[str]]:
@@ -925,8 +960,7 @@ def _source_checkpoint(manifest: dict[str, Any] | None, folder: Path, source: st
         resolved = resolve_source(str(recorded), cache_dir=cache_dir, base_url=base_url,
                                   progress=progress)
     elif src.get("kind") in ("variant", "url") and (src.get("name") or src.get("url")):
-        resolved = resolve_source(src.get("name") or src["url"], cache_dir=cache_dir,
-                                  base_url=base_url, progress=progress)
+        resolved = _manifest_download(src, cache_dir, base_url, progress)
     else:
         where = src.get("path") or "(not recorded)"
         raise CheckpointError(f"the source checkpoint {where} is gone, and the manifest names no "

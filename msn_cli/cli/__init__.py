@@ -26,6 +26,10 @@ def _error(message: str, hint: str | None = None) -> None:
     from rich.console import Console
     from rich.markup import escape
 
+    from ..safeio import redact
+
+    # the last line of defence: no URL credentials in any message, whatever raised it
+    message, hint = redact(message), (redact(hint) if hint else hint)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     err.print(f"[bold red]Error:[/bold red] {escape(message)}")
     if hint:

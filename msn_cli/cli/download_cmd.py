@@ -56,6 +56,7 @@ def download(
     """
     from ..cache import Cache
     from ..download import fetch
+    from ..safeio import strip_credentials
     from ..variants import VARIANTS
 
     specs = list(dict.fromkeys(names or []))
@@ -71,20 +72,21 @@ def download(
     failed: list[tuple[str, MsnError]] = []
     with term.progress() as progress:
         for spec in specs:
+            shown = strip_credentials(spec)
             try:
                 f = fetch(spec, cache_dir=cache_dir, base_url=base_url, sha256=sha256, force=force,
                           verify=verify, progress=progress, notify=term.info)
             except (KeyboardInterrupt, Terminated) as e:
                 ctrl_c = isinstance(e, KeyboardInterrupt)
-                raise MsnError(f"{'interrupted' if ctrl_c else 'terminated'} while getting {spec}; "
+                raise MsnError(f"{'interrupted' if ctrl_c else 'terminated'} while getting {shown}; "
                                "what arrived is kept in the cache",
                                hint="run the same command again to resume where it stopped",
                                exit_code=EXIT_INTERRUPTED if ctrl_c else EXIT_TERMINATED) from None
             except MsnError as e:
                 if len(specs) == 1:
                     raise
-                term.warn(e.message if spec in e.message else f"{spec}: {e.message}")
-                failed.append((spec, e))
+                term.warn(e.message if shown in e.message else f"{shown}: {e.message}")
+                failed.append((shown, e))
                 continue
             got.append(f.to_dict())
             if f.downloaded:
@@ -162,6 +164,7 @@ def cache_ls(
         of = f" of {human_bytes(p['total'])}" if p["total"] else ""
         t.add_row(f"{p['name']} [yellow](partial)[/yellow]", "", human_bytes(p["size"]) + of,
                   "unfinished: resumes on next download", "", p["url"] or "")
+    _warn_damaged(term, summary["damaged"])
     n = len(summary["entries"])
     t.caption = (f"{n} file{'s' if n != 1 else ''}"
                  + (f", {len(summary['partial'])} unfinished" if summary["partial"] else "")
@@ -169,9 +172,28 @@ def cache_ls(
     term.data(t)
 
 
+def _printable(text: str) -> str:
+    return text.encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
+def _warn_damaged(term: Term, damaged: list[dict[str, Any]]) -> None:
+    """One warning per index record msn ignores (its key is shown as text, never followed)."""
+    from rich.text import Text
+
+    from ..safeio import redact
+
+    for d in damaged:
+        term.err.print(Text.assemble(("Warning:", "yellow"), f" damaged index entry "
+                                     f"'{_printable(d['key'])}': {redact(d['problem'])}"))
+    if damaged:
+        term.info("msn cache rm --all --yes (or msn cache rm KEY) drops damaged index entries; "
+                  "no file is touched for them")
+
+
 def _selected(cache: Any, names: list[str] | None, everything: bool) -> list[str]:
-    """Entry names (finished or partial) for what the user typed."""
-    known = {e.name for e in cache.entries()} | {p.name for p in cache.partials()}
+    """Entry names (finished or partial, and damaged index keys) for what the user typed."""
+    known = ({e.name for e in cache.entries()} | {p.name for p in cache.partials()}
+             | {d.key for d in cache.damaged()})
     if everything:
         if names:
             raise UsageError("give names or --all, not both")
@@ -280,13 +302,17 @@ def cache_check(
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
     cache = Cache(cache_dir)
     entries = cache.entries()
+    damaged = cache.damaged()
     rows: list[dict[str, Any]] = []
     if names:  # a name not in the cache is missing, like a file gone from it: exit 1
         wanted = list(dict.fromkeys(_entry_name(cache, n) for n in names))
-        have = {e.name for e in entries}
-        rows += [{"name": n, "path": str(cache.file_path(n)), "ok": False,
-                  "problem": "not in the cache"} for n in wanted if n not in have]
+        have = {e.name for e in entries} | {d.key for d in damaged}
+        rows += [{"name": _printable(n), "ok": False, "problem": "not in the cache"}
+                 for n in wanted if n not in have]
         entries = [e for e in entries if e.name in wanted]
+        damaged = [d for d in damaged if d.key in wanted]
+    rows += [{"name": _printable(d.key), "ok": False, "problem": f"damaged index entry, {d.problem}"}
+             for d in damaged]  # reported, never followed
     with term.progress() as progress:
         for e in entries:
             rows.append(cache.check(e, progress))
