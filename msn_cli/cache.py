@@ -125,7 +125,7 @@ class CacheEntry:
             raise ValueError("its sha256 is not 64 hexadecimal digits")
         if not isinstance(when, str):
             raise ValueError("its downloaded_at is not a string")
-        if variant is not None and variant not in VARIANTS:
+        if variant is not None and (not isinstance(variant, str) or variant not in VARIANTS):
             raise ValueError("its variant is not a released name")
         return cls(name=name, url=strip_credentials(url), size=size, sha256=sha, downloaded_at=when,
                    variant=variant)

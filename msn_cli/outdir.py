@@ -38,6 +38,11 @@ def check_target(out: Path, force: bool, keep: Sequence[str | os.PathLike[str]] 
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out} exists and is a file, not a folder",
                                 hint="choose another output folder")
+    if (out / "CACHEDIR.TAG").exists():
+        # msn's checkpoint cache (or any other tool's cache): --force must never replace it
+        raise OutputExistsError(f"{out} is a cache folder (it holds CACHEDIR.TAG); msn never "
+                                "replaces one, not even with --force",
+                                hint="choose another output folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise OutputExistsError(f"{out} exists and is not empty",
                                 hint="add --force to replace it (only once the new one is complete)")

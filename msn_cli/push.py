@@ -92,6 +92,9 @@ class PushResult:
     pr_num: int | None = None
     changed: bool | None = None  # False: the revision already held exactly these files
 
+    def __post_init__(self) -> None:
+        self.endpoint = strip_credentials(self.endpoint)  # HF_ENDPOINT's credentials: never shown
+
     @property
     def warnings(self) -> list[str]:
         return self.plan.warnings
@@ -525,5 +528,5 @@ def push_folder(
                      commit_message=commit_message, card_path=card_path,
                      skip_verify_check=skip_verify_check, license=license, progress=progress)
     if dry_run:
-        return PushResult(plan, strip_credentials(hub_endpoint()), dry_run=True)
+        return PushResult(plan, hub_endpoint(), dry_run=True)
     return send_push(plan, token=token, progress=progress)
