@@ -320,6 +320,7 @@ class Cache:
     # -- questions -------------------------------------------------------------------------
     def intact(self, entry: CacheEntry) -> bool:
         """The file is there, a regular file, with the size the index recorded (the cheap check)."""
+        self.check_layout()
         try:
             st = self.file_path(entry.name).lstat()
         except OSError:
@@ -439,6 +440,7 @@ class Cache:
         return row
 
     def summary(self) -> dict[str, Any]:
+        self.check_layout()
         good, damaged = self._typed()
         entries = sorted(good.values(), key=lambda e: e.name)
         partials = self.partials()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -173,15 +174,19 @@ def test_a_symlinked_cached_file_is_not_hashed_but_fetched_again(cli, server, tm
 
 
 def test_a_symlinked_cache_subfolder_is_refused(cli, server, tmp_path):
-    url = server.add("/run.bin", b"data" * 100)
+    data = b"data" * 100
+    url = server.add("/run.bin", data)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    cache = Cache()
-    cache.root.mkdir(parents=True)
+    (elsewhere / "run.bin").write_bytes(PRECIOUS)
+    cache = plant_index({"run.bin": record("run.bin", PRECIOUS, url)})
+    shutil.rmtree(cache.root / "files")
     (cache.root / "files").symlink_to(elsewhere)
-    r = cli("download", url)
-    assert r.code == 3 and "symbolic link" in r.stderr
-    assert list(elsewhere.iterdir()) == []
+    for args in (("download", url), ("cache", "ls"), ("cache", "check"), ("cache", "rm", "--all", "--yes")):
+        r = cli(*args)
+        assert r.code == 3 and "symbolic link" in r.stderr, (args, r.stderr)
+    assert [p.name for p in elsewhere.iterdir()] == ["run.bin"]
+    assert (elsewhere / "run.bin").read_bytes() == PRECIOUS
 
 
 def test_a_symlinked_lock_file_is_replaced_not_followed(cli, server, tmp_path):
