@@ -326,7 +326,8 @@ def _download(cache: Cache, target: _Target, pinned: str | None, progress: Progr
         say(f"the note of a partial {target.name} is damaged ({e}); starting over")
         _discard_partial(part, meta_path)
     if part.exists() and (note is None or note.url != target.shown):
-        say(f"discarding a partial {target.name} that came from another URL")
+        say(f"discarding a partial {target.name} that came from another URL" if note else
+            f"discarding a partial {target.name} with no note of where it came from")
         part.unlink()
     resumed_from = part.stat().st_size if part.exists() else 0
 

@@ -92,6 +92,8 @@ from .variants import VARIANTS, Variant, match_variant
 if TYPE_CHECKING:
     import torch
 
+    from .sources import ResolvedSource
+
 CHECK_NAMES = ("files", "loading", "config", "parity", "golden", "against")
 
 
@@ -909,7 +911,7 @@ def _recorded_path(path: Any, folder: Path) -> Path | None:
 
 
 def _manifest_download(src: dict[str, Any], cache_dir: Any, base_url: str | None,
-                       progress: ProgressFn) -> Any:
+                       progress: ProgressFn) -> ResolvedSource:
     """The source a manifest names by name or URL, fetched only when that is safe.
 
     A folder may come from anyone, so its word alone never makes msn download an arbitrary
@@ -922,11 +924,9 @@ def _manifest_download(src: dict[str, Any], cache_dir: Any, base_url: str | None
     from .safeio import strip_credentials
     from .sources import ResolvedSource, public_url, resolve_source
 
-    name = src.get("name") if isinstance(src.get("name"), str) else None
-    canonical = public_url(src)
-    if name in VARIANTS or canonical:
-        released = name if name in VARIANTS else next(
-            v.name for v in VARIANTS.values() if v.url() == canonical)
+    canonical = public_url(src)  # a released name, or a released file's own URL
+    if canonical:
+        released = next(v.name for v in VARIANTS.values() if v.url() == canonical)
         return resolve_source(released, cache_dir=cache_dir, base_url=base_url, progress=progress)
     url = src.get("url")
     if not isinstance(url, str) or "://" not in url:
