@@ -107,7 +107,8 @@ def named_constructor(known: Known) -> tuple[family.Constructor | None, str | No
 def check_constructor(c: family.Constructor, known: Known, hidden_size: int, depth: int,
                       patch_size: int | None, intermediate_size: int) -> None:
     """Refuse weights whose shapes disagree with the constructor the run's config names."""
-    have = {"width": hidden_size, "blocks": depth, "MLP": intermediate_size}
+    have: dict[str, int | str | None] = {"width": hidden_size, "blocks": depth,
+                                         "MLP": intermediate_size}
     want: dict[str, int | str | None] = {"width": c.hidden_size, "blocks": c.depth,
                                          "MLP": c.intermediate_size}
     if c.conv_stem or patch_size is None:
@@ -155,11 +156,11 @@ def resolve_heads(hidden_size: int, known: Known,
         return Provenance(HEADS, constructor.num_heads, "run_config",
                           f"meta.model_name {constructor.name} in "
                           f"{known.config_name or 'the run config'}: {constructor.num_heads} heads "
-                          f"of {constructor.head_dim} in {family.SOURCE}"), warnings
+                          f"of {constructor.head_dim} in the original family"), warnings
     if by_width is not None:
         return Provenance(HEADS, by_width, "family",
-                          f"width {hidden_size} in {family.SOURCE} ({width_names}): {by_width} "
-                          f"heads of {hidden_size // by_width}"), warnings
+                          f"width {hidden_size} ({width_names}): {by_width} heads of "
+                          f"{hidden_size // by_width}"), warnings
     rec = known.recorded_heads
     if rec is not None and rec.origin in ("user", "run_config") and isinstance(rec.value, int) \
             and rec.value > 0 and hidden_size % rec.value == 0:
@@ -186,12 +187,11 @@ def shared_values(hidden_size: int, constructor: family.Constructor | None) -> l
                        ("hidden_act", family.SHARED["hidden_act"])):
         if constructor is not None:
             out.append(Provenance(key, value, "family",
-                                  f"{constructor.name} (named by the run's config) in "
-                                  f"{family.SOURCE}"))
+                                  f"{constructor.name}, named by the run's config"))
         elif in_family:
             out.append(Provenance(key, value, "family",
-                                  f"every constructor of {family.SOURCE}; width {hidden_size} "
-                                  "is one of its widths"))
+                                  f"shared by every constructor; width {hidden_size} is one of "
+                                  "the family's"))
         else:
             out.append(Provenance(key, value, "assumed",
                                   f"what every constructor of {family.SOURCE} uses; width "
@@ -201,3 +201,32 @@ def shared_values(hidden_size: int, constructor: family.Constructor | None) -> l
 
 def assumed(records: list[Provenance] | tuple[Provenance, ...]) -> list[Provenance]:
     return [r for r in records if r.assumed]
+
+
+def run_context(checkpoint_path: Any, config: Any = None, num_heads: int | None = None,
+                recorded_heads: Provenance | None = None) -> tuple[Known, Any]:
+    """What is known about the network at ``checkpoint_path`` besides its weights, and the
+    run's config it came from (a :class:`~msn_cli.runconfig.RunConfig`, or None).
+
+    ``config``: a ``params-msn-train.yaml`` the user named (``--config``); otherwise the one
+    beside the checkpoint, when there is one. A malformed file raises ``ConfigError`` (exit 3).
+    """
+    from pathlib import Path
+
+    from .runconfig import find_run_config, read_run_config
+
+    path = Path(config) if config is not None else (
+        find_run_config(checkpoint_path) if checkpoint_path is not None else None)
+    run = read_run_config(path) if path is not None else None
+    given = "--config " if config is not None else ""
+    return Known(num_heads=num_heads, model_name=run.model_name if run else None,
+                 config_name=f"{given}{path.name}" if path is not None else None,
+                 recorded_heads=recorded_heads), run
+
+
+def run_record(run: Any, config_given: bool) -> dict[str, Any] | None:
+    """What a manifest records about the run's config (its file name only, never a path)."""
+    if run is None:
+        return None
+    return {"file": run.path.name, "found": "given with --config" if config_given else
+            "beside the checkpoint", "model_name": run.model_name}

@@ -10,8 +10,8 @@ compares the converted model with a second implementation that shares none of it
   ``scale_factor = sqrt(npatch / N)``, exactly as the original does (transformers resizes to
   an explicit size instead; see :func:`other_grid` for the sizes where both agree);
 * pre-norm blocks: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``; attention uses the fused
-  qkv projection (rows: query, key, value; a bias when the weights have one), scale ``head_dim ** -0.5``, softmax, output
-  projection; the MLP is Linear, exact (erf) GELU, Linear;
+  qkv projection (rows: query, key, value; a bias when the weights have one), scale
+  ``head_dim ** -0.5``, softmax, output projection; the MLP is Linear, exact (erf) GELU, Linear;
 * LayerNorm with eps 1e-6 everywhere, and a final LayerNorm. No dropout.
 
 The module's parameter names are the original key names (prefix-free, as in a single-GPU

@@ -75,7 +75,7 @@ import json
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +86,7 @@ from .errors import EXIT_BAD_INPUT, CheckpointError, FolderError, MsnError, Netw
 from .hashing import sha256_file
 from .manifest import CONFIG, MANIFEST, PREPROCESSOR, WEIGHTS, read_manifest, write_manifest
 from .progress import ProgressFn, no_progress
+from .provenance import HEADS, Known, Provenance, run_context
 from .safetensors_io import read_header
 from .variants import VARIANTS, Variant, match_variant
 
@@ -182,6 +183,8 @@ class VerifyReport:
     notes: list[str] = field(default_factory=list)
     date: str = ""
     versions: dict[str, str] = field(default_factory=dict)
+    provenance: list[Provenance] = field(default_factory=list)
+    """Where the values verify expects but the weights do not hold came from."""
 
     @property
     def passed(self) -> bool:
@@ -234,6 +237,8 @@ class VerifyReport:
             "tolerance": {"atol": self.tolerance.atol, "cosine_min": self.tolerance.cosine_min}
             if self.tolerance else None,
             "checks": [c.record() for c in self.checks],
+            "provenance": [p.to_dict() for p in self.provenance],
+            "assumed": [p.key for p in self.provenance if p.assumed],
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -497,9 +502,15 @@ def check_files(folder: Path, manifest: dict[str, Any] | None,
                        {"files": len(rows)}, rows), dtype
 
 
-def check_config(folder: Path, arch: Architecture, dtype: str) -> CheckResult:
-    """Effective (as transformers reads them) computation-relevant values vs the source's."""
+def check_config(folder: Path, arch: Architecture, dtype: str,
+                 provenance: tuple[Provenance, ...] | list[Provenance] = ()) -> CheckResult:
+    """Effective (as transformers reads them) computation-relevant values vs the source's.
+
+    ``provenance``: where the expected values that the weights do not hold come from; each
+    row and the detail say so (a value that is assumed was checked against an assumption).
+    """
     expected = arch.hf_config(dtype)
+    origin = {p.key: p for p in provenance}
     raw, err = _read_config(folder)
     if raw is None:
         return CheckResult("config", False, err or f"{CONFIG} unreadable")
@@ -521,15 +532,27 @@ def check_config(folder: Path, arch: Architecture, dtype: str) -> CheckResult:
             ok = math.isclose(float(got), want, rel_tol=1e-9, abs_tol=0.0)
         else:
             ok = type(got) is type(want) and got == want
-        rows.append({"key": key, "expected": want, "found": got, "in_file": key in raw, "ok": ok})
+        row = {"key": key, "expected": want, "found": got, "in_file": key in raw, "ok": ok}
+        p = origin.get(key)
+        if p is not None:
+            row.update(origin=p.origin, assumed=p.assumed, source=p.source)
+        rows.append(row)
         if not ok:
-            bad.append(f"{key} = {_fmt(got)}, the source implies {_fmt(want)}")
+            why = f" ({p.label}: {p.source})" if p is not None and p.origin != "weights" else ""
+            bad.append(f"{key} = {_fmt(got)}, expected {_fmt(want)}{why}")
     _check_preprocessor(folder, arch, rows, bad)
+    outside = [p for p in provenance if p.origin != "weights"]
+    known = ("; not in the weights, so checked against: " + ", ".join(
+        f"{p.key} {_fmt(p.value)} ({'ASSUMED' if p.assumed else p.origin})" for p in outside)
+        if outside else "")
+    numbers = {"mismatched": len(bad), "assumed": sum(p.assumed for p in provenance)}
     if bad:
-        return CheckResult("config", False, "; ".join(bad), {"mismatched": len(bad)}, rows)
+        assumed_note = "; ASSUMED: " + ", ".join(p.key for p in outside if p.assumed) \
+            if any(p.assumed for p in outside) else ""
+        return CheckResult("config", False, "; ".join(bad) + assumed_note, numbers, rows)
     return CheckResult("config", True, f"{len(rows)} computation-relevant values match the source "
                        f"(layer_norm_eps {LAYER_NORM_EPS:g}, exact gelu; preprocessing "
-                       f"{arch.image_size} px, ImageNet mean/std)", {"mismatched": 0}, rows)
+                       f"{arch.image_size} px, ImageNet mean/std){known}", numbers, rows)
 
 
 # What the image processor does to a user's image, as the seed's ViTImageProcessor set it.
@@ -993,10 +1016,19 @@ def verify_folder(
     base_url: str | None = None,
     encoder: str | None = None,
     num_heads: int | None = None,
+    config: str | os.PathLike[str] | None = None,
+    known: Known | None = None,
     known_hashes: dict[str, str] | None = None,
     progress: ProgressFn = no_progress,
 ) -> VerifyReport:
     """Run every check on ``folder``; see the module docstring.
+
+    The values the weights do not hold (the heads above all) are resolved independently of
+    the folder's own ``config.json``: ``num_heads`` (the user) > the run's config (``config``,
+    or the ``params-msn-train.yaml`` beside the source checkpoint) > the original model family
+    by width > what the manifest records as given by the user or a run config > hidden size /
+    64, reported as assumed. ``known``: all of that already resolved (``convert`` passes its
+    own).
 
     A failed check is part of the returned report. Raises :class:`FolderError`,
     :class:`CheckpointError` (exit 3) or a network error (exit 4) when verify cannot run.
@@ -1023,9 +1055,13 @@ def verify_folder(
     else:
         ckpt, src_info, notes = _source_checkpoint(manifest, folder, source, cache_dir, base_url,
                                                    progress, encoder)
-    heads = num_heads or ((manifest or {}).get("architecture") or {}).get("num_heads")
-    inferred = infer_architecture(ckpt.state, heads)
+    if known is None:
+        known, _ = run_context(ckpt.path, config, num_heads, _recorded_heads(manifest))
+    elif num_heads is not None:
+        known = replace(known, num_heads=num_heads)
+    inferred = infer_architecture(ckpt.state, known=known)
     arch = inferred.arch
+    notes += [*inferred.warnings, *(p.warning() for p in inferred.provenance if p.assumed)]
     versions = _versions()
 
     files, wdtype = check_files(folder, manifest, progress, known_hashes)
@@ -1043,7 +1079,7 @@ def verify_folder(
         loading = CheckResult("loading", False, "cannot load: " + " and ".join(
             n for n in (WEIGHTS, CONFIG) if not (folder / n).is_file()) + " missing")
     checks.append(loading)
-    checks.append(check_config(folder, arch, dtype))
+    checks.append(check_config(folder, arch, dtype, inferred.provenance))
     if model is not None:
         from .reference import build_reference
 
@@ -1066,7 +1102,17 @@ def verify_folder(
     del model
     return VerifyReport(folder=folder, dtype=dtype, tolerance=tol, checks=checks, layers=layers,
                         inputs=inputs, source=src_info, variant=variant.name if variant else
-                        match_variant_name(arch), notes=notes, date=_now(), versions=versions)
+                        match_variant_name(arch), notes=notes, date=_now(), versions=versions,
+                        provenance=list(inferred.provenance))
+
+
+def _recorded_heads(manifest: dict[str, Any] | None) -> Provenance | None:
+    """The heads a manifest records with their origin (None for manifests without one)."""
+    for record in (manifest or {}).get("provenance") or []:
+        p = Provenance.from_dict(record)
+        if p is not None and p.key == HEADS:
+            return p
+    return None
 
 
 def match_variant_name(arch: Architecture) -> str | None:

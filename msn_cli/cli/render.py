@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from ..plan import ConversionPlan, KeyRow
-from ..runfolder import RunReport
+from ..provenance import HEADS
 
 _STYLE = {"renamed": "green", "split": "cyan", "dropped": "yellow", "unaccounted": "bold red",
           "missing": "bold red", "bad-shape": "bold red"}
@@ -103,66 +104,43 @@ def counts_line(plan: ConversionPlan) -> str:
 
 
 def arch_table(plan: ConversionPlan) -> Table:
+    """The architecture, each value with where it comes from (weights, family, config, user,
+    or ASSUMED)."""
     a = plan.arch
-    t = Table(title="Architecture (from tensor shapes)", title_justify="left", show_header=False)
+    t = Table(title="Architecture", title_justify="left", show_header=True)
     t.add_column("", style="bold")
-    t.add_column("")
-    rows = [("matches", plan.variant_name or "no released variant"),
-            ("hidden size", str(a.hidden_size)), ("layers", str(a.num_layers)),
-            ("heads", f"{a.num_heads} (head size {a.head_dim})"),
-            ("MLP size", str(a.intermediate_size)), ("patch size", str(a.patch_size)),
-            ("image size", f"{a.image_size} ({a.grid}x{a.grid} patches + cls)"),
-            ("channels", str(a.num_channels)), ("dtype", plan.source_dtype),
-            ("parameters", f"{plan.num_parameters:,}")]
-    for k, v in rows:
-        t.add_row(k, v)
+    t.add_column("value")
+    t.add_column("from", overflow="fold")
+    by_key = {p.key: p for p in plan.provenance}
+
+    def origin(key: str) -> str:
+        p = by_key.get(key)
+        if p is None:
+            return "weights"
+        if p.assumed:
+            return f"[bold yellow]ASSUMED[/bold yellow]: {escape(p.source)}"
+        return escape(p.describe()) if p.origin != "weights" else f"weights: {escape(p.source)}"
+
+    heads = by_key.get(HEADS)
+    rows = [("matches", plan.variant_name or "no released variant", "shapes"),
+            ("family", plan.family_name or "no constructor at these shapes", "shapes"),
+            ("hidden size", str(a.hidden_size), "weights"),
+            ("layers", str(a.num_layers), "weights"),
+            ("heads", f"{a.num_heads} (head size {a.head_dim})", origin(HEADS) if heads else "?"),
+            ("MLP size", str(a.intermediate_size), "weights"),
+            ("patch size", str(a.patch_size), "weights"),
+            ("image size", f"{a.image_size} ({a.grid}x{a.grid} patches + cls)", origin("image_size")),
+            ("qkv bias", "yes" if a.qkv_bias else "no", origin("qkv_bias")),
+            ("LayerNorm eps", f"{by_key['layer_norm_eps'].value:g}" if "layer_norm_eps" in by_key
+             else "1e-06", origin("layer_norm_eps")),
+            ("activation", "exact GELU", origin("hidden_act")),
+            ("channels", str(a.num_channels), "weights"), ("dtype", plan.source_dtype, "weights"),
+            ("parameters", f"{plan.num_parameters:,}", "weights")]
+    for k, v, o in rows:
+        t.add_row(k, v, o)
     return t
 
 
-def run_checkpoints_table(report: RunReport) -> Table:
-    """A run folder's checkpoints: epoch and loss as each file stores them."""
-    from rich.markup import escape
-
-    t = Table(title=f"Training run {escape(str(report.folder))}", title_justify="left")
-    for name, justify in (("checkpoint", "left"), ("epoch", "right"), ("loss", "right"),
-                          ("world size", "right"), ("size", "right"), ("holds", "left")):
-        t.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for c in report.checkpoints:
-        if c.problem is not None:
-            t.add_row(escape(c.file), "", "", "", human_bytes(c.size), f"[bold red]{escape(c.problem)}[/]")
-            continue
-        loss = c.values.get("loss")
-        t.add_row(escape(c.file), "—" if c.epoch is None else str(c.epoch),
-                  "—" if loss is None else (f"{loss:.4f}" if isinstance(loss, float) else str(loss)),
-                  str(c.values.get("world_size", "—")), human_bytes(c.size), ", ".join(c.networks))
-    latest = report.latest
-    t.caption = ("epoch: as stored in the file (the training code names -ep{N} one above it)"
-                 + (f"; furthest: {escape(latest.file)} at epoch {latest.epoch}" if latest else ""))
-    return t
-
-
-def run_config_table(report: RunReport) -> Table | str:
-    """The run config's publishable hyperparameters, grouped as the model card shows them."""
-    from rich.markup import escape
-
-    from ..runconfig import CONFIG_NAME, FIELD_BY_KEY
-
-    info = report.config_dict()
-    if info is None:
-        return f"No {CONFIG_NAME} in the folder: the run's hyperparameters are unknown."
-    t = Table(title=f"Training config ({escape(info['file'])}; local paths left out)",
-              title_justify="left", show_header=False)
-    t.add_column("", style="bold")
-    t.add_column("")
-    t.add_column("")
-    group = None
-    for key, value in info["training"].items():
-        f = FIELD_BY_KEY[key]
-        shown = ("yes" if value else "no") if isinstance(value, bool) else str(value)
-        if key == "model_name":
-            c = info["constructor"]
-            shown += (f" ({c['hidden_size']} wide, {c['depth']} blocks, {c['num_heads']} heads)" if c
-                      else " (not a constructor of the original model family)")
-        t.add_row(f.group if f.group != group else "", f.label, escape(shown))
-        group = f.group
-    return t
+def assumption_warnings(plan: ConversionPlan) -> list[str]:
+    """The stderr warnings a plan calls for: overrides, unknown names, values ASSUMED."""
+    return [escape(w) for w in [*plan.warnings, *(p.warning() for p in plan.assumed)]]
