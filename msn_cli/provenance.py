@@ -67,11 +67,27 @@ class Provenance:
         return f"{self.label}: {self.source}"
 
     def warning(self) -> str:
-        """The line a report prints for an assumed value."""
-        text = f"{self.key} = {self.value} is ASSUMED: {self.source}"
-        if self.key == "num_attention_heads":
-            text += "; if the network has another number of heads, give it with --num-heads N"
-        return text
+        """One value's assumption in a line (see :func:`assumed_warning` for a report's)."""
+        return f"{self.key} = {_show(self.value)} is ASSUMED: {self.source}"
+
+
+def _show(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def assumed_warning(records: list[Provenance] | tuple[Provenance, ...]) -> str | None:
+    """The one warning line a report prints when any of its values is assumed (None if none)."""
+    a = [p for p in records if p.assumed]
+    if not a:
+        return None
+    heads = next((p for p in a if p.key == HEADS), None)
+    rest = [p for p in a if p is not heads]
+    parts = [f"{heads.key} = {heads.value} ({heads.source})"] if heads else []
+    if rest:
+        parts.append(", ".join(f"{p.key} = {_show(p.value)}" for p in rest)
+                     + f" ({rest[0].source})")
+    return ("ASSUMED (fallback): " + "; ".join(parts) + ". If the network differs, give "
+            "--num-heads N, or the run's params-msn-train.yaml with --config")
 
 
 @dataclass(frozen=True)
@@ -174,9 +190,8 @@ def resolve_heads(hidden_size: int, known: Known,
             hint="give the number of heads with --num-heads (or the run's config with --config)")
     n = hidden_size // family.FALLBACK_HEAD_DIM
     return Provenance(HEADS, n, "assumed",
-                      f"hidden size / {family.FALLBACK_HEAD_DIM} (the head size of the released "
-                      f"models): width {hidden_size} is in no constructor of {family.SOURCE}"), \
-        warnings
+                      f"hidden size / {family.FALLBACK_HEAD_DIM}, the released models' head size; "
+                      f"width {hidden_size} is in no constructor of {family.SOURCE}"), warnings
 
 
 def shared_values(hidden_size: int, constructor: family.Constructor | None) -> list[Provenance]:
@@ -194,8 +209,8 @@ def shared_values(hidden_size: int, constructor: family.Constructor | None) -> l
                                   "the family's"))
         else:
             out.append(Provenance(key, value, "assumed",
-                                  f"what every constructor of {family.SOURCE} uses; width "
-                                  f"{hidden_size} is not one of them"))
+                                  f"the values every constructor of the original family shares; "
+                                  f"width {hidden_size} is not one of its widths"))
     return out
 
 

@@ -86,7 +86,7 @@ from .errors import EXIT_BAD_INPUT, CheckpointError, FolderError, MsnError, Netw
 from .hashing import sha256_file
 from .manifest import CONFIG, MANIFEST, PREPROCESSOR, WEIGHTS, read_manifest, write_manifest
 from .progress import ProgressFn, no_progress
-from .provenance import HEADS, Known, Provenance, run_context
+from .provenance import HEADS, Known, Provenance, assumed_warning, run_context
 from .safetensors_io import read_header
 from .variants import VARIANTS, Variant, match_variant
 
@@ -1061,7 +1061,8 @@ def verify_folder(
         known = replace(known, num_heads=num_heads)
     inferred = infer_architecture(ckpt.state, known=known)
     arch = inferred.arch
-    notes += [*inferred.warnings, *(p.warning() for p in inferred.provenance if p.assumed)]
+    summary = assumed_warning(inferred.provenance)
+    notes += [*inferred.warnings, *([summary] if summary else [])]
     versions = _versions()
 
     files, wdtype = check_files(folder, manifest, progress, known_hashes)

@@ -90,7 +90,7 @@ def convert(
                              verify=not no_verify, progress=progress)
     plan = result.plan
     for warning in assumption_warnings(plan):
-        term.warn(warning)
+        term.caution(warning)
     if json_out:
         payload = result.to_dict()
         if not all_keys:

@@ -73,7 +73,7 @@ def inspect(
     report = inspect_checkpoint(src, encoder=_encoder(encoder), num_heads=num_heads,
                                 config=config)
     for warning in assumption_warnings(report.plan):
-        term.warn(warning)
+        term.caution(warning)
     if json_out:
         term.emit_json(report.to_dict())
     else:

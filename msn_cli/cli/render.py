@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..plan import ConversionPlan, KeyRow
-from ..provenance import HEADS
+from ..provenance import HEADS, assumed_warning
 
 _STYLE = {"renamed": "green", "split": "cyan", "dropped": "yellow", "unaccounted": "bold red",
           "missing": "bold red", "bad-shape": "bold red"}
@@ -143,4 +143,5 @@ def arch_table(plan: ConversionPlan) -> Table:
 
 def assumption_warnings(plan: ConversionPlan) -> list[str]:
     """The stderr warnings a plan calls for: overrides, unknown names, values ASSUMED."""
-    return [escape(w) for w in [*plan.warnings, *(p.warning() for p in plan.assumed)]]
+    summary = assumed_warning(plan.provenance)
+    return [escape(w) for w in [*plan.warnings, *([summary] if summary else [])]]

@@ -94,7 +94,7 @@ def verify(
         record_in_manifest(out, report)
         recorded = True
     for note in report.notes:
-        term.warn(escape(note))
+        term.caution(escape(note))
     if json_out:
         term.emit_json({**report.to_dict(), "recorded": recorded})
     else:
