@@ -23,7 +23,13 @@ Layout = Literal["released", "training"]
 
 TINY = Architecture(hidden_size=64, num_layers=2, num_heads=1, intermediate_size=256,
                     patch_size=16, image_size=64)
-"""The demo's model: 64 wide, 2 blocks, 4x4 patches of 16 px (a few hundred kB)."""
+"""The tests' smallest model: 64 wide, 2 blocks, 4x4 patches of 16 px (a few hundred kB).
+Outside the original model family, so its heads (1) are assumed unless given."""
+
+DEMO = Architecture(hidden_size=192, num_layers=2, num_heads=3, intermediate_size=768,
+                    patch_size=16, image_size=64)
+"""The demo's model: deit_tiny's width (so its 3 heads come from the original model family,
+not from an assumption), 2 blocks, 4x4 patches of 16 px (a few MB)."""
 
 PROJ_HIDDEN, PROJ_OUT, NUM_PROTOTYPES = 2048, 256, 1024
 
