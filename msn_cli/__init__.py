@@ -56,8 +56,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "ExportPlan": ("msn_cli.export", "ExportPlan"),
     "ExportResult": ("msn_cli.export", "ExportResult"),
     "ProgressFn": ("msn_cli.progress", "ProgressFn"),
-    "RunConfig": ("msn_cli.runconfig", "RunConfig"),
-    "RunReport": ("msn_cli.runfolder", "RunReport"),
+    "Provenance": ("msn_cli.provenance", "Provenance"),
+    "Known": ("msn_cli.provenance", "Known"),
     # errors
     "MsnError": ("msn_cli.errors", "MsnError"),
     "UsageError": ("msn_cli.errors", "UsageError"),
@@ -84,11 +84,13 @@ __all__ = [
     "FolderError",
     "Inferred",
     "InspectReport",
+    "Known",
     "MappingError",
     "MsnError",
     "NetworkError",
     "OutputExistsError",
     "ProgressFn",
+    "Provenance",
     "PushResult",
     "ResolvedSource",
     "RunConfig",
@@ -143,6 +145,8 @@ if TYPE_CHECKING:
     from .plan import ConversionPlan as ConversionPlan
     from .plan import build_plan as build_plan
     from .progress import ProgressFn as ProgressFn
+    from .provenance import Known as Known
+    from .provenance import Provenance as Provenance
     from .push import PushResult as PushResult
     from .push import push_folder as push_folder
     from .runconfig import RunConfig as RunConfig

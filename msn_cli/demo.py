@@ -1,9 +1,10 @@
 """``make demo``: the whole pipeline offline, on a small checkpoint in the original layout.
 
 Real MSN weights need the network, so the demo writes a synthetic checkpoint (192 wide, the
-width of ``deit_tiny``, 2 blocks) with the exact layout of Meta's released files (``target_encoder`` with ``module.``-prefixed keys, the
-projection head, ``prototypes``) and runs inspect, convert (with its verify), verify and a push
-dry run on it, exactly as a user would type them.
+width of ``deit_tiny``, 2 blocks) with the exact layout of Meta's released files
+(``target_encoder`` with ``module.``-prefixed keys, the projection head, ``prototypes``) and
+runs inspect, convert (with its verify), verify and a push dry run on it, exactly as a user
+would type them. At that width the heads (3) come from the original model family.
 
     python -m msn_cli.demo [FOLDER]      # default: ./demo-out
 """
