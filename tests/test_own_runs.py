@@ -214,6 +214,10 @@ def test_the_runs_config_beside_the_checkpoint_names_the_constructor(cli, tmp_pa
     text = (out / "msn_manifest.json").read_text()
     for local in ("/datasets01/", "/checkpoint/msn_logs", "imagenet_full_size"):
         assert local not in text
+    # verify, later, reads the config beside the source itself
+    r = cli("verify", out, "--json", "--no-record")
+    assert r.code == 0, r.stderr
+    assert heads_record(r.json())["origin"] == "run_config"
     # the same file named with --config from elsewhere
     cfg = write_run_config(tmp_path / "elsewhere", model_name="deit_tiny")
     lone = tmp_path / "lone"
@@ -334,3 +338,26 @@ def test_qkv_bias_in_some_blocks_only_is_a_problem(tmp_path):
     state["blocks.1.attn.qkv.bias"] = torch.zeros(3 * 192)
     plan = plan_from_state(state, infer_architecture(state))
     assert any("blocks.1.attn.qkv.bias" in p for p in plan.problems)
+
+
+# -- the model card ------------------------------------------------------------------------------------
+
+def test_the_card_says_where_the_heads_come_from(cli, tmp_path):
+    from msn_cli.card import build_card
+
+    known = tmp_path / "known"
+    assert cli("convert", training_ckpt(tmp_path, 384), known, "--no-verify").code == 0
+    card = build_card(read_manifest(known), "me/known")
+    heads_row = next(line for line in card.splitlines() if line.startswith("| Attention heads"))
+    assert "6 (head size 64)" in heads_row and "original model family" in heads_row
+    assert "- `num_attention_heads` = 6: original model family" in card
+    assert "ASSUMED" not in card
+
+    assumed = tmp_path / "assumed"
+    ckpt = write_checkpoint(tmp_path / "w64.pth.tar", TINY, "training")
+    assert cli("convert", ckpt, assumed, "--no-verify").code == 0
+    card = build_card(read_manifest(assumed), "me/assumed")
+    heads_row = next(line for line in card.splitlines() if line.startswith("| Attention heads"))
+    assert "**ASSUMED**" in heads_row
+    assert "- `num_attention_heads` = 1: **ASSUMED** (fallback)" in card
+    assert "parity does not confirm it" in card
