@@ -16,7 +16,13 @@ exception -- exceptions mean verify could not run at all):
     heads, MLP size, patch size, image size, channels, activation -- exact erf GELU --,
     LayerNorm eps, qkv bias), as transformers reads it from the folder, equals what the source
     checkpoint implies (:func:`msn_cli.checkpoint.infer_architecture`); and the image
-    processor's settings (size, bilinear, 1/255, ImageNet mean/std). Parity alone need not
+    processor's settings (size, bilinear, 1/255, ImageNet mean/std). Values the weights do
+    not hold (heads, eps, activation) are resolved independently of the folder's own
+    ``config.json`` (the user, the run's config, the original model family, what the
+    manifest records as given; else assumed: see :mod:`msn_cli.provenance`), and each row
+    says where its expected value came from: such values are checked only against what msn
+    knows or assumes, and parity, which runs the reference with the same values, cannot
+    confirm them further. Parity alone need not
     catch e.g. ``layer_norm_eps`` 1e-5 instead of 1e-6: on real activations its effect is
     below float32 noise.
 ``parity``
