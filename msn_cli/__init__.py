@@ -58,6 +58,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "ProgressFn": ("msn_cli.progress", "ProgressFn"),
     "Provenance": ("msn_cli.provenance", "Provenance"),
     "Known": ("msn_cli.provenance", "Known"),
+    "RunConfig": ("msn_cli.runconfig", "RunConfig"),
+    "RunReport": ("msn_cli.runfolder", "RunReport"),
     # errors
     "MsnError": ("msn_cli.errors", "MsnError"),
     "UsageError": ("msn_cli.errors", "UsageError"),

@@ -286,6 +286,14 @@ def values_section(manifest: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _origin_line(o: Origin) -> str:
+    if o.kind == "released" and o.variant is not None:
+        return f"Meta's released checkpoint `{o.variant.name}` ({o.reason})"
+    if o.kind == "own":
+        return f"**not one of Meta's released checkpoints**: an own MSN training run ({o.reason})"
+    return f"**not identified as one of Meta's released checkpoints** ({o.reason})"
+
+
 def provenance_section(manifest: dict[str, Any]) -> str:
     src = manifest.get("source") or {}
     encoder = src.get("encoder_key") or src.get("encoder") or "target_encoder"

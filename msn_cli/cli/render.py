@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..plan import ConversionPlan, KeyRow
 from ..provenance import HEADS, assumed_warning
+from ..runfolder import RunReport
 
 _STYLE = {"renamed": "green", "split": "cyan", "dropped": "yellow", "unaccounted": "bold red",
           "missing": "bold red", "bad-shape": "bold red"}
@@ -145,3 +146,52 @@ def assumption_warnings(plan: ConversionPlan) -> list[str]:
     """The stderr warnings a plan calls for: overrides, unknown names, values ASSUMED."""
     summary = assumed_warning(plan.provenance)
     return [escape(w) for w in [*plan.warnings, *([summary] if summary else [])]]
+
+
+def run_checkpoints_table(report: RunReport) -> Table:
+    """A run folder's checkpoints: epoch and loss as each file stores them."""
+    from rich.markup import escape
+
+    t = Table(title=f"Training run {escape(str(report.folder))}", title_justify="left")
+    for name, justify in (("checkpoint", "left"), ("epoch", "right"), ("loss", "right"),
+                          ("world size", "right"), ("size", "right"), ("holds", "left")):
+        t.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for c in report.checkpoints:
+        if c.problem is not None:
+            t.add_row(escape(c.file), "", "", "", human_bytes(c.size), f"[bold red]{escape(c.problem)}[/]")
+            continue
+        loss = c.values.get("loss")
+        t.add_row(escape(c.file), "—" if c.epoch is None else str(c.epoch),
+                  "—" if loss is None else (f"{loss:.4f}" if isinstance(loss, float) else str(loss)),
+                  str(c.values.get("world_size", "—")), human_bytes(c.size), ", ".join(c.networks))
+    latest = report.latest
+    t.caption = ("epoch: as stored in the file (the training code names -ep{N} one above it)"
+                 + (f"; furthest: {escape(latest.file)} at epoch {latest.epoch}" if latest else ""))
+    return t
+
+
+def run_config_table(report: RunReport) -> Table | str:
+    """The run config's publishable hyperparameters, grouped as the model card shows them."""
+    from rich.markup import escape
+
+    from ..runconfig import CONFIG_NAME, FIELD_BY_KEY
+
+    info = report.config_dict()
+    if info is None:
+        return f"No {CONFIG_NAME} in the folder: the run's hyperparameters are unknown."
+    t = Table(title=f"Training config ({escape(info['file'])}; local paths left out)",
+              title_justify="left", show_header=False)
+    t.add_column("", style="bold")
+    t.add_column("")
+    t.add_column("")
+    group = None
+    for key, value in info["training"].items():
+        f = FIELD_BY_KEY[key]
+        shown = ("yes" if value else "no") if isinstance(value, bool) else str(value)
+        if key == "model_name":
+            c = info["constructor"]
+            shown += (f" ({c['hidden_size']} wide, {c['depth']} blocks, {c['num_heads']} heads)" if c
+                      else " (not a constructor of the original model family)")
+        t.add_row(f.group if f.group != group else "", f.label, escape(shown))
+        group = f.group
+    return t
