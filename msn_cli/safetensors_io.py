@@ -266,7 +266,8 @@ def read_header(path: str | os.PathLike[str]) -> dict:
                 raise HeaderError("header is truncated")
         header = safeio.parse_json(raw)
     except safeio.UnsafeInput as e:
-        raise HeaderError(str(e) if "nested" not in str(e) else f"header {e}") from None
+        said = str(e).replace(os.fspath(path), "it")
+        raise HeaderError(said if "nested" not in said else f"header {said}") from None
     except ValueError as e:  # not JSON, not UTF-8
         raise HeaderError(f"header is not valid JSON ({e})") from None
     if not isinstance(header, dict):
