@@ -116,7 +116,10 @@ def config_architecture(config: dict[str, Any], header: dict[str, Any] | None = 
         if width is not None and values["hidden_size"] != width:
             raise ConfigError(f"config.json says hidden_size {values['hidden_size']}, the weights "
                               f"are {width} wide")
-    return Architecture(**values)
+    qkv_bias = config.get("qkv_bias", True)
+    if not isinstance(qkv_bias, bool):
+        raise ConfigError(f"config.json qkv_bias is {qkv_bias!r:.40}, not true or false")
+    return Architecture(**values, qkv_bias=qkv_bias)
 
 
 def weights_files(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
