@@ -79,6 +79,8 @@ class ConversionPlan:
     warnings: list[str] = field(default_factory=list)
     family_name: str | None = None
     """The constructors of the original family whose shapes these are (None: none)."""
+    prefix: str = ""
+    """What every original key carries before the names the rules know (``module.``)."""
 
     @property
     def assumed(self) -> list[Provenance]:
@@ -231,4 +233,4 @@ def plan_from_state(state: Mapping[str, torch.Tensor], inf: Inferred, dtype: str
         tensors.append(TensorPlan(target, src, rule.action, part, shape, _dtype_name(t), out_dtype))
     return ConversionPlan(arch, inf.variant.name if inf.variant else None, inf.dtype, out_dtype,
                           tensors, rows, problems, list(inf.provenance), list(inf.warnings),
-                          inf.family_name)
+                          inf.family_name, prefix)

@@ -227,8 +227,8 @@ def test_help_text_is_shown_in_full(cli, monkeypatch, name):
 
 def test_progress_goes_to_the_terminal_on_stderr_and_stdout_stays_data(tiny_ckpt, tmp_path):
     out = tmp_path / "out"
-    code, terminal, stdout = _in_a_terminal(["convert", str(tiny_ckpt), str(out), "--no-verify"], {},
-                                            stdout_to_pipe=True)
+    code, terminal, stdout = _in_a_terminal(["convert", str(tiny_ckpt), str(out), "--no-verify"],
+                                            {"MSN_PROGRESS_DELAY": "0"}, stdout_to_pipe=True)
     assert code == 0, terminal[-500:]
     assert stdout.decode().splitlines() == [str(out.absolute())]  # the result, nothing else
     assert b"writing" in terminal and _colours(terminal), "no progress bar on an interactive stderr"
@@ -242,13 +242,14 @@ def test_a_command_failing_before_any_long_step_leaves_the_terminal_alone():
 
 def test_progress_counts_parity_inputs_not_bytes(tiny_ckpt, tmp_path):
     out = tmp_path / "out"
-    code, terminal = _in_a_terminal(["convert", str(tiny_ckpt), str(out), "--no-verify"], {})
+    quick_bars = {"MSN_PROGRESS_DELAY": "0"}  # the tiny model's steps are sub-second
+    code, terminal = _in_a_terminal(["convert", str(tiny_ckpt), str(out), "--no-verify"], quick_bars)
     assert code == 0 and b"\x1b[?25l" in terminal  # the progress display ran: it hid the cursor
-    code, terminal = _in_a_terminal(["verify", str(out), "--no-record"], {})
+    code, terminal = _in_a_terminal(["verify", str(out), "--no-record"], quick_bars)
     assert code == 0, terminal[-500:]
     plain = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", terminal)
     parity = [line for line in plain.replace(b"\r", b"\n").split(b"\n") if b"parity" in line]
-    assert parity and any(b"3/3 inputs" in line for line in parity), parity[-3:]
+    assert parity and any(re.search(rb"\d/3 inputs", line) for line in parity), parity[-3:]
     assert not any(b"bytes" in line for line in parity), parity[-3:]
 
 

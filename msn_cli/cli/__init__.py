@@ -23,17 +23,11 @@ def _debug() -> bool:
 
 
 def _error(message: str, hint: str | None = None) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-
     from ..safeio import redact
+    from .term import Term
 
     # the last line of defence: no URL credentials in any message, whatever raised it
-    message, hint = redact(message), (redact(hint) if hint else hint)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    err.print(f"[bold red]Error:[/bold red] {escape(message)}")
-    if hint:
-        err.print(f"[dim]Hint:[/dim] {escape(hint)}")
+    Term().error(redact(message), redact(hint) if hint else hint)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from .options import (
     VerboseOpt,
 )
 from .render import arch_table, assumption_warnings, counts_line, human_bytes, keydiff_table
-from .term import Term
+from .term import Term, styled
 
 
 def convert(
@@ -100,7 +100,7 @@ def convert(
         if verbose or dry_run:
             term.data(arch_table(plan))
         if dry_run or all_keys or verbose:
-            term.data(keydiff_table(plan, full=all_keys, title="Conversion plan", width=term.out.width))
+            term.data(keydiff_table(plan, full=all_keys, title="Conversion plan", width=term.width))
         term.info(counts_line(plan))
         if dry_run:
             term.info(f"dry run: would write {human_bytes(plan.output_bytes)} of {plan.dtype} "
@@ -122,7 +122,7 @@ def _say_verify(term: Term, v: dict) -> None:
     if v.get("passed"):
         term.success(f"verified: {v.get('summary', 'all checks passed')}")
     else:
-        term.err.print(f"[red]✗ verify failed:[/red] {v.get('summary', '')}")
+        term.failure(f"verify failed: {v.get('summary', '')}")
 
 
 def _convert_all(term: Term, outdir: Path, *, cache_dir, base_url, **options) -> None:
@@ -135,7 +135,7 @@ def _convert_all(term: Term, outdir: Path, *, cache_dir, base_url, **options) ->
         if item.ok:
             term.success(f"{item.name}: {item.message}")
         else:
-            term.err.print(f"[red]✗[/red] {item.name}: {item.message}")
+            term.failure(f"{item.name}: {item.message}")
 
     with term.progress() as progress:
         items = convert_all(outdir, cache_dir=cache_dir, base_url=base_url, progress=progress,
@@ -148,7 +148,7 @@ def _convert_all(term: Term, outdir: Path, *, cache_dir, base_url, **options) ->
         for col in ("checkpoint", "result", "folder", "detail"):
             t.add_column(col, overflow="fold")
         for i in items:
-            t.add_row(i.name, "[green]ok[/green]" if i.ok else f"[red]failed ({i.exit_code})[/red]",
+            t.add_row(i.name, styled("ok", "green") if i.ok else styled(f"failed ({i.exit_code})", "red"),
                       str(i.out) if i.ok else "—", i.message)
         term.data(t)
     failed = [i for i in items if not i.ok]

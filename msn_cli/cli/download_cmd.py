@@ -7,6 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import EXIT_INTERRUPTED, EXIT_TERMINATED, MsnError, UsageError, VerificationFailed
 from . import Terminated
@@ -156,13 +157,15 @@ def cache_ls(
     t.add_column("sha256")
     t.add_column("source", overflow="fold")
     for e in summary["entries"]:
-        state = "" if e["intact"] else " [red](damaged: size differs)[/red]"
+        name = Text(e["name"])
+        if not e["intact"]:
+            name.append(" (damaged: size differs)", style="red")
         when = e["downloaded_at"].replace("T", " ")[:16]
-        t.add_row(e["name"] + state, e["variant"] or "", human_bytes(e["size"]), when,
+        t.add_row(name, e["variant"] or "", human_bytes(e["size"]), when,
                   e["sha256"][:12] if not verbose else e["sha256"], e["url"])
     for p in summary["partial"]:
         of = f" of {human_bytes(p['total'])}" if p["total"] else ""
-        t.add_row(f"{p['name']} [yellow](partial)[/yellow]", "", human_bytes(p["size"]) + of,
+        t.add_row(Text.assemble(p["name"], (" (partial)", "yellow")), "", human_bytes(p["size"]) + of,
                   "unfinished: resumes on next download", "", p["url"] or "")
     _warn_damaged(term, summary["damaged"])
     n = len(summary["entries"])
@@ -324,7 +327,7 @@ def cache_check(
             if r["ok"]:
                 term.success(f"{r['name']}: sha256 matches the index")
             else:
-                term.err.print(f"[red]✗[/red] {r['name']}: {r['problem']}")
+                term.failure(f"{r['name']}: {r['problem']}")
         if not rows:
             term.info("the cache holds no finished files")
     if bad:

@@ -91,7 +91,7 @@ def inspect(
                      f"{' (keys prefixed module.)' if ck.prefixed else ''}")
         term.data(t)
         term.data(arch_table(report.plan))
-        term.data(keydiff_table(report.plan, full=all_keys, width=term.out.width))
+        term.data(keydiff_table(report.plan, full=all_keys, width=term.width))
         term.data(counts_line(report.plan))
     for warning in report.warnings:
         term.warn(escape(warning) + " (msn convert refuses it; the mirror or cache holds the "

@@ -9,7 +9,7 @@ import typer
 
 from .options import JsonOpt, QuietOpt, VerboseOpt
 from .render import human_bytes
-from .term import Term
+from .term import Term, styled
 
 
 def push(
@@ -71,8 +71,6 @@ def push(
 
       HF_TOKEN=hf_... msn push ./out my-org/vit-msn-small --json
     """
-    from rich.markup import escape
-
     from ..push import plan_push, send_push
 
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
@@ -81,7 +79,7 @@ def push(
                          commit_message=commit_message, card_path=card,
                          skip_verify_check=skip_verify_check, license=license, progress=progress)
     for w in plan.warnings:
-        term.warn(escape(w))
+        term.warn(w)
     if dry_run:
         from ..push import PushResult, hub_endpoint
 
@@ -103,7 +101,7 @@ def push(
     with term.progress() as progress:
         result = send_push(plan, token=token, progress=progress)
     for w in plan.warnings[before:]:
-        term.warn(escape(w))
+        term.warn(w)
     if json_out:
         term.emit_json(result.to_dict())
         return
@@ -126,7 +124,6 @@ def push(
 
 
 def _render_plan(term: Term, result) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     plan = result.plan
@@ -142,7 +139,7 @@ def _render_plan(term: Term, result) -> None:
         t.add_row(f.path, human_bytes(f.size), f.sha256[:16] + "…")
     t.caption = f"{len(plan.files)} files, {human_bytes(plan.total_bytes)}; message: {plan.commit_message}"
     term.data(t)
-    term.data(f"\n[bold]{escape('README.md')} (model card):[/bold]\n")
+    term.data(styled("\nREADME.md (model card):\n", "bold"))
     term.line(plan.card)
 
 

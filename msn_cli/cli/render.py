@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from rich import box
-from rich.markup import escape
+from rich.cells import cell_len
+from rich.console import Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
-from ..plan import ConversionPlan, KeyRow
+from ..plan import ConversionPlan
 from ..provenance import HEADS, assumed_warning
 from ..runfolder import RunReport
 
@@ -24,9 +27,8 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def _block(row: KeyRow) -> int | None:
-    m = re.search(r"(?:^|\.)blocks\.(\d+)\.", row.source or "")
-    return int(m.group(1)) if m else None
+_SOURCE_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+_TARGET_BLOCK = re.compile(r"^encoder\.layer\.(\d+)\.")
 
 
 def _brace(targets: tuple[str, ...]) -> str:
@@ -44,55 +46,145 @@ def _brace(targets: tuple[str, ...]) -> str:
     return "\n".join(targets)
 
 
-def keydiff_table(plan: ConversionPlan, full: bool = False, title: str = "Key mapping",
-                  width: int = 200) -> Table:
-    """Every original key and its fate.
+@dataclass
+class _Entry:
+    """One line of the key-diff: a key (source -> target) or a block heading."""
 
-    Compact mode (the default) shows block 0 for all identical blocks, one row for the dropped
-    projection head, and qkv targets in brace form; problems are always shown in full.
-    On a narrow terminal (under 120 columns) the shape column and the borders go.
-    """
-    narrow = width < 120
-    t = Table(title=title, title_justify="left", show_lines=False, box=None if narrow else box.HEAVY_HEAD,
-              pad_edge=not narrow)
-    t.add_column("original key", overflow="fold", no_wrap=True)
-    if not narrow:
-        t.add_column("shape", no_wrap=True)
-    t.add_column("Hugging Face key", overflow="fold", ratio=1)
-    t.add_column("what happens", overflow="fold", max_width=None if full else 16)
-    last = plan.arch.num_layers - 1
+    source: str
+    target: str
+    what: Text
+    shape: str = ""
+    heading: bool = False
+    indent: bool = False
+
+
+def _entries(plan: ConversionPlan, full: bool) -> tuple[list[_Entry], int]:
+    """The key-diff's lines and how many keys the compact form folded away.
+
+    Original keys lose the plan's common prefix (said once in the title); the keys of a
+    transformer block are listed under one ``blocks.N.* -> encoder.layer.N.*`` heading, relative
+    to it. Compact mode shows block 0 for all identical blocks and one line for the dropped
+    projection head; problems are always shown."""
+    out: list[_Entry] = []
     folded = 0
-    dropped = [r for r in plan.rows if r.status == "dropped"]
-    head_row_done = False
+    dropped = plan.dropped
+    head_done = False
+    current: int | None = None
     for row in plan.rows:
-        b = _block(row)
+        source = row.source or ""
+        if source.startswith(plan.prefix):
+            source = source[len(plan.prefix):]
+        m = _SOURCE_BLOCK.match(source) if row.source else _TARGET_BLOCK.match(row.targets[0])
+        block = int(m.group(1)) if m else None
         ok = row.status in ("renamed", "split", "dropped")
-        if not full and ok and b is not None and b > 0:
+        if not full and ok and block is not None and block > 0:
             folded += 1
             continue
         style = _STYLE.get(row.status, "")
-        status = f"[{style}]{row.status}[/{style}]" if style else row.status
         if not full and row.status == "dropped":
-            if not head_row_done and dropped:
-                stem = (dropped[0].source or "").rsplit(".", 2)[0] + ".*"
-                t.add_row(*_cells(narrow, f"{stem} ({len(dropped)} keys)", "", "—",
-                                  f"{status}: projection head"))
-                head_row_done = True
+            if not head_done and dropped:
+                stem = source.rsplit(".", 2)[0] + ".*"
+                out.append(_Entry(f"{stem} ({len(dropped)} keys)", "— projection head",
+                                  Text(row.status, style=style)))
+                head_done = True
+            current = None
             continue
-        targets = "\n".join(row.targets) if full else _brace(row.targets)
+        targets = tuple(row.targets)
+        if block is not None and all(_TARGET_BLOCK.match(t) for t in targets):
+            if block != current:
+                out.append(_Entry(f"blocks.{block}.*", f"encoder.layer.{block}.*", Text(""),
+                                  heading=True))
+                current = block
+            source = _SOURCE_BLOCK.sub("", source)
+            targets = tuple(_TARGET_BLOCK.sub("", t) for t in targets)
+            indent = True
+        else:
+            current, indent = None, False
+        target = ("\n".join(targets) if full else _brace(targets)) if targets else "—"
+        compact_ok = not full and row.status in ("renamed", "split")
+        what = Text(row.status, style=style)
+        if not compact_ok:
+            what.append(f": {row.note}")
         shape = "x".join(map(str, row.shape)) if row.shape else ""
-        ok_compact = not full and row.status in ("renamed", "split")
-        t.add_row(*_cells(narrow, row.source or "—", shape, targets or "—",
-                          status if ok_compact else f"{status}: {row.note}"))
+        out.append(_Entry(source if row.source else "—", target, what, shape, indent=indent))
+    return out, folded
+
+
+def keydiff_table(plan: ConversionPlan, full: bool = False, title: str = "Key mapping",
+                  width: int = 80) -> RenderableType:
+    """Every original key and its fate, laid out for ``width`` columns.
+
+    With room, a bordered table with shapes; else the same without shapes and borders; on a
+    very narrow terminal, two lines per key. Key names are never folded while one of these
+    layouts fits them whole.
+    """
+    entries, folded = _entries(plan, full)
+    if plan.prefix:
+        title += f" (original keys shown without their {plan.prefix} prefix)"
+    caption = None
     if folded:
+        last = plan.arch.num_layers - 1
         blocks = "block 1" if last == 1 else f"blocks 1-{last}"
-        t.caption = (f"{folded} keys of {blocks} map like block 0; "
-                     "--all-keys lists every key with notes")
+        caption = f"{folded} keys of {blocks} map like block 0; --all-keys lists every key with notes"
+    for wide in (True, False):
+        if _table_width(entries, wide) <= width:
+            return _keydiff_grid(entries, wide, title, caption)
+    return _keydiff_stacked(entries, title, caption)
+
+
+def _cell_width(text: str) -> int:
+    return max((cell_len(line) for line in text.split("\n")), default=0)
+
+
+def _table_width(entries: list[_Entry], wide: bool) -> int:
+    """Columns the key-diff needs with keys unbroken (notes may wrap at words)."""
+    source = max((_cell_width(_shown(e.source, e.indent)) for e in entries), default=0)
+    target = max((_cell_width(_shown(e.target, e.indent)) for e in entries), default=0)
+    what = max((cell_len(w) for e in entries for w in e.what.plain.split()), default=0)
+    if wide:
+        shape = max((len(e.shape) for e in entries), default=0)
+        widths = [source, max(shape, 5), target, max(what, 12)]
+        return sum(widths) + 3 * len(widths) + 1
+    return source + target + max(what, len("what")) + 2 * 2
+
+
+def _shown(name: str, indent: bool) -> str:
+    return "\n".join(("  " + line if indent else line) for line in name.split("\n"))
+
+
+def _keydiff_grid(entries: list[_Entry], wide: bool, title: str, caption: str | None) -> Table:
+    t = Table(title=title, title_justify="left", caption=caption, caption_justify="left",
+              box=box.HEAVY_HEAD if wide else None, pad_edge=wide)
+    t.add_column("original key", no_wrap=True)
+    if wide:
+        t.add_column("shape", no_wrap=True)
+    t.add_column("Hugging Face key", no_wrap=True)
+    t.add_column("what happens" if wide else "what", overflow="fold")
+    for e in entries:
+        style = "bold" if e.heading else ""
+        cells = [Text(_shown(e.source, e.indent), style=style), Text(_shown(e.target, e.indent), style=style),
+                 e.what]
+        if wide:
+            cells.insert(1, Text(e.shape))
+        t.add_row(*cells)
     return t
 
 
-def _cells(narrow: bool, source: str, shape: str, target: str, what: str) -> tuple[str, ...]:
-    return (source, target, what) if narrow else (source, shape, target, what)
+def _keydiff_stacked(entries: list[_Entry], title: str, caption: str | None) -> Group:
+    """Two lines per key (``original``, then ``  -> hugging face  what``) for narrow terminals."""
+    lines: list[RenderableType] = [Text(title, style="table.title")]
+    for e in entries:
+        pad = "  " if e.indent else ""
+        style = "bold" if e.heading else ""
+        first = Text(pad + e.source, style=style)
+        if e.what.plain:
+            first.append("  ")
+            first.append(e.what)
+        lines.append(first)
+        lines.append(Text(f"{pad}  -> ", style="dim").append(e.target.replace("\n", ", "), style=style))
+    if caption:
+        lines.append(Text(caption, style="table.caption"))
+    return Group(*lines)
 
 
 def counts_line(plan: ConversionPlan) -> str:
@@ -114,13 +206,13 @@ def arch_table(plan: ConversionPlan) -> Table:
     t.add_column("from", overflow="fold")
     by_key = {p.key: p for p in plan.provenance}
 
-    def origin(key: str) -> str:
+    def origin(key: str) -> str | Text:
         p = by_key.get(key)
         if p is None:
             return "weights"
         if p.assumed:
-            return f"[bold yellow]ASSUMED[/bold yellow]: {escape(p.source)}"
-        return escape(p.describe()) if p.origin != "weights" else f"weights: {escape(p.source)}"
+            return Text.assemble(("ASSUMED", "bold yellow"), f": {p.source}")
+        return p.describe() if p.origin != "weights" else f"weights: {p.source}"
 
     heads = by_key.get(HEADS)
     rows = [("matches", plan.variant_name or "no released variant", "shapes"),
@@ -145,41 +237,37 @@ def arch_table(plan: ConversionPlan) -> Table:
 def assumption_warnings(plan: ConversionPlan) -> list[str]:
     """The stderr warnings a plan calls for: overrides, unknown names, values ASSUMED."""
     summary = assumed_warning(plan.provenance)
-    return [escape(w) for w in [*plan.warnings, *([summary] if summary else [])]]
+    return [*plan.warnings, *([summary] if summary else [])]
 
 
 def run_checkpoints_table(report: RunReport) -> Table:
     """A run folder's checkpoints: epoch and loss as each file stores them."""
-    from rich.markup import escape
-
-    t = Table(title=f"Training run {escape(str(report.folder))}", title_justify="left")
+    t = Table(title=f"Training run {report.folder}", title_justify="left")
     for name, justify in (("checkpoint", "left"), ("epoch", "right"), ("loss", "right"),
                           ("world size", "right"), ("size", "right"), ("holds", "left")):
         t.add_column(name, justify=justify)  # type: ignore[arg-type]
     for c in report.checkpoints:
         if c.problem is not None:
-            t.add_row(escape(c.file), "", "", "", human_bytes(c.size), f"[bold red]{escape(c.problem)}[/]")
+            t.add_row(c.file, "", "", "", human_bytes(c.size), Text(c.problem, style="bold red"))
             continue
         loss = c.values.get("loss")
-        t.add_row(escape(c.file), "—" if c.epoch is None else str(c.epoch),
+        t.add_row(c.file, "—" if c.epoch is None else str(c.epoch),
                   "—" if loss is None else (f"{loss:.4f}" if isinstance(loss, float) else str(loss)),
                   str(c.values.get("world_size", "—")), human_bytes(c.size), ", ".join(c.networks))
     latest = report.latest
     t.caption = ("epoch: as stored in the file (the training code names -ep{N} one above it)"
-                 + (f"; furthest: {escape(latest.file)} at epoch {latest.epoch}" if latest else ""))
+                 + (f"; furthest: {latest.file} at epoch {latest.epoch}" if latest else ""))
     return t
 
 
 def run_config_table(report: RunReport) -> Table | str:
     """The run config's publishable hyperparameters, grouped as the model card shows them."""
-    from rich.markup import escape
-
     from ..runconfig import CONFIG_NAME, FIELD_BY_KEY
 
     info = report.config_dict()
     if info is None:
         return f"No {CONFIG_NAME} in the folder: the run's hyperparameters are unknown."
-    t = Table(title=f"Training config ({escape(info['file'])}; local paths left out)",
+    t = Table(title=f"Training config ({info['file']}; local paths left out)",
               title_justify="left", show_header=False)
     t.add_column("", style="bold")
     t.add_column("")
@@ -192,6 +280,6 @@ def run_config_table(report: RunReport) -> Table | str:
             c = info["constructor"]
             shown += (f" ({c['hidden_size']} wide, {c['depth']} blocks, {c['num_heads']} heads)" if c
                       else " (not a constructor of the original model family)")
-        t.add_row(f.group if f.group != group else "", f.label, escape(shown))
+        t.add_row(f.group if f.group != group else "", f.label, shown)
         group = f.group
     return t

@@ -1,19 +1,36 @@
 """All terminal output goes through here: data on stdout, messages and progress on stderr.
 
-Commands never ``print``. Progress bars appear only on an interactive stderr, and never under
-``--json`` or ``--quiet``; Rich honours ``NO_COLOR`` on its own.
+Commands never ``print``. Three rules hold for everything shown, so that call sites need not
+think about them:
+
+- **Text is literal.** A ``str`` handed to a message or put in a table (a path, a URL, a key
+  name, a folder called ``odd[/b]``) is shown as it is, never read as Rich markup. Style is
+  given explicitly, with :func:`styled` (a :class:`rich.text.Text`).
+- **Width is the stream's own.** Messages wrap at word boundaries to the width of the terminal
+  they go to (stderr's, even when stdout is piped), continuation lines indented under the
+  message; on a pipe they stay one line each. Tables on stdout take the terminal's width, or
+  ``COLUMNS`` (else 80) when stdout is not a terminal.
+- **Progress only when it helps.** A step gets a bar only once it has run for
+  :data:`DELAY` seconds, finished bars are removed, and the display is cleared when the command
+  ends (``-v`` then says how long each long step took). Bars appear only on an interactive
+  stderr, never under ``--json`` or ``--quiet``; a command that ends quickly, by success or
+  error, writes no control codes at all. Rich honours ``NO_COLOR`` on its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import sys
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -26,9 +43,75 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.table import Column, Table
 from rich.text import Text
 
 from ..progress import ProgressFn, item_unit
+
+DELAY = 0.5
+"""Seconds a step must run before it gets a progress bar (``MSN_PROGRESS_DELAY`` overrides it,
+for tests that want to see the bars of quick steps)."""
+
+FALLBACK_WIDTH = 80
+"""Columns for output that goes to no terminal and no ``COLUMNS`` says otherwise."""
+
+
+def styled(text: str, style: str = "") -> Text:
+    """``text`` shown literally, in ``style`` (the one way to colour a message or a cell)."""
+    return Text(text, style=style)
+
+
+def literal(renderable: Any) -> Any:
+    """``renderable`` with every plain string in it made literal text (no markup).
+
+    Tables are walked: title, caption, headers, footers and cells, nested tables included.
+    """
+    if isinstance(renderable, str):
+        return Text(renderable)
+    if isinstance(renderable, Table):
+        renderable.caption_justify = renderable.title_justify  # a caption reads as a note below
+        for attr in ("title", "caption"):
+            value = getattr(renderable, attr)
+            if isinstance(value, str):
+                setattr(renderable, attr, Text(value, style=_title_style(renderable, attr)))
+        for column in renderable.columns:
+            if isinstance(column.header, str):
+                column.header = Text(column.header)
+            if isinstance(column.footer, str):
+                column.footer = Text(column.footer)
+            column._cells = [literal(cell) for cell in column._cells]
+        return renderable
+    if isinstance(renderable, Group):
+        renderable.renderables[:] = [literal(r) for r in renderable.renderables]
+    return renderable
+
+
+def _title_style(table: Table, attr: str) -> str:
+    # a str title gets the table's title style from Rich; a Text must carry it itself
+    style = table.title_style if attr == "title" else table.caption_style
+    return str(style) if style else f"table.{attr}"
+
+
+def stream_width(console: Console) -> int:
+    """Columns to lay out for: ``COLUMNS`` when set, else the size of the terminal the console
+    writes to, else :data:`FALLBACK_WIDTH`."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if console.is_terminal:
+        try:
+            width = os.get_terminal_size(console.file.fileno()).columns
+        except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
+            width = 0
+        if width > 0:
+            return width
+    return FALLBACK_WIDTH
+
+
+def _console(stderr: bool) -> Console:
+    probe = Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=not probe.is_terminal,
+                   width=stream_width(probe))
 
 
 class Term:
@@ -36,23 +119,41 @@ class Term:
         self.json_mode = json_mode
         self.quiet = quiet
         self.verbose = verbose
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
-        self.out = Console(highlight=False, soft_wrap=True)
-        if not self.out.is_terminal and "COLUMNS" not in os.environ:
-            # piped or redirected: tables are data, so do not fold them to 80 columns
-            self.out = Console(highlight=False, soft_wrap=True, width=200)
+        self.err = _console(stderr=True)
+        self.out = _console(stderr=False)
+        self._bars: _Bars | None = None
+
+    @property
+    def width(self) -> int:
+        """Columns a table on stdout may use."""
+        return self.out.width
 
     # -- messages (stderr) ---------------------------------------------------------------
-    def info(self, message: str) -> None:
+    def say(self, message: str | Text, prefix: Text | None = None) -> None:
+        """One message on stderr, literal, wrapped to stderr's terminal at word boundaries
+        with continuation lines under the message (not under the prefix)."""
+        body = message if isinstance(message, Text) else Text(message)
+        if prefix is None or not prefix.plain:
+            self.err.print(body)
+        elif self.err.soft_wrap:  # not a terminal: one line, whatever its length
+            self.err.print(Text.assemble(prefix, body))
+        else:
+            grid = Table.grid()
+            grid.add_column(no_wrap=True)
+            grid.add_column()
+            grid.add_row(prefix, body)
+            self.err.print(grid)
+
+    def info(self, message: str | Text) -> None:
         if not self.quiet:
-            self.err.print(message)
+            self.say(message)
 
     def detail(self, message: str) -> None:
         if self.verbose and not self.quiet:
-            self.err.print(f"[dim]{message}[/dim]")
+            self.say(styled(message, "dim"))
 
     def warn(self, message: str) -> None:
-        self.err.print(f"[yellow]Warning:[/yellow] {message}")
+        self.say(message, styled("Warning: ", "yellow"))
 
     def caution(self, message: str) -> None:
         """A warning that -q silences (what it says is also in --json and the manifest)."""
@@ -61,22 +162,46 @@ class Term:
 
     def success(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(f"[green]✓[/green] {message}")
+            self.say(message, styled("✓ ", "green"))
+
+    def failure(self, message: str) -> None:
+        """A failed item of a command that goes on (the command's own error comes later)."""
+        self.say(message, styled("✗ ", "red"))
+
+    def error(self, message: str, hint: str | None = None) -> None:
+        self.say(message, styled("Error: ", "bold red"))
+        if hint:
+            self.say(hint, styled("Hint: ", "dim"))
 
     # -- data (stdout) -------------------------------------------------------------------
-    def data(self, renderable: Any) -> None:
-        """A table or text that *is* the command's result (suppressed by --json)."""
+    def data(self, renderable: RenderableType) -> None:
+        """A table or text that *is* the command's result (suppressed by --json).
+
+        Plain strings anywhere in it are literal (see :func:`literal`)."""
         if not self.json_mode:
-            self.out.print(renderable)
+            with self._stdout():
+                self.out.print(literal(renderable))
 
     def emit_json(self, payload: Any) -> None:
-        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
-        sys.stdout.flush()
+        self._write(json.dumps(payload, indent=2, default=str) + "\n")
 
     def line(self, text: str) -> None:
         """A plain line on stdout, for results scripts read (paths)."""
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
+        self._write(text + "\n")
+
+    def _write(self, text: str) -> None:
+        with self._stdout():
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    @contextlib.contextmanager
+    def _stdout(self) -> Iterator[None]:
+        """Writing to stdout while bars are drawn on the same terminal: lift them first."""
+        if self._bars is not None and self.out.is_terminal:
+            with self._bars.lifted():
+                yield
+        else:
+            yield
 
     # -- progress (stderr) ---------------------------------------------------------------
     @property
@@ -85,36 +210,161 @@ class Term:
             os.environ.get("TERM") != "dumb"
 
     @contextlib.contextmanager
-    def progress(self) -> Iterator[ProgressFn]:
-        """A ``ProgressFn`` that draws one bar per stage; a no-op when not interactive.
-
-        The display starts with the first report, so a command that fails before any long
-        step leaves the terminal as it was (no cursor hidden and shown again)."""
+    def progress(self, delay: float | None = None) -> Iterator[ProgressFn]:
+        """A ``ProgressFn`` that draws a bar for every step that runs longer than ``delay``
+        seconds; a no-op when not interactive. See the module's docstring."""
+        if delay is None:
+            try:
+                delay = float(os.environ.get("MSN_PROGRESS_DELAY", DELAY))
+            except ValueError:
+                delay = DELAY
         if not self.interactive:
             yield _silent
             return
-        bars = Progress(
-            SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-            _Amount(), _Speed(), TimeRemainingColumn(),
-            console=self.err, transient=False,
-        )
-        tasks: dict[str, TaskID] = {}
-        started = False
-
-        def report(stage: str, done: int, total: int | None) -> None:
-            nonlocal started
-            if not started:
-                bars.start()
-                started = True
-            if stage not in tasks:
-                tasks[stage] = bars.add_task(stage, total=total, unit=item_unit(stage))
-            bars.update(tasks[stage], completed=done, total=total)
-
+        bars = self._bars = _Bars(self.err, delay)
         try:
-            yield report
+            yield bars.report
         finally:
-            if started:
-                bars.stop()
+            self._bars = None
+            bars.close()
+            for line in bars.timings():
+                self.detail(line)
+
+
+@dataclass
+class _Stage:
+    started: float
+    done: int = 0
+    total: int | None = None
+    task: TaskID | None = None
+    ended: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.ended is not None
+
+
+class _Bars:
+    """The progress policy: a stage is drawn once it has run for ``delay`` seconds; a finished
+    stage's bar is removed; a stage of unknown size ends when the next stage begins."""
+
+    def __init__(self, console: Console, delay: float):
+        self.console = console
+        self.delay = delay
+        width = console.width
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}",
+                       table_column=Column(no_wrap=True, overflow="ellipsis", max_width=max(12, width // 3))),
+            BarColumn(bar_width=max(10, min(40, width - 70))),
+            _Amount(), _Speed(), TimeRemainingColumn(),
+            console=console, transient=True, redirect_stdout=False,
+        )
+        self.stages: dict[str, _Stage] = {}
+        self.live = False
+        self.closed = False
+        self.lock = threading.RLock()
+        self.timer: threading.Timer | None = None
+
+    def report(self, stage: str, done: int, total: int | None) -> None:
+        with self.lock:
+            now = time.monotonic()
+            st = self.stages.get(stage)
+            if st is None or (st.finished and (total is None or done < total)):
+                for other in self.stages.values():  # sizes unknown: the step before has ended
+                    if other.total is None and not other.finished:
+                        self._end(other, now)
+                st = self.stages[stage] = _Stage(started=now)
+                self._arm()
+            st.done, st.total = done, total
+            if total is not None and done >= total:
+                self._end(st, now)
+            elif self.live:
+                self._draw(stage, st)
+            elif now - st.started >= self.delay:
+                self._start()
+
+    def _arm(self) -> None:
+        """Start the display after ``delay`` even if no further report comes (a step that
+        reports once, then works)."""
+        if self.timer is None and not self.live and not self.closed:
+            self.timer = threading.Timer(self.delay, self._tick)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def _tick(self) -> None:
+        with self.lock:
+            self.timer = None
+            if self.closed or self.live:
+                return
+            now = time.monotonic()
+            running = [s for s in self.stages.values() if not s.finished]
+            if any(now - s.started >= self.delay for s in running):
+                self._start()
+            elif running:
+                self._arm()
+
+    def _start(self) -> None:
+        self.live = True
+        for name, st in self.stages.items():
+            if not st.finished:
+                self._draw(name, st)
+        self.progress.start()
+
+    def _draw(self, name: str, st: _Stage) -> None:
+        if st.task is None:
+            st.task = self.progress.add_task(name, total=st.total, completed=st.done,
+                                             unit=item_unit(name))
+        else:
+            self.progress.update(st.task, completed=st.done, total=st.total)
+
+    def _end(self, st: _Stage, now: float) -> None:
+        st.ended = now
+        if st.task is not None:
+            self.progress.remove_task(st.task)
+            st.task = None
+
+    @contextlib.contextmanager
+    def lifted(self) -> Iterator[None]:
+        with self.lock:
+            was_live = self.live
+            if was_live:
+                self.progress.stop()
+            try:
+                yield
+            finally:
+                if was_live and not self.closed:
+                    self.progress.start()
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            now = time.monotonic()
+            for st in self.stages.values():
+                if not st.finished:
+                    st.ended = now
+            if self.live:
+                self.progress.stop()
+
+    def timings(self) -> list[str]:
+        """One line per step that ran long enough to get a bar: what it did and how long."""
+        out = []
+        for name, st in self.stages.items():
+            took = (st.ended or st.started) - st.started
+            if took >= self.delay:
+                unit = item_unit(name)
+                amount = f"{st.done} {unit}" if unit else _bytes(st.done)
+                out.append(f"{name}: {amount} in {took:.1f} s")
+        return out
+
+
+def _bytes(n: float) -> str:
+    from .render import human_bytes
+
+    return human_bytes(n)
 
 
 class _Amount(ProgressColumn):
@@ -133,15 +383,18 @@ class _Amount(ProgressColumn):
 
 
 class _Speed(ProgressColumn):
-    """Transfer speed for byte stages; nothing for item stages."""
+    """Transfer speed for byte stages once it is known; nothing for item stages."""
 
     def __init__(self) -> None:
         super().__init__()
         self._speed = TransferSpeedColumn()
 
     def render(self, task: Task) -> Text:
-        return Text("") if task.fields.get("unit") else self._speed.render(task)
+        if task.fields.get("unit") or task.speed is None:
+            return Text("")
+        return self._speed.render(task)
 
 
 def _silent(stage: str, done: int, total: int | None) -> None:
     pass
+

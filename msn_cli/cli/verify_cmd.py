@@ -6,16 +6,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from .options import BaseUrlOpt, CacheDirOpt, ConfigOpt, JsonOpt, NumHeadsOpt, QuietOpt, VerboseOpt
-from .term import Term
+from .term import Term, styled
 
 if TYPE_CHECKING:
     from ..verify import CheckResult, VerifyReport
 
-_STATUS = {True: "[green]passed[/green]", False: "[bold red]FAILED[/bold red]", None: "[dim]skipped[/dim]"}
+_STATUS = {True: ("passed", "green"), False: ("FAILED", "bold red"), None: ("skipped", "dim")}
 
 
 def verify(
@@ -94,7 +93,7 @@ def verify(
         record_in_manifest(out, report)
         recorded = True
     for note in report.notes:
-        term.caution(escape(note))
+        term.caution(note)
     if json_out:
         term.emit_json({**report.to_dict(), "recorded": recorded})
     else:
@@ -124,7 +123,7 @@ def checks_table(report: VerifyReport) -> Table:
     t.add_column("result", no_wrap=True)
     t.add_column("detail", overflow="fold")
     for c in report.checks:
-        t.add_row(c.name, _STATUS[c.passed], escape(c.detail))
+        t.add_row(c.name, styled(*_STATUS[c.passed]), c.detail)
     if report.tolerance:
         t.caption = (f"parity tolerance ({report.dtype}): max abs err <= {report.tolerance.atol:g} x "
                      f"max(1, max|reference|) per layer, cosine >= {report.tolerance.cosine_min}")
@@ -146,11 +145,13 @@ def layers_table(report: VerifyReport, size: int, full: bool = False) -> Table:
     for s in report.layers:
         if s.size != size:
             continue
-        mark = " [bold red]<- first bad layer[/bold red]" if first is s else ""
+        result = styled("pass", "green") if s.passed else styled("FAIL", "bold red")
+        if first is s:
+            result.append(" <- first bad layer", style="bold red")
         names = [s.name, s.hf, s.original] if full else [s.name]
         t.add_row(*names, f"{s.max_abs_err:.2e}", f"{s.allowed:.2e}",
                   f"{s.mean_abs_err:.2e}", f"{s.min_cosine:.7f}",
-                  ("[green]pass[/green]" if s.passed else "[bold red]FAIL[/bold red]") + mark)
+                  result)
     return t
 
 
@@ -168,7 +169,7 @@ def against_table(check: CheckResult) -> Table:
             shape += " vs " + "x".join(map(str, r["other_shape"]))
         dtypes = f"{r['dtype']} / {r['other_dtype']}" if "dtype" in r else ""
         diff = f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else ""
-        t.add_row(escape(r["key"]), f"[{style}]{r['status']}[/{style}]", shape, dtypes, diff)
+        t.add_row(r["key"], styled(r["status"], style), shape, dtypes, diff)
     return t
 
 
@@ -178,5 +179,5 @@ def rows_table(check: CheckResult) -> Table:
     for k in keys:
         t.add_column(k, overflow="fold")
     for r in check.rows:
-        t.add_row(*(escape(str(r.get(k, ""))) for k in keys))
+        t.add_row(*(str(r.get(k, "")) for k in keys))
     return t
