@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from msn_cli.synth import TINY, make_checkpoint
@@ -44,17 +46,27 @@ def test_inspect_training_file_lists_every_entry(cli, make_ckpt):
     assert d["layout"] == "training" and set(d["available_encoders"]) == {"target", "online"}
 
 
-def test_inspect_table_shows_the_mapping(cli, tiny_ckpt):
+def test_inspect_table_shows_the_mapping(cli, tiny_ckpt, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")  # the borderless layout, easy to match line by line
     r = cli("inspect", tiny_ckpt)
     assert r.code == 0
-    assert "encoder.layer.0.attention.attention.{query,key,value}.weight" in r.stdout
-    assert "module.fc.* (16 keys)" in r.stdout and "projection head" in r.stdout
+    # the common module. prefix is said once; block keys sit under a blocks.N -> layer.N heading
+    assert "without their module. prefix" in r.stdout
+    assert re.search(r"^blocks\.0\.\* +encoder\.layer\.0\.\*", r.stdout, re.M), r.stdout
+    assert re.search(r"^  attn\.qkv\.weight +attention\.attention\.\{query,key,value\}\.weight +split",
+                     r.stdout, re.M), r.stdout
+    assert "fc.* (16 keys)" in r.stdout and "projection head" in r.stdout
     # compact: block 1 folded into block 0's rows
-    assert "module.blocks.1.norm1.weight" not in r.stdout
+    assert "blocks.1.*" not in r.stdout and "map like block 0" in r.stdout
     full = cli("inspect", tiny_ckpt, "--all-keys")
-    assert "module.blocks.1.norm1.weight" in full.stdout
-    assert "encoder.layer.1.attention.attention.value.bias" in full.stdout
-    assert "module.fc.bn2.running_var" in full.stdout
+    # every key with its note does not fit 80 columns as a table: two lines per key instead
+    assert re.search(r"^blocks\.1\.\*\n  -> encoder\.layer\.1\.\*$", full.stdout, re.M), full.stdout
+    assert re.search(r"^    -> attention\.attention\.value\.bias$", full.stdout, re.M)
+    assert "fc.bn2.running_var" in full.stdout
+    # --json keeps the full names
+    keys = cli("inspect", tiny_ckpt, "--json").json()["keys"]
+    assert {"module.blocks.1.norm1.weight", "module.fc.bn2.running_var"} <= {k["source"] for k in keys}
+    assert any("encoder.layer.1.attention.attention.value.bias" in k["targets"] for k in keys)
 
 
 def test_inspect_reports_problems_and_exits_3(cli, tmp_path):

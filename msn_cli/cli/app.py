@@ -10,6 +10,7 @@ from .. import __version__
 from ..errors import EXIT_CODES_SUMMARY
 from . import completion
 from .convert_cmd import convert
+from .docs import MsnCommand, MsnGroup
 from .download_cmd import cache_app, download
 from .export_cmd import export
 from .inspect_cmd import inspect
@@ -18,6 +19,7 @@ from .verify_cmd import verify
 
 app = typer.Typer(
     name="msn",
+    cls=MsnGroup,
     help="Convert Meta's original MSN (Masked Siamese Networks) ViT checkpoints into Hugging "
          "Face transformers models, prove the conversion exact, and publish the result.\n\n"
          "Pipeline: download -> inspect -> convert -> verify -> push.\n\n"
@@ -52,10 +54,6 @@ def _root(
 
 
 completion.init()
-app.command(rich_help_panel="Pipeline")(download)
-app.command(rich_help_panel="Pipeline")(inspect)
-app.command(rich_help_panel="Pipeline")(convert)
-app.command(rich_help_panel="Pipeline")(verify)
-app.command(rich_help_panel="Pipeline")(push)
-app.command(rich_help_panel="Pipeline")(export)
+for _command in (download, inspect, convert, verify, push, export):
+    app.command(rich_help_panel="Pipeline", cls=MsnCommand)(_command)
 app.add_typer(cache_app, name="cache", rich_help_panel="Cache")

@@ -83,8 +83,8 @@ def _help_markdown(text: str) -> list[str]:
 
 
 def _type_name(param: Any) -> str:
-    if getattr(param, "metavar", None):
-        return str(param.metavar)
+    if getattr(param, "metavar", None) and _is_option(param):
+        return str(param.metavar) + _range(param)
     click_type = getattr(param, "type", None)  # typer built on click
     if click_type is not None and getattr(click_type, "name", None):
         choices = getattr(click_type, "choices", None)
@@ -110,10 +110,14 @@ def _annotation_name(ann: Any, param: Any) -> str:
     name = names.get(ann) if isinstance(ann, type) else None
     if name is None:
         name = "PATH" if isinstance(ann, type) and issubclass(ann, pathlib.PurePath) else "TEXT"
+    return name + _range(param)
+
+
+def _range(param: Any) -> str:
     lo, hi = getattr(param, "min", None), getattr(param, "max", None)
-    if name in ("INTEGER", "FLOAT") and (lo is not None or hi is not None):
-        name += f" ({lo if lo is not None else ''}..{hi if hi is not None else ''})"
-    return name
+    if getattr(param, "count", False) or (lo is None and hi is None):
+        return ""
+    return f" ({lo if lo is not None else ''}..{hi if hi is not None else ''})"
 
 
 def _default(param: Any) -> str:
@@ -135,19 +139,27 @@ def _is_option(param: Any) -> bool:
     return getattr(param, "param_type_name", "") == "option"
 
 
+def _arg_name(param: Any) -> str:
+    """An argument's name as help shows it: ``SOURCE``, ``NAMES...``."""
+    name = (param.metavar or param.name or "ARG").upper().removesuffix("...")
+    return name + "..." if param.nargs == -1 else name
+
+
 def _arg_usage(param: Any) -> str:
-    name = (param.metavar or param.name or "ARG").upper()
-    if param.nargs == -1:
-        name += "..."
+    name = _arg_name(param)
     return name if param.required else f"[{name}]"
 
 
-def _usage(path: list[str], cmd: Any) -> str:
-    parts = [*path, "[OPTIONS]"]
+def _usage_pieces(cmd: Any) -> list[str]:
+    parts = ["[OPTIONS]"]
     parts += [_arg_usage(p) for p in cmd.params if not _is_option(p) and not getattr(p, "hidden", False)]
     if _subcommands(cmd):
         parts.append("COMMAND [ARGS]...")
-    return " ".join(parts)
+    return parts
+
+
+def _usage(path: list[str], cmd: Any) -> str:
+    return " ".join([*path, *_usage_pieces(cmd)])
 
 
 def _subcommands(cmd: Any) -> dict[str, Any]:
@@ -183,7 +195,7 @@ def _command_section(path: list[str], cmd: Any) -> list[str]:
         out += ["**Arguments**", "", "| Argument | Type | Required | Description |",
                 "| --- | --- | --- | --- |"]
         for p in args:
-            name = (p.metavar or p.name or "").upper() + ("..." if p.nargs == -1 else "")
+            name = _arg_name(p)
             out.append(f"| `{name}` | {_cell(_type_name(p))} | {'yes' if p.required else 'no'} | "
                        f"{_cell(plain(getattr(p, 'help', None) or ''))} |")
         out.append("")
@@ -257,6 +269,80 @@ def render() -> str:
     out.append(_COMPLETION)
     text = "\n".join(out)
     return re.sub(r"\n{3,}", "\n\n", text).rstrip("\n") + "\n"
+
+
+# -- the live help (-h) reads like this reference ---------------------------------------------
+# Typer's own help names arguments {source} and [names]..., types <str>, <bool> (even for flags,
+# which take no value) and <list[str]>, keeps a paragraph's line breaks, and drops the
+# indentation of examples that directly follow the first paragraph. The command classes below
+# give -h the names used above: SOURCE OUT, [NAMES...], TEXT, PATH, INTEGER, nothing for a flag.
+
+
+def _conform(param: Any) -> None:
+    if getattr(param, "hidden", False):
+        return
+    if not _is_option(param):
+        kind = _type_name(param)
+        param.metavar = _arg_name(param)
+        if hasattr(param, "display_type_rich"):  # typer's own click: the type column of -h
+            param.display_type_rich = lambda ctx, _kind=kind: _kind
+    elif getattr(param, "is_flag", False) or getattr(param, "count", False):
+        param.metavar = ""  # a flag takes no value: show no type
+        param.show_default = False
+    elif not param.metavar:
+        param.metavar = _type_name(param).split(" (")[0]  # -h adds the range itself
+
+
+def live_help(text: str) -> str:
+    """Help text as -h shows it: each prose paragraph one line (the terminal wraps it at words),
+    indented lines (examples) kept as they are."""
+    paragraphs = []
+    for para in inspect.cleandoc(text or "").split("\n\n"):
+        lines = para.splitlines()
+        if any(line.startswith((" ", "\t", "\b")) for line in lines):
+            # "[default]" keeps typer from removing the indentation as common to all lines
+            paragraphs.append("\n".join(f"[default]{line}" if line.startswith(" ") else line
+                                        for line in lines))
+        else:
+            paragraphs.append(" ".join(line.strip() for line in lines))
+    return "\n\n".join(paragraphs)
+
+
+class _LikeTheReference:
+    params: list[Any]
+    help: str | None
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return _usage_pieces(self)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:  # completion and help options included
+            _conform(param)
+        return params
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        original = self.help
+        self.help = live_help(original or "")
+        try:
+            super().format_help(ctx, formatter)  # type: ignore[misc]
+        finally:
+            self.help = original
+
+
+def _classes() -> tuple[type, type]:
+    from typer.core import TyperCommand, TyperGroup
+
+    class MsnCommand(_LikeTheReference, TyperCommand):
+        """A command whose -h reads like docs/cli.md."""
+
+    class MsnGroup(_LikeTheReference, TyperGroup):
+        """A command group whose -h reads like docs/cli.md."""
+
+    return MsnCommand, MsnGroup
+
+
+MsnCommand, MsnGroup = _classes()
 
 
 def main() -> int:

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from ..errors import EXIT_INTERRUPTED, EXIT_TERMINATED, MsnError, UsageError, VerificationFailed
 from . import Terminated
+from .docs import MsnCommand, MsnGroup
 from .options import BaseUrlOpt, CacheDirOpt, JsonOpt, QuietOpt, VerboseOpt
 from .render import human_bytes
 from .term import Term
@@ -115,6 +116,7 @@ def download(
 
 cache_app = typer.Typer(
     name="cache",
+    cls=MsnGroup,
     help="List, check and remove downloaded checkpoints.\n\n"
          "The cache is --cache-dir, else $MSN_CACHE, else $XDG_CACHE_HOME/msn, else ~/.cache/msn.\n\n"
          "Examples:\n\n"
@@ -127,7 +129,7 @@ cache_app = typer.Typer(
 )
 
 
-@cache_app.command("ls")
+@cache_app.command("ls", cls=MsnCommand)
 def cache_ls(
     cache_dir: CacheDirOpt = None,
     json_out: JsonOpt = False,
@@ -224,7 +226,7 @@ def _stdin_interactive() -> bool:
     return sys.stdin is not None and sys.stdin.isatty()
 
 
-@cache_app.command("rm")
+@cache_app.command("rm", cls=MsnCommand)
 def cache_rm(
     names: Annotated[Optional[list[str]], typer.Argument(
         help="Entry names from msn cache ls, released names or source URLs.", show_default=False)] = None,
@@ -278,7 +280,7 @@ def cache_rm(
         term.success(f"removed {', '.join(selected)}: {human_bytes(freed)} freed")
 
 
-@cache_app.command("check")
+@cache_app.command("check", cls=MsnCommand)
 def cache_check(
     names: Annotated[Optional[list[str]], typer.Argument(
         help="Entry names from msn cache ls, released names or source URLs \\[default: all].",

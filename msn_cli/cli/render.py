@@ -181,7 +181,8 @@ def _keydiff_stacked(entries: list[_Entry], title: str, caption: str | None) -> 
             first.append("  ")
             first.append(e.what)
         lines.append(first)
-        lines.append(Text(f"{pad}  -> ", style="dim").append(e.target.replace("\n", ", "), style=style))
+        for target in e.target.split("\n"):
+            lines.append(Text(f"{pad}  -> ", style="dim").append(target, style=style))
     if caption:
         lines.append(Text(caption, style="table.caption"))
     return Group(*lines)
