@@ -10,12 +10,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import re
+import struct
 import subprocess
 import sys
+import termios
 
 import pytest
 import typer
@@ -151,15 +154,21 @@ def test_data_on_stdout_messages_on_stderr_across_the_pipeline(cli, pipeline):
     assert cli("cache", "ls", "--cache-dir", cache, "--json").json()["entries"] == []
 
 
-def _in_a_terminal(args: list[str], env: dict[str, str], stdout_to_pipe: bool = False):
+def _in_a_terminal(args: list[str], env: dict[str, str], stdout_to_pipe: bool = False,
+                   size: tuple[int, int] | None = None):
     """Run ``python -m msn_cli ARGS`` with stdin/stderr (and stdout) on a pseudo-terminal.
 
+    ``size`` (columns, rows) gives the terminal a real window size, as a terminal emulator
+    does, and unsets ``COLUMNS`` (which a shell does not export); without it ``COLUMNS=100``.
     Returns the exit code and what the terminal received (and stdout, when piped).
     """
     full = {k: v for k, v in os.environ.items()
-            if k not in ("NO_COLOR", "FORCE_COLOR", "TERM", "TTY_COMPATIBLE", "TTY_INTERACTIVE")}
-    full.update({"TERM": "xterm-256color", "COLUMNS": "100", **env})
+            if k not in ("NO_COLOR", "FORCE_COLOR", "TERM", "TTY_COMPATIBLE", "TTY_INTERACTIVE",
+                         "COLUMNS", "LINES")}
+    full.update({"TERM": "xterm-256color", **({} if size else {"COLUMNS": "100"}), **env})
     master, slave = pty.openpty()
+    if size:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
     proc = subprocess.Popen([sys.executable, "-m", "msn_cli", *args], stdin=slave,
                             stdout=subprocess.PIPE if stdout_to_pipe else slave,
                             stderr=slave, env=full, close_fds=True)

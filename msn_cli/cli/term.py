@@ -109,8 +109,9 @@ def stream_width(console: Console) -> int:
 
 
 def _console(stderr: bool) -> Console:
+    """Messages on a pipe stay one line each (soft wrap); all else is laid out for the width."""
     probe = Console(stderr=stderr, highlight=False)
-    return Console(stderr=stderr, highlight=False, soft_wrap=not probe.is_terminal,
+    return Console(stderr=stderr, highlight=False, soft_wrap=stderr and not probe.is_terminal,
                    width=stream_width(probe))
 
 
@@ -140,7 +141,7 @@ class Term:
         else:
             grid = Table.grid()
             grid.add_column(no_wrap=True)
-            grid.add_column()
+            grid.add_column(overflow="fold")  # a path longer than a line: all of it
             grid.add_row(prefix, body)
             self.err.print(grid)
 
@@ -178,9 +179,22 @@ class Term:
         """A table or text that *is* the command's result (suppressed by --json).
 
         Plain strings anywhere in it are literal (see :func:`literal`)."""
-        if not self.json_mode:
-            with self._stdout():
-                self.out.print(literal(renderable))
+        if self.json_mode:
+            return
+        renderable = literal(renderable)
+        with self._stdout():
+            if not isinstance(renderable, Table):
+                self.out.print(renderable)
+                return
+            # Rich wraps a title and a caption to the table's width, often narrower than a
+            # path or a sentence: they get the stream's width instead, as lines of their own
+            title, caption = renderable.title, renderable.caption
+            renderable.title = renderable.caption = None
+            if title is not None:
+                self.out.print(title)
+            self.out.print(renderable)
+            if caption is not None:
+                self.out.print(caption)
 
     def emit_json(self, payload: Any) -> None:
         self._write(json.dumps(payload, indent=2, default=str) + "\n")

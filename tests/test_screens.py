@@ -1,0 +1,327 @@
+"""What a person sees: the real commands in a real pseudo-terminal at 80 and 120 columns.
+
+Each test runs ``python -m msn_cli`` on a pty with a real window size (the helper of
+``test_conventions``), replays what the terminal received through a small VT100 screen, and
+asserts on that screen: messages wrapped at words (never by the terminal in mid-word), key names
+whole in the key-diff, no progress rows left over from quick steps, no control codes after an
+error. Names that look like Rich markup (``odd[/b]``, ``odd [v2]``) are shown as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from msn_cli.synth import TINY, write_checkpoint
+from tests.http_server import FileServer
+from tests.test_conventions import _in_a_terminal
+
+WIDTHS = [80, 120]
+_CSI = re.compile(r"\x1b\[([?]?)([0-9;]*)([A-Za-z@])")
+_OTHER_ESC = re.compile(r"\x1b(\][^\x07\x1b]*(\x07|\x1b\\)|[()][0-9A-Za-z]|[=>78])")
+BAR = "━"
+
+
+class Screen:
+    """A minimal VT100 screen with unlimited scrollback: printable text with the terminal's
+    own wrap at the last column, CR, LF, BS, and the CSI codes Rich writes (cursor up/down/
+    left/right/column, erase in line/display, SGR, cursor show/hide)."""
+
+    def __init__(self, columns: int, data: bytes):
+        self.columns = columns
+        self.rows: list[list[str]] = [[]]
+        self.wrapped: set[int] = set()  # rows the terminal continued onto the next row itself
+        self.y = self.x = 0
+        self.pending_wrap = False
+        self.cursor_visible = True
+        self._feed(data.decode("utf-8", "replace"))
+
+    @property
+    def lines(self) -> list[str]:
+        return ["".join(row).rstrip() for row in self.rows]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines).strip("\n")
+
+    def _down(self, n: int = 1) -> None:
+        self.y += n
+        while len(self.rows) <= self.y:
+            self.rows.append([])
+
+    def _put(self, ch: str) -> None:
+        if self.pending_wrap:
+            self.wrapped.add(self.y)
+            self.x, self.pending_wrap = 0, False
+            self._down()
+        row = self.rows[self.y]
+        row.extend(" " * (self.x + 1 - len(row)))
+        row[self.x] = ch
+        self.x += 1
+        if self.x >= self.columns:
+            self.x, self.pending_wrap = self.columns - 1, True
+
+    def _feed(self, text: str) -> None:
+        i = 0
+        while i < len(text):
+            ch = text[i]
+            if ch == "\x1b":
+                m = _CSI.match(text, i)
+                if m:
+                    self._csi(m.group(1), m.group(2), m.group(3))
+                    i = m.end()
+                    continue
+                m = _OTHER_ESC.match(text, i)
+                i = m.end() if m else i + 1
+                continue
+            if ch == "\r":
+                self.x, self.pending_wrap = 0, False
+            elif ch == "\n":
+                self.pending_wrap = False
+                self._down()
+            elif ch == "\b":
+                self.x, self.pending_wrap = max(0, self.x - 1), False
+            elif ch >= " ":
+                self._put(ch)
+            i += 1
+
+    def _csi(self, private: str, params: str, final: str) -> None:
+        nums = [int(p) for p in params.split(";") if p] or [0]
+        n = max(nums[0], 1)
+        if private == "?":
+            if params == "25" and final in "hl":
+                self.cursor_visible = final == "h"
+            return
+        self.pending_wrap = False
+        row = self.rows[self.y]
+        if final == "A":
+            self.y = max(0, self.y - n)
+        elif final == "B":
+            self._down(n)
+        elif final == "C":
+            self.x = min(self.columns - 1, self.x + n)
+        elif final == "D":
+            self.x = max(0, self.x - n)
+        elif final == "G":
+            self.x = min(self.columns - 1, n - 1)
+        elif final == "K":
+            if nums[0] == 0:
+                del row[self.x:]
+            elif nums[0] == 1:
+                row[:self.x + 1] = " " * min(len(row), self.x + 1)
+            else:
+                row.clear()
+        elif final == "J":
+            if nums[0] == 0:
+                del row[self.x:]
+                del self.rows[self.y + 1:]
+            else:
+                self.rows, self.y = [[] for _ in self.rows], self.y
+
+    def broken_mid_word(self) -> list[str]:
+        """Rows the terminal had to continue in the middle of a word (output wider than it).
+
+        A line that is one long word (the result path on stdout) cannot be broken elsewhere."""
+        out = []
+        for y in sorted(self.wrapped):
+            this, nxt = self.lines[y], self.lines[y + 1] if y + 1 < len(self.rows) else ""
+            one_word = " " not in (this + nxt).strip()
+            if this and nxt and not one_word and not this[-1].isspace() and not nxt[0].isspace():
+                out.append(f"{this[-20:]!r} / {nxt[:20]!r}")
+        return out
+
+
+def progress_rows(screen: Screen) -> list[str]:
+    """Rows of a progress bar (a bar that is no table border)."""
+    return [line for line in screen.lines if BAR in line and not set(line) & set("┏┳┓┡╇┩┗┻┛")]
+
+
+def control_codes(raw: bytes) -> list[str]:
+    """Every escape sequence in ``raw`` other than colours and styles (SGR)."""
+    text = raw.decode("utf-8", "replace")
+    return [m.group(0) for m in _CSI.finditer(text) if m.group(3) != "m"] + \
+        [m.group(0) for m in _OTHER_ESC.finditer(text)]
+
+
+def run(args: list, columns: int, env: dict[str, str] | None = None, stdout_to_pipe: bool = False):
+    result = _in_a_terminal([str(a) for a in args], env or {}, stdout_to_pipe=stdout_to_pipe,
+                            size=(columns, 60))
+    return (*result[:2], Screen(columns, result[1]), *result[2:])
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> dict[str, Path]:
+    """A checkpoint in the released layout and its converted folder, under a long path (so
+    that messages naming it are wider than the terminal)."""
+    root = tmp_path_factory.mktemp("screens") / "a-folder-with-a-rather-long-name-for-wrapping"
+    ck = write_checkpoint(root / "vit-msn-tiny.pth.tar", TINY, "released", seed=0)
+    out = root / "vit-msn-tiny"
+    code, raw = _in_a_terminal(["convert", str(ck), str(out), "--no-verify"], {}, size=(120, 60))
+    assert code == 0, raw[-500:]
+    return {"ckpt": ck, "out": out, "root": root}
+
+
+# -- messages wrap at words, to the width of the terminal they go to --------------------------
+
+@pytest.mark.parametrize("columns", WIDTHS)
+@pytest.mark.parametrize("stdout_piped", [False, True], ids=["tty", "stdout-piped"])
+def test_messages_wrap_at_word_boundaries(demo, tmp_path, columns, stdout_piped):
+    out = tmp_path / "converted-into-another-folder-with-a-long-name"
+    for args in (["convert", demo["ckpt"], out], ["verify", out, "--no-record"],
+                 ["convert", demo["ckpt"], out]):  # the last one fails: out exists
+        code, raw, screen, *_ = run(args, columns, stdout_to_pipe=stdout_piped)
+        assert code in (0, 2), screen.text
+        assert not screen.broken_mid_word(), (args[0], screen.broken_mid_word(), screen.text)
+        assert all(len(line) <= columns for line in screen.lines)
+        said = [line for line in screen.lines if line.startswith(("✓", "Error:", "Hint:"))]
+        assert said, screen.text
+    # a message longer than the terminal went on, indented under the message, not mid-word
+    code, raw, screen, *_ = run(["convert", demo["ckpt"], out], columns, stdout_to_pipe=stdout_piped)
+    assert code == 2
+    error = screen.text[screen.text.index("Error:"):]
+    assert "exists" in error and re.sub(r"\n +", "", error).count(str(out)) == 1, error
+    if len(str(out)) + 40 > columns:
+        assert re.search(r"^Error: .*\n       \S", error, re.M), error
+
+
+# -- the key-diff ------------------------------------------------------------------------------
+
+def _shown_names(keys: list[dict]) -> set[str]:
+    """The names the default key-diff shows whole: original keys without ``module.`` (relative
+    to their block), Hugging Face keys relative to theirs, qkv targets in brace form."""
+    names = set()
+    for k in keys:
+        src = (k["source"] or "").removeprefix("module.")
+        if k["status"] not in ("renamed", "split") or re.match(r"blocks\.[1-9]", src):
+            continue
+        names.add(re.sub(r"^blocks\.\d+\.", "", src))
+        targets = [re.sub(r"^encoder\.layer\.\d+\.", "", t) for t in k["targets"]]
+        if k["status"] == "split":
+            targets = [targets[0].replace(".query.", ".{query,key,value}.")]
+        names.update(targets)
+    return names
+
+
+@pytest.mark.parametrize("columns", WIDTHS)
+def test_key_diff_never_splits_a_key(demo, cli, columns):
+    keys = cli("inspect", demo["ckpt"], "--json").json()["keys"]
+    names = _shown_names(keys)
+    assert "attention.attention.{query,key,value}.weight" in names and "cls_token" in names
+    code, raw, screen = run(["inspect", demo["ckpt"]], columns)
+    assert code == 0, screen.text
+    words = {w for line in screen.lines for w in re.split(r"[\s│┃]+", line)}
+    assert names <= words, sorted(names - words)
+    assert not screen.broken_mid_word(), screen.broken_mid_word()
+    assert "without their module. prefix" in screen.text
+    if columns >= 120:
+        assert "shape" in screen.text and "192x64" in screen.text
+
+
+def test_a_piped_key_diff_is_not_drawn_wider_than_80(demo):
+    code, raw, screen, stdout = run(["inspect", demo["ckpt"]], 120, stdout_to_pipe=True)
+    assert code == 0
+    lines = stdout.decode().splitlines()
+    assert "Key mapping" in stdout.decode()
+    tables = [line for line in lines if " " in line.strip()]  # a lone path may be longer
+    assert max(len(line) for line in tables) <= 80, max(tables, key=len)
+
+
+def test_json_keeps_the_full_names(demo, cli):
+    keys = cli("inspect", demo["ckpt"], "--json").json()["keys"]
+    sources = {k["source"] for k in keys}
+    assert "module.blocks.0.attn.qkv.weight" in sources and "module.pos_embed" in sources
+
+
+# -- progress ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("columns", WIDTHS)
+def test_no_progress_rows_for_quick_steps(demo, tmp_path, columns):
+    shutil.copytree(demo["out"], tmp_path / "out")
+    code, raw, screen = run(["verify", tmp_path / "out", "--no-record"], columns)
+    assert code == 0, screen.text
+    assert not progress_rows(screen) and "hashing" not in screen.text, screen.text
+    # with every step drawn, the bars are there while they run and gone when they finish
+    code, raw, screen = run(["verify", tmp_path / "out", "--no-record"], columns,
+                            {"MSN_PROGRESS_DELAY": "0"})
+    assert code == 0, screen.text
+    assert BAR.encode() in raw and b"hashing" in raw
+    assert not progress_rows(screen) and "hashing" not in screen.text, screen.text
+    assert screen.cursor_visible
+    assert screen.lines[0].startswith("msn verify "), screen.text  # the report starts the screen
+
+
+@pytest.mark.parametrize("columns", WIDTHS)
+def test_verbose_says_how_long_the_long_steps_took(demo, tmp_path, columns):
+    shutil.copytree(demo["out"], tmp_path / "out")
+    code, raw, screen = run(["verify", tmp_path / "out", "--no-record", "-v"], columns,
+                            {"MSN_PROGRESS_DELAY": "0"})
+    assert code == 0, screen.text
+    assert re.search(r"^parity: 3 inputs in \d+\.\d s$", screen.text, re.M), screen.text
+
+
+# -- errors leave the terminal as it was -------------------------------------------------------
+
+@pytest.fixture
+def garbage_url(tmp_path):
+    bad = tmp_path / "garbage.pth.tar"
+    bad.write_bytes(b"PK\x03\x04" + b"\0" * 5000)
+    with FileServer() as server:
+        server.add("/msn/garbage.pth.tar", bad)
+        yield server.url("/msn/garbage.pth.tar")
+
+
+@pytest.mark.parametrize("columns", WIDTHS)
+def test_no_control_codes_when_an_error_ends_a_quick_command(garbage_url, tmp_path, columns):
+    code, raw, screen = run(["inspect", garbage_url, "--cache-dir", tmp_path / "cache"], columns)
+    assert code == 3, screen.text
+    assert "Error:" in screen.text
+    assert control_codes(raw) == [], control_codes(raw)
+
+
+@pytest.mark.parametrize("columns", WIDTHS)
+def test_an_error_after_bars_were_drawn_clears_them(garbage_url, tmp_path, columns):
+    code, raw, screen = run(["inspect", garbage_url, "--cache-dir", tmp_path / "cache"], columns,
+                            {"MSN_PROGRESS_DELAY": "0"})
+    assert code == 3, screen.text
+    assert BAR.encode() in raw  # bars were drawn ...
+    assert not progress_rows(screen)  # ... and nothing is left of them
+    assert screen.cursor_visible
+    assert screen.lines[0].startswith("Error:"), screen.text
+
+
+# -- names that look like markup are shown as they are -----------------------------------------
+
+@pytest.mark.parametrize("name", ["odd[/b]", "odd [v2]", "x[bold]y"])
+def test_names_that_look_like_markup(cli, tmp_path, tiny_ckpt, name):
+    folder = tmp_path / name  # "odd[/b]" is a folder "b]" in a folder "odd["
+    folder.mkdir(parents=True)
+    ck = shutil.copy(tiny_ckpt, folder / f"{name.replace('/', '-')}.pth.tar")
+    out = folder / "out"
+    r = cli("inspect", ck)
+    assert r.code == 0, r.stderr
+    assert str(ck) in r.stdout
+    r = cli("convert", ck, out)
+    assert r.code == 0, r.stderr
+    assert str(out) in r.stderr  # "✓ wrote <out> ..."
+    r = cli("verify", out)
+    assert r.code == 0, r.stderr
+    assert f"msn verify {out}" in r.stdout
+    r = cli("push", out, "someone/model", "--dry-run")
+    assert r.code == 0, r.stderr
+
+
+def test_a_url_that_looks_like_markup_in_the_cache(cli, tmp_path, tiny_ckpt):
+    cache = tmp_path / "cache"
+    with FileServer() as server:
+        server.add("/msn/tiny.pth.tar", tiny_ckpt)
+        url = server.url("/msn/tiny.pth.tar") + "?tag=odd[/b]"
+        r = cli("download", url, "--cache-dir", cache)
+        assert r.code == 0, r.stderr
+    r = cli("cache", "ls", "--cache-dir", cache)
+    assert r.code == 0, r.stderr
+    assert "odd[/b]" in r.stdout
+    assert json.loads(cli("cache", "ls", "--cache-dir", cache, "--json").stdout)["entries"]
