@@ -173,14 +173,14 @@ def test_messages_wrap_at_word_boundaries(demo, tmp_path, columns, stdout_piped)
     out = tmp_path / "converted-into-another-folder-with-a-long-name"
     for args in (["convert", demo["ckpt"], out], ["verify", out, "--no-record"],
                  ["convert", demo["ckpt"], out]):  # the last one fails: out exists
-        code, raw, screen, *_ = run(args, columns, stdout_to_pipe=stdout_piped)
+        code, _raw, screen, *_ = run(args, columns, stdout_to_pipe=stdout_piped)
         assert code in (0, 2), screen.text
         assert not screen.broken_mid_word(), (args[0], screen.broken_mid_word(), screen.text)
         assert all(len(line) <= columns for line in screen.lines)
         said = [line for line in screen.lines if line.startswith(("✓", "Error:", "Hint:"))]
         assert said, screen.text
     # a message longer than the terminal went on, indented under the message, not mid-word
-    code, raw, screen, *_ = run(["convert", demo["ckpt"], out], columns, stdout_to_pipe=stdout_piped)
+    code, _raw, screen, *_ = run(["convert", demo["ckpt"], out], columns, stdout_to_pipe=stdout_piped)
     assert code == 2
     error = screen.text[screen.text.index("Error:"):]
     assert "exists" in error and re.sub(r"\n +", "", error).count(str(out)) == 1, error
@@ -211,7 +211,7 @@ def test_key_diff_never_splits_a_key(demo, cli, columns):
     keys = cli("inspect", demo["ckpt"], "--json").json()["keys"]
     names = _shown_names(keys)
     assert "attention.attention.{query,key,value}.weight" in names and "cls_token" in names
-    code, raw, screen = run(["inspect", demo["ckpt"]], columns)
+    code, _raw, screen = run(["inspect", demo["ckpt"]], columns)
     assert code == 0, screen.text
     words = {w for line in screen.lines for w in re.split(r"[\s│┃]+", line)}
     assert names <= words, sorted(names - words)
@@ -222,7 +222,7 @@ def test_key_diff_never_splits_a_key(demo, cli, columns):
 
 
 def test_a_piped_key_diff_is_not_drawn_wider_than_80(demo):
-    code, raw, screen, stdout = run(["inspect", demo["ckpt"]], 120, stdout_to_pipe=True)
+    code, _raw, _screen, stdout = run(["inspect", demo["ckpt"]], 120, stdout_to_pipe=True)
     assert code == 0
     lines = stdout.decode().splitlines()
     assert "Key mapping" in stdout.decode()
@@ -257,7 +257,7 @@ def test_no_progress_rows_for_quick_steps(demo, tmp_path, columns):
 @pytest.mark.parametrize("columns", WIDTHS)
 def test_verbose_says_how_long_the_long_steps_took(demo, tmp_path, columns):
     shutil.copytree(demo["out"], tmp_path / "out")
-    code, raw, screen = run(["verify", tmp_path / "out", "--no-record", "-v"], columns,
+    code, _raw, screen = run(["verify", tmp_path / "out", "--no-record", "-v"], columns,
                             {"MSN_PROGRESS_DELAY": "0"})
     assert code == 0, screen.text
     assert re.search(r"^parity: 3 inputs in \d+\.\d s$", screen.text, re.M), screen.text
