@@ -151,24 +151,30 @@ def cache_ls(
     if json_out:
         term.emit_json(summary)
         return
+    narrow = term.width < 120  # the source URL goes under the name instead of in a column
     t = Table(title=f"Cache: {summary['cache_dir']}", title_justify="left")
-    t.add_column("name")
-    t.add_column("released")
-    t.add_column("size", justify="right")
-    t.add_column("downloaded")
-    t.add_column("sha256")
-    t.add_column("source", overflow="fold")
+    t.add_column("name" + (" and source" if narrow else ""), overflow="fold")
+    for col in ("released", "size", "downloaded", "sha256"):
+        t.add_column(col, no_wrap=True, justify="right" if col == "size" else "left")
+    if not narrow:
+        t.add_column("source", overflow="fold")
+
+    def row(name: Text, url: str, *cells: str) -> None:
+        if narrow:
+            name.append("\n" + url, style="dim")
+        t.add_row(name, *cells, *(() if narrow else (url,)))
+
     for e in summary["entries"]:
         name = Text(e["name"])
         if not e["intact"]:
             name.append(" (damaged: size differs)", style="red")
         when = e["downloaded_at"].replace("T", " ")[:16]
-        t.add_row(name, e["variant"] or "", human_bytes(e["size"]), when,
-                  e["sha256"][:12] if not verbose else e["sha256"], e["url"])
+        row(name, e["url"], e["variant"] or "", human_bytes(e["size"]), when,
+            e["sha256"][:12] if not verbose else e["sha256"])
     for p in summary["partial"]:
         of = f" of {human_bytes(p['total'])}" if p["total"] else ""
-        t.add_row(Text.assemble(p["name"], (" (partial)", "yellow")), "", human_bytes(p["size"]) + of,
-                  "unfinished: resumes on next download", "", p["url"] or "")
+        row(Text.assemble(p["name"], (" (partial)", "yellow")), p["url"] or "", "",
+            human_bytes(p["size"]) + of, "unfinished", "")
     _warn_damaged(term, summary["damaged"])
     n = len(summary["entries"])
     t.caption = (f"{n} file{'s' if n != 1 else ''}"
