@@ -314,14 +314,29 @@ def test_names_that_look_like_markup(cli, tmp_path, tiny_ckpt, name):
     assert r.code == 0, r.stderr
 
 
-def test_a_url_that_looks_like_markup_in_the_cache(cli, tmp_path, tiny_ckpt):
+def test_a_url_that_looks_like_markup_in_the_cache(cli, tmp_path, tiny_ckpt, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
     cache = tmp_path / "cache"
+    name = "vitb16_600ep.pth.tar"
     with FileServer() as server:
-        server.add("/msn/tiny.pth.tar", tiny_ckpt)
-        url = server.url("/msn/tiny.pth.tar") + "?tag=odd[/b]"
+        server.add(f"/msn/{name}", tiny_ckpt)
+        url = server.url(f"/msn/{name}") + "?tag=odd[/b]"
         r = cli("download", url, "--cache-dir", cache)
         assert r.code == 0, r.stderr
     r = cli("cache", "ls", "--cache-dir", cache)
     assert r.code == 0, r.stderr
     assert "odd[/b]" in r.stdout
+    assert "…" not in r.stdout, r.stdout  # the name is folded at worst, never cut short
     assert json.loads(cli("cache", "ls", "--cache-dir", cache, "--json").stdout)["entries"]
+
+
+def test_names_in_tables_are_never_cut_short(cli, tmp_path, monkeypatch):
+    from msn_cli.synth import write_run_folder
+
+    monkeypatch.setenv("COLUMNS", "80")
+    run_folder = tmp_path / "run [v2]"
+    write_run_folder(run_folder)
+    r = cli("inspect", run_folder)
+    assert r.code == 0, r.stderr
+    assert "Training run " + str(run_folder) in " ".join(r.stdout.split())
+    assert "msn-experiment-1-latest.pth.tar" in r.stdout and "…" not in r.stdout, r.stdout

@@ -246,7 +246,7 @@ def run_checkpoints_table(report: RunReport) -> Table:
     t = Table(title=f"Training run {report.folder}", title_justify="left")
     for name, justify in (("checkpoint", "left"), ("epoch", "right"), ("loss", "right"),
                           ("world size", "right"), ("size", "right"), ("holds", "left")):
-        t.add_column(name, justify=justify)  # type: ignore[arg-type]
+        t.add_column(name, justify=justify, no_wrap=name == "checkpoint")  # type: ignore[arg-type]
     for c in report.checkpoints:
         if c.problem is not None:
             t.add_row(c.file, "", "", "", human_bytes(c.size), Text(c.problem, style="bold red"))

@@ -64,7 +64,8 @@ def styled(text: str, style: str = "") -> Text:
 def literal(renderable: Any) -> Any:
     """``renderable`` with every plain string in it made literal text (no markup).
 
-    Tables are walked: title, caption, headers, footers and cells, nested tables included.
+    Tables are walked: title, caption, headers, footers and cells, nested tables included;
+    a column that would cut its text short with an ellipsis folds it instead.
     """
     if isinstance(renderable, str):
         return Text(renderable)
@@ -75,6 +76,8 @@ def literal(renderable: Any) -> Any:
             if isinstance(value, str):
                 setattr(renderable, attr, Text(value, style=_title_style(renderable, attr)))
         for column in renderable.columns:
+            if column.overflow == "ellipsis":  # Rich's default cuts a name short: show all of it
+                column.overflow = "fold"
             if isinstance(column.header, str):
                 column.header = Text(column.header)
             if isinstance(column.footer, str):
