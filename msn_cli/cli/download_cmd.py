@@ -189,13 +189,11 @@ def _printable(text: str) -> str:
 
 def _warn_damaged(term: Term, damaged: list[dict[str, Any]]) -> None:
     """One warning per index record msn ignores (its key is shown as text, never followed)."""
-    from rich.text import Text
 
     from ..safeio import redact
 
     for d in damaged:
-        term.err.print(Text.assemble(("Warning:", "yellow"), f" damaged index entry "
-                                     f"'{_printable(d['key'])}': {redact(d['problem'])}"))
+        term.warn(f"damaged index entry '{_printable(d['key'])}': {redact(d['problem'])}")
     if damaged:
         term.info("msn cache rm --all --yes (or msn cache rm KEY) drops damaged index entries; "
                   "no file is touched for them")

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from .inspect_cmd import _encoder
@@ -118,9 +117,9 @@ def export(
                  f"{h.hidden_dim} -> {h.output_dim}, {'with' if h.use_bn else 'no'} BatchNorm; "
                  f"{h.num_prototypes} x {h.output_dim} prototypes)")
     if h.origin == "initialised" and not quiet:
-        term.warn(escape(head_line))
+        term.warn(head_line)
     else:
-        term.info(escape(head_line))
+        term.info(head_line)
     groups = ", ".join(f"{g['parameters']}" for g in plan.opt_summary())
     term.info(f"opt: fresh AdamW state, groups of {groups} parameters, no moments; "
               f"epoch {plan.numbers['epoch']}"
@@ -132,12 +131,12 @@ def export(
         term.detail(f"{k}: {why}")
     for n in plan.notes:
         if not quiet:
-            term.warn(escape(n))
+            term.warn(n)
     if dry_run:
         term.info(f"dry run: would write about {human_bytes(plan.output_bytes)} of tensors to "
-                  f"{escape(str(out))}; nothing written")
+                  f"{out}; nothing written")
     else:
-        term.success(f"wrote {escape(str(result.out))} ({human_bytes(result.size or 0)})")
+        term.success(f"wrote {result.out} ({human_bytes(result.size or 0)})")
         term.line(str(result.out))
 
 
@@ -152,14 +151,14 @@ def _plan_table(plan, all_keys: bool) -> Table:
         if not all_keys and ".blocks." in f".{x.key}" and not x.key.startswith("blocks.0."):
             continue
         t.add_row(x.entry, pre + x.key if x.key else "", str(list(x.shape)), x.dtype,
-                  escape(x.origin))
+                  x.origin)
     for g in plan.opt_summary():
         t.add_row("opt", f"group '{g['group']}'", f"{g['parameters']} params", "",
-                  escape(f"lr {g.get('lr')}, weight_decay {g.get('weight_decay')}"
-                         + "".join(f", {k} {v}" for k, v in g["extra_keys"].items())))
+                  f"lr {g.get('lr')}, weight_decay {g.get('weight_decay')}"
+                  + "".join(f", {k} {v}" for k, v in g["extra_keys"].items()))
     for k, v in plan.numbers.items():
-        t.add_row(k, "", "", "", escape(f"{v}" + ("" if k not in plan.assumed else
-                                              " (not known)" if v is None else " (assumed)")))
+        t.add_row(k, "", "", "", f"{v}" + ("" if k not in plan.assumed else
+                                           " (not known)" if v is None else " (assumed)"))
     if not all_keys:
         t.caption = ("block 0 stands for every block; encoder rows that copy target_encoder "
                      "are folded (--all-keys lists every key)")

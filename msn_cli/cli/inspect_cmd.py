@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from .options import (
@@ -94,8 +93,8 @@ def inspect(
         term.data(keydiff_table(report.plan, full=all_keys, width=term.width))
         term.data(counts_line(report.plan))
     for warning in report.warnings:
-        term.warn(escape(warning) + " (msn convert refuses it; the mirror or cache holds the "
-                  f"wrong file: msn download --force {escape(str(report.source.name))})")
+        term.warn(warning + " (msn convert refuses it; the mirror or cache holds the "
+                  f"wrong file: msn download --force {report.source.name})")
     report.plan.require_ok()
 
 
