@@ -85,9 +85,9 @@ def test_good_conversion_passes(cli, converted, arch, dtype):
     # the documented tolerances, not loosened for the test
     documented = {"float32": (1e-5, 0.99999), "float16": (1e-2, 0.9995), "bfloat16": (6e-2, 0.998)}
     assert (rep["tolerance"]["atol"], rep["tolerance"]["cosine_min"]) == documented[dtype]
-    assert [c["name"] for c in rep["checks"]] == ["files", "loading", "config", "parity", "golden",
-                                                 "against"]
-    assert [c["passed"] for c in rep["checks"]] == [True, True, True, True, None, None]
+    assert [c["name"] for c in rep["checks"]] == ["files", "loading", "config", "parity",
+                                                 "preprocessing", "golden", "image", "against"]
+    assert [c["passed"] for c in rep["checks"]] == [True, True, True, True, True, None, None, None]
     par = check(rep, "parity")
     assert par["layers"] == arch.num_layers + 2
     assert par["inputs"] == 3 and len(par["sizes"]) == 2
@@ -229,6 +229,8 @@ def test_other_wrong_config_values(cli, converted, change, key):
 @pytest.mark.parametrize(("change", "key"), [
     ({"image_mean": [0.5, 0.5, 0.5]}, "image_mean"),
     ({"size": {"height": 224, "width": 224}}, "size"),
+    ({"crop_size": {"height": 60, "width": 60}}, "crop_size"),
+    ({"resample": 3}, "resample"),
     ({"do_normalize": False}, "do_normalize"),
 ])
 def test_wrong_preprocessor_values(cli, converted, change, key):
@@ -414,7 +416,7 @@ def test_records_in_manifest_and_no_record(cli, converted):
     assert v["passed"] is True
     assert set(v) >= {"passed", "summary", "date", "msn_version", "transformers_version",
                       "torch_version", "dtype", "tolerance", "checks"}
-    assert v["summary"].startswith("files, loading, config, parity: 4 layers x 3 inputs")
+    assert v["summary"].startswith("files, loading, config, parity, preprocessing: 4 layers x 3 inputs")
     assert "rows" not in v["checks"][0]
     # a later failure overwrites the record (push must see it)
     edit_weights(out, _perturb("layernorm.bias"))
