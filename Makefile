@@ -42,7 +42,8 @@ COMPAT_VENV  ?= .venv-compat
 COMPAT_TF    ?= transformers==4.57.*
 COMPAT_STAMP  = $(COMPAT_VENV)/.installed
 COMPAT_TESTS  = tests/test_compat.py tests/test_convert.py tests/test_seed_equivalence.py \
-                $(wildcard tests/test_verify*.py) tests/test_api.py tests/test_push.py tests/test_push_errors.py
+                $(wildcard tests/test_verify*.py) tests/test_preprocessing.py tests/test_api.py \
+                tests/test_push.py tests/test_push_errors.py
 
 $(COMPAT_STAMP): pyproject.toml
 	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
