@@ -27,8 +27,9 @@
     within the parity tolerance; the end-to-end difference is reported.
 
 ``golden`` applies only when the source is known to be Meta's released file: fetched by its
-released name through the download index, from its original URL, or with a recorded sha256.
-A file of a released shape from elsewhere (an own training run) is skipped, saying why.
+released name through the download index or from its original URL (the model card's rule,
+:func:`msn_cli.card.origin`; Meta publishes no sha256 to recognise a local copy by). A file of
+a released shape from elsewhere (an own training run) is skipped, saying why.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from . import preprocess
 from .architecture import IMAGENET_STD, Architecture
 from .errors import EXIT_BAD_INPUT, MsnError
 from .manifest import MANIFEST, PREPROCESSOR
-from .variants import DEFAULT_BASE_URL, Variant
+from .variants import Variant
 
 if TYPE_CHECKING:
     import numpy as np
@@ -60,10 +61,6 @@ PHOTOS: tuple[tuple[str, str | None, str], ...] = (
     ("chelsea.png", None, "Chelsea the cat, 451x300"),
     ("retina.jpg", None, "retina, 1411x1411 (square, large downscale)"),
 )
-
-RELEASED_SHA256: dict[str, str] = {}
-"""Released file name -> sha256 where one is recorded. Meta publishes none; a hash measured on
-the real files belongs here, and then a local copy of a released file qualifies for golden."""
 
 
 @dataclass
@@ -367,20 +364,19 @@ def check_image(folder: Path, model: Any, reference: Any, arch: Architecture, dt
 
 
 def golden_skip_reason(manifest: dict[str, Any] | None, variant: Variant) -> str | None:
-    """None when the folder's source is known to be ``variant``'s released file; else why not."""
-    src = (manifest or {}).get("source") or {}
-    kind = src.get("kind")
-    if kind == "variant" and src.get("name") == variant.name:
+    """None when the folder's source is known to be ``variant``'s released file; else why not.
+
+    The same rule the model card uses (:func:`msn_cli.card.origin`): fetched by its released
+    name or from Meta's URL, in the released layout, with no training record. Shapes never
+    decide, and Meta publishes no sha256 of the files.
+    """
+    from .card import origin
+
+    o = origin(manifest or {})
+    if o.kind == "released" and o.variant is variant:
         return None
-    if kind == "url" and src.get("url") == variant.url(DEFAULT_BASE_URL):
-        return None
-    want = RELEASED_SHA256.get(variant.filename)
-    if want and src.get("sha256") == want:
-        return None
-    what = {"path": "a local file", "url": "a URL that is not Meta's", "variant": "another name"
-            }.get(str(kind), "not recorded")
-    return (f"the source ({what}) has {variant.name}'s shape but is not known to be Meta's "
-            f"released {variant.filename}; the published values hold only for that file "
+    return (f"the source has {variant.name}'s shape but is not known to be Meta's released "
+            f"{variant.filename} ({o.reason}); the published values hold only for that file "
             f"(convert it by name: msn convert {variant.name})")
 
 
