@@ -4,6 +4,7 @@ on real photographs (the ones msn ships, from scikit-image's data module)."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -22,10 +23,13 @@ TINY224 = Architecture(hidden_size=64, num_layers=2, num_heads=1, intermediate_s
 
 
 def _torchvision_transforms():
-    """torchvision.transforms, or None where torchvision is missing or does not import."""
+    """torchvision.transforms, or None where torchvision is missing or does not import
+    (``make torchvision`` sets MSN_EXPECT_TORCHVISION: there, a missing one is a failure)."""
     try:
         import torchvision.transforms as T
-    except Exception:
+    except Exception as e:
+        if os.environ.get("MSN_EXPECT_TORCHVISION"):
+            pytest.fail(f"MSN_EXPECT_TORCHVISION is set but torchvision does not import: {e}")
         return None
     return T
 
