@@ -56,6 +56,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "ExportPlan": ("msn_cli.export", "ExportPlan"),
     "ExportResult": ("msn_cli.export", "ExportResult"),
     "ProgressFn": ("msn_cli.progress", "ProgressFn"),
+    "Provenance": ("msn_cli.provenance", "Provenance"),
+    "Known": ("msn_cli.provenance", "Known"),
     "RunConfig": ("msn_cli.runconfig", "RunConfig"),
     "RunReport": ("msn_cli.runfolder", "RunReport"),
     # errors
@@ -84,11 +86,13 @@ __all__ = [
     "FolderError",
     "Inferred",
     "InspectReport",
+    "Known",
     "MappingError",
     "MsnError",
     "NetworkError",
     "OutputExistsError",
     "ProgressFn",
+    "Provenance",
     "PushResult",
     "ResolvedSource",
     "RunConfig",
@@ -143,6 +147,8 @@ if TYPE_CHECKING:
     from .plan import ConversionPlan as ConversionPlan
     from .plan import build_plan as build_plan
     from .progress import ProgressFn as ProgressFn
+    from .provenance import Known as Known
+    from .provenance import Provenance as Provenance
     from .push import PushResult as PushResult
     from .push import push_folder as push_folder
     from .runconfig import RunConfig as RunConfig

@@ -16,6 +16,9 @@ class Architecture:
     patch_size: int
     image_size: int
     num_channels: int = 3
+    qkv_bias: bool = True
+    """Whether the fused qkv projection has a bias (every constructor of the original family
+    has one; ``VisionTransformer``'s own default has none)."""
 
     @property
     def grid(self) -> int:
@@ -46,6 +49,7 @@ class Architecture:
             patch_size=int(config["patch_size"]),
             image_size=int(config["image_size"]),
             num_channels=int(config.get("num_channels", 3)),
+            qkv_bias=bool(config.get("qkv_bias", True)),
         )
 
     def hf_config(self, dtype: str) -> dict:
@@ -69,7 +73,7 @@ class Architecture:
             "image_size": self.image_size,
             "patch_size": self.patch_size,
             "num_channels": self.num_channels,
-            "qkv_bias": True,
+            "qkv_bias": self.qkv_bias,
             "torch_dtype": dtype,
             "dtype": dtype,
         }

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from . import __version__
 from .errors import UsageError
+from .provenance import Provenance
 from .runconfig import CONFIG_NAME, FIELD_BY_KEY, publishable
 from .sources import public_file_name, public_url
 from .variants import VARIANTS, Variant
@@ -237,7 +238,8 @@ def architecture_table(manifest: dict[str, Any]) -> str:
         ("Released variant", _variant_row(origin(manifest))),
         ("Hidden size", a.get("hidden_size")),
         ("Layers", a.get("num_layers")),
-        ("Attention heads", f"{a.get('num_heads')} (head size {a.get('head_dim')})"),
+        ("Attention heads", f"{a.get('num_heads')} (head size {a.get('head_dim')})"
+         + _origin(manifest, "num_attention_heads")),
         ("MLP size", a.get("intermediate_size")),
         ("Patch size", a.get("patch_size")),
         ("Image size", f"{a.get('image_size')} ({grid}x{grid} patches + cls token)"),
@@ -246,6 +248,41 @@ def architecture_table(manifest: dict[str, Any]) -> str:
         ("Weights dtype", manifest.get("dtype")),
     ]
     lines = ["| | |", "|---|---|"] + [f"| {k} | {_md(v)} |" for k, v in rows]
+    return "\n".join(lines)
+
+
+def _origin(manifest: dict[str, Any], key: str) -> str:
+    p = _records(manifest).get(key)
+    if p is None:
+        return ""
+    return " -- **ASSUMED**" if p.assumed else f" -- {p.label}"
+
+
+def _records(manifest: dict[str, Any]) -> dict[str, Provenance]:
+    out = {}
+    for d in manifest.get("provenance") or []:
+        p = Provenance.from_dict(d)
+        if p is not None:
+            out[p.key] = p
+    return out
+
+
+def values_section(manifest: dict[str, Any]) -> str:
+    """Where each value that the weights do not hold comes from (the heads above all)."""
+    records = list(_records(manifest).values())
+    if not records:
+        return ("The converter that made this folder did not record where the values not "
+                "held by the weights (number of heads, LayerNorm eps, activation) came from.")
+    lines = ["A checkpoint holds weights, not the number of attention heads, the LayerNorm eps "
+             "or the activation; `msn` took them from:", ""]
+    for p in records:
+        value = f"{p.value:g}" if isinstance(p.value, float) else p.value
+        label = "**ASSUMED** (fallback)" if p.assumed else p.label
+        lines.append(f"- `{_md(p.key)}` = {_md(value)}: {label} -- {_md(p.source)}")
+    if any(p.assumed for p in records):
+        lines += ["", "An assumed value is not known from the weights, the run's config or the "
+                  "original model family; `msn verify` checked the model against the same "
+                  "assumption, so parity does not confirm it."]
     return "\n".join(lines)
 
 
@@ -445,6 +482,8 @@ and there is no classifier.
 ## Architecture
 
 {architecture_table(manifest)}
+
+{values_section(manifest)}
 
 ## Usage
 

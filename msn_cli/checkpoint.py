@@ -17,14 +17,16 @@ import warnings
 import zipfile
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from . import family
 from .architecture import Architecture
 from .errors import CheckpointError
 from .progress import ProgressFn, no_progress
-from .variants import HEAD_DIM, VARIANTS, Variant, match_variant
+from .provenance import Known, Provenance, check_constructor, named_constructor, resolve_heads, shared_values
+from .variants import VARIANTS, Variant, match_variant
 
 if TYPE_CHECKING:
     import torch
@@ -382,6 +384,7 @@ def load_checkpoint(path: str | os.PathLike[str], encoder: Encoder = "target",
     if bad:
         raise CheckpointError(f"the state dict holds non-tensor entries: {', '.join(bad[:5])}")
     prefixed, stripped = strip_ddp_prefix(state)
+    refuse_unconvertible(path, obj, stripped)
     return Checkpoint(
         path=path, layout=layout, encoder=encoder, encoder_key=encoder_key, prefixed=prefixed,
         state=stripped, entries=entries, file_size=path.stat().st_size,
@@ -465,6 +468,49 @@ class _MappedPages:
                 return
 
 
+PRETRAINING_HINT = ("convert the pre-training checkpoint instead: {tag}-latest.pth.tar or "
+                    "{tag}-ep{N}.pth.tar in the run's folder, or a released one (msn convert vits16 ...)")
+
+
+def refuse_unconvertible(path: Path, obj: Mapping, state: Mapping[str, Any]) -> None:
+    """Refuse, in one line that says what the file is, MSN files that cannot become a
+    ``ViTMSNModel``: conv-stem networks and linear-evaluation checkpoints."""
+    stem = sorted(k for k in state if k.startswith("patch_embed.stem."))
+    if stem:
+        d = _dim0(state.get("cls_token"), -1) or _dim0(state.get("norm.weight"), 0)
+        depth = len({m.group(1) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))})
+        fc1 = state.get("blocks.0.mlp.fc1.weight")
+        mlp = _dim0(fc1, 0)
+        names = [c.name for c in family.matching(d, depth, intermediate_size=mlp, conv_stem=True)] \
+            if d else []
+        what = (f"the conv-stem network {' or '.join(names)} of {family.SOURCE}" if names else
+                "a conv-stem ViT")
+        raise CheckpointError(
+            f"{path.name} holds {what} ({d or '?'} wide, {depth} blocks): its patch embedding is "
+            f"a stack of convolutions with BatchNorm ({len(stem)} patch_embed.stem.* tensors), "
+            "and ViTMSNModel has only a linear patch embedding, so it cannot become one",
+            hint="no Hugging Face ViT class has a conv stem; only the linear-patch models "
+                 "(deit_* and the released checkpoints) convert")
+    head = obj.get("classifier")
+    if isinstance(head, Mapping):
+        keys = {str(k).removeprefix(DDP_PREFIX) for k in head}
+        if {"linear.weight", "norm.weight"} <= keys and "norm.weight" not in state:
+            lin = next((v for k, v in head.items()
+                        if str(k).removeprefix(DDP_PREFIX) == "linear.weight"), None)
+            classes = f" to {_dim0(lin, 0)} classes" if _dim0(lin, 0) else ""
+            raise CheckpointError(
+                f"{path.name} is a linear-evaluation checkpoint (MSN's linear_eval.py): its "
+                "backbone has no final LayerNorm, and its classifier applies LayerNorm, L2 "
+                f"normalisation and a Linear layer{classes} to the cls token before any final "
+                "norm, which ViTMSNForImageClassification (final LayerNorm, then a plain "
+                "Linear) cannot express", hint=PRETRAINING_HINT)
+
+
+def _dim0(t: Any, axis: int) -> int:
+    shape = getattr(t, "shape", None)
+    return int(shape[axis]) if shape is not None and len(shape) else 0
+
+
 def _looks_like_backbone(obj: Mapping) -> bool:
     keys = [str(k).removeprefix(DDP_PREFIX) for k in obj]
     return "cls_token" in keys and any(k.startswith("blocks.") for k in keys)
@@ -475,14 +521,26 @@ class Inferred:
     arch: Architecture
     variant: Variant | None
     dtype: str
+    provenance: tuple[Provenance, ...] = ()
+    """Every value not read from the weights, with its origin (see :mod:`msn_cli.provenance`)."""
+    warnings: tuple[str, ...] = ()
+    family_name: str | None = None
+    """The constructors of the original family these shapes match (None: none)."""
 
 
-def infer_architecture(state: Mapping[str, torch.Tensor], num_heads: int | None = None) -> Inferred:
+def infer_architecture(state: Mapping[str, torch.Tensor], num_heads: int | None = None, *,
+                       known: Known | None = None) -> Inferred:
     """Read the architecture from tensor shapes alone (never from a file name).
 
-    Heads cannot be read from shapes; every released model uses 64-dimensional heads, so the
-    default is ``hidden_size // 64``, cross-checked against the registry for known variants.
+    Heads cannot be read from shapes: they come from ``num_heads`` (the user), the run's
+    config (``known.model_name``), the original model family by width, or, outside it,
+    hidden size / 64 marked as assumed (:func:`msn_cli.provenance.resolve_heads`). The result
+    carries a :class:`~msn_cli.provenance.Provenance` record for every such value.
     """
+    known = known or Known()
+    if num_heads is not None:
+        known = replace(known, num_heads=num_heads)
+
     def need(key: str):
         if key not in state:
             raise CheckpointError(f"the backbone has no '{key}': cannot infer the architecture",
@@ -512,14 +570,17 @@ def infer_architecture(state: Mapping[str, torch.Tensor], num_heads: int | None 
         raise CheckpointError(f"transformer blocks are missing: {', '.join(map(str, missing))} "
                               f"(found {len(blocks)} of {blocks[-1] + 1})")
     fc1 = need("blocks.0.mlp.fc1.weight")
-    heads = num_heads if num_heads is not None else d // HEAD_DIM
-    if heads <= 0 or d % heads:
-        raise CheckpointError(
-            f"hidden size {d} cannot be split into 64-dimensional heads",
-            hint="give the number of heads with --num-heads")
-    arch = Architecture(hidden_size=d, num_layers=len(blocks), num_heads=heads,
-                        intermediate_size=int(fc1.shape[0]), patch_size=ph,
-                        image_size=grid * ph, num_channels=channels)
+    mlp = int(fc1.shape[0])
+    constructor, unknown_name = named_constructor(known)
+    warnings = [unknown_name] if unknown_name else []
+    if constructor is not None:
+        check_constructor(constructor, known, d, len(blocks), ph, mlp)
+    heads, more = resolve_heads(d, known, constructor)
+    warnings += more
+    qkv_bias = "blocks.0.attn.qkv.bias" in state
+    arch = Architecture(hidden_size=d, num_layers=len(blocks), num_heads=heads.value,
+                        intermediate_size=mlp, patch_size=ph, image_size=grid * ph,
+                        num_channels=channels, qkv_bias=qkv_bias)
     variant = match_variant(arch.hidden_size, arch.num_layers, arch.patch_size,
                             arch.intermediate_size, arch.image_size)
     if variant is None:  # blocks missing at the end leave a shallower but well-formed ViT
@@ -534,8 +595,19 @@ def infer_architecture(state: Mapping[str, torch.Tensor], num_heads: int | None 
                     hint="the checkpoint is incomplete; download it again")
     if variant is not None and variant.num_heads != arch.num_heads:
         raise CheckpointError(
-            f"{arch.num_heads} heads given, but the shapes are those of {variant.name}, "
-            f"which has {variant.num_heads}")
+            f"--num-heads {arch.num_heads} given, but the shapes are those of the released "
+            f"{variant.name}, which has {variant.num_heads} heads",
+            hint="drop --num-heads: the released models' heads are known")
+    provenance = [
+        heads,
+        Provenance("qkv_bias", qkv_bias, "weights",
+                   "blocks.N.attn.qkv.bias " + ("present" if qkv_bias else "absent")),
+        *shared_values(d, constructor),
+        Provenance("image_size", arch.image_size, "weights",
+                   f"pos_embed holds {grid}x{grid} positions of {ph}-px patches"),
+    ]
+    matches = family.matching(d, arch.num_layers, ph, mlp)
     dtypes = {str(t.dtype).removeprefix("torch.") for k, t in state.items() if not k.startswith("fc.")}
     dtype = dtypes.pop() if len(dtypes) == 1 else "mixed"
-    return Inferred(arch, variant, dtype)
+    return Inferred(arch, variant, dtype, tuple(provenance), tuple(warnings),
+                    ", ".join(c.name for c in matches) or None)

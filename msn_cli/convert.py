@@ -40,6 +40,7 @@ from .manifest import CONFIG, FORMAT_VERSION, PREPROCESSOR, WEIGHTS, write_manif
 from .outdir import atomic_output_dir, check_target
 from .plan import ConversionPlan, TensorPlan, build_plan
 from .progress import ProgressFn, no_progress
+from .provenance import run_context, run_record
 from .safetensors_io import (
     ST_DTYPES,
     BackgroundSha256,
@@ -62,6 +63,8 @@ class ConvertResult:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     verify: dict[str, Any] | None = None
     dry_run: bool = False
+    run_config: dict[str, Any] | None = None
+    training: dict[str, Any] | None = None
 
     @property
     def verified_ok(self) -> bool | None:
@@ -70,7 +73,9 @@ class ConvertResult:
     def to_dict(self) -> dict[str, Any]:
         return {"out": str(self.out) if self.out else None, "dry_run": self.dry_run,
                 "source": self.source, "plan": self.plan.to_dict(), "files": self.files,
-                "verify": self.verify}
+                "provenance": [p.to_dict() for p in self.plan.provenance],
+                "assumed": [p.key for p in self.plan.assumed], "run_config": self.run_config,
+                "training": self.training, "verify": self.verify}
 
 
 def _now() -> str:
@@ -439,6 +444,7 @@ def convert(
     dtype: str | None = None,
     encoder: Encoder = "target",
     num_heads: int | None = None,
+    config: str | os.PathLike[str] | None = None,
     force: bool = False,
     dry_run: bool = False,
     verify: bool = True,
@@ -447,6 +453,10 @@ def convert(
     progress: ProgressFn = no_progress,
 ) -> ConvertResult:
     """Convert ``source`` into the folder ``out``; see the module docstring for the steps.
+
+    ``config``: the run's ``params-msn-train.yaml`` (default: the one beside the checkpoint,
+    if any); its ``meta.model_name`` gives the heads, and its hyperparameters go into the
+    manifest under ``training``. ``num_heads`` overrides the heads.
 
     ``preprocessing``: which ``preprocessor_config.json`` to write, a name in
     :data:`msn_cli.preprocess.PREPROCESSING` (``msn``: MSN's evaluation transform; ``seed``:
@@ -464,7 +474,7 @@ def convert(
     check = None if dry_run else _SourceCheck(Path(source.path), source.sha256)
     try:
         return _convert(source, out, check, dtype=dtype, encoder=encoder, num_heads=num_heads,
-                        force=force, dry_run=dry_run, verify=verify,
+                        config=config, force=force, dry_run=dry_run, verify=verify,
                         verify_options=verify_options, preprocessing=preprocessing,
                         progress=progress)
     finally:
@@ -473,11 +483,13 @@ def convert(
 
 
 def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, *, dtype: str | None,
-             encoder: Encoder, num_heads: int | None, force: bool, dry_run: bool, verify: bool,
+             encoder: Encoder, num_heads: int | None, config: str | os.PathLike[str] | None,
+             force: bool, dry_run: bool, verify: bool,
              verify_options: dict[str, Any] | None, progress: ProgressFn,
              preprocessing: str = "msn") -> ConvertResult:
+    known, run = run_context(source.path, config, num_heads)
     ckpt = load_checkpoint(source.path, encoder)
-    plan = build_plan(ckpt, dtype, num_heads)
+    plan = build_plan(ckpt, dtype, known=known)
     plan.require_ok()
     wrong = plan.fetched_as(source.name) if source.kind == "variant" else None
     if wrong:
@@ -493,12 +505,17 @@ def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, *, d
     if source.name in VARIANTS:
         # the released file's own URL, never the mirror it came from (README: threat model)
         src_info["url"] = VARIANTS[source.name].url()
+    run_info = run_record(run, config is not None)
     if dry_run or check is None:
-        return ConvertResult(None, plan, src_info, dry_run=True)
+        return ConvertResult(None, plan, src_info, dry_run=True, run_config=run_info,
+                             training=run.training() if run else None)
     manifest: dict[str, Any] = {
         "tool": "msn", "format_version": FORMAT_VERSION, "msn_version": __version__,
         "created": _now(), "source": src_info, "variant": plan.variant_name,
-        "architecture": plan.arch.to_dict(), "dtype": plan.dtype,
+        "architecture": plan.arch.to_dict(), "family": plan.family_name,
+        "provenance": [p.to_dict() for p in plan.provenance],
+        "assumed": [p.key for p in plan.assumed], "run_config": run_info,
+        "training": run.training() if run else None, "dtype": plan.dtype,
         "source_dtype": plan.source_dtype, "tensors": len(plan.tensors),
         "parameters": plan.num_parameters,
         "dropped": [r.source for r in plan.dropped],
@@ -515,11 +532,12 @@ def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, *, d
             from .verify import record_in_manifest, verify_folder
 
             # the weights' sha256 was just computed from the bytes read back from disk
-            known = {WEIGHTS: files[WEIGHTS]["sha256"]}
-            report = verify_folder(tmp, checkpoint=ckpt, progress=progress, known_hashes=known,
-                                   **(verify_options or {}))
+            hashes = {WEIGHTS: files[WEIGHTS]["sha256"]}
+            report = verify_folder(tmp, checkpoint=ckpt, progress=progress, known_hashes=hashes,
+                                   known=known, **(verify_options or {}))
             verify_result = record_in_manifest(tmp, report)
-    return ConvertResult(out.absolute(), plan, src_info, files, verify_result)
+    return ConvertResult(out.absolute(), plan, src_info, files, verify_result,
+                         run_config=run_info, training=run.training() if run else None)
 
 
 def _preprocessing_record(name: str, image_size: int) -> dict[str, Any]:

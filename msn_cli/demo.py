@@ -1,9 +1,10 @@
 """``make demo``: the whole pipeline offline, on a small checkpoint in the original layout.
 
-Real MSN weights need the network, so the demo writes a synthetic checkpoint with the exact
-layout of Meta's released files (``target_encoder`` with ``module.``-prefixed keys, the
-projection head, ``prototypes``) and runs inspect, convert (with its verify), verify and a push
-dry run on it, exactly as a user would type them.
+Real MSN weights need the network, so the demo writes a synthetic checkpoint (192 wide, the
+width of ``deit_tiny``, 2 blocks) with the exact layout of Meta's released files
+(``target_encoder`` with ``module.``-prefixed keys, the projection head, ``prototypes``) and
+runs inspect, convert (with its verify), verify and a push dry run on it, exactly as a user
+would type them. At that width the heads (3) come from the original model family.
 
     python -m msn_cli.demo [FOLDER]      # default: ./demo-out
 """
@@ -15,15 +16,16 @@ import sys
 from pathlib import Path
 
 from .cli import main
-from .synth import TINY, write_checkpoint
+from .synth import DEMO, write_checkpoint
 
 CHECKPOINT = "vit-msn-tiny.pth.tar"
 OUT = "vit-msn-tiny"
 
 
 def write_demo_checkpoint(path: Path) -> Path:
-    """The demo's checkpoint: tiny, seeded, in the released layout."""
-    return write_checkpoint(path, TINY, "released", seed=0)
+    """The demo's checkpoint: small (192 wide, deit_tiny's width, so its heads come from the
+    original model family), seeded, in the released layout."""
+    return write_checkpoint(path, DEMO, "released", seed=0)
 
 
 def steps(ckpt: str, out: str) -> list[list[str]]:

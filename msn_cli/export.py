@@ -303,15 +303,17 @@ class _Folder:
         if model_type != "vit_msn":
             raise FolderError(f"{path} holds a '{model_type}' model, not a ViTMSNModel (vit_msn)",
                               hint="msn export takes folders of ViTMSNModel")
-        try:
-            self.arch = Architecture.from_hf_config(self.config)
-        except (KeyError, TypeError, ValueError) as e:
-            raise FolderError(f"{cfg_path} lacks a value the architecture needs ({e})") from e
-        files = sorted(f for f in path.glob("*.safetensors") if f.is_file())  # no FIFOs
-        if not files:
-            hint = ("only safetensors weights are read (never pickles)"
-                    if (path / "pytorch_model.bin").exists() else None)
-            raise FolderError(f"{path} holds no *.safetensors weights", hint=hint)
+        from .hffolder import BIN_WEIGHTS, ConfigError, config_architecture, weights_files
+
+        try:  # typed and bounded, like verify's reader
+            self.arch = config_architecture(self.config)
+        except ConfigError as e:
+            raise FolderError(f"{cfg_path}: {e}") from e
+        # exactly the files from_pretrained would load, never a glob (a decoy file is ignored)
+        files, weight_map = weights_files(path)
+        if files[0].name == BIN_WEIGHTS:
+            raise FolderError(f"{path} holds only {BIN_WEIGHTS} weights",
+                              hint="only safetensors weights are read (never pickles)")
         self.where: dict[str, tuple[Path, str, tuple[int, ...]]] = {}
         for f in files:
             try:
@@ -325,6 +327,9 @@ class _Folder:
                     shape = tuple(int(s) for s in v["shape"])
                 except (KeyError, TypeError, ValueError) as e:
                     raise FolderError(f"{f.name}: the header entry of {k} is malformed") from e
+                if k in self.where or (weight_map is not None and weight_map.get(k) != f.name):
+                    raise FolderError(f"{f.name} holds {k}, which the folder stores elsewhere too "
+                                      "or its index puts in another file")
                 self.where[k] = (f, dtype, shape)
         keys = list(self.where)
         # a ViTMSNForImageClassification save: backbone under vit., a classifier beside it

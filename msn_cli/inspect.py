@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from .checkpoint import Checkpoint, Encoder, load_checkpoint
 from .plan import ConversionPlan, build_plan
+from .provenance import run_context, run_record
 from .sources import ResolvedSource
 
 
@@ -15,6 +17,8 @@ class InspectReport:
     source: ResolvedSource
     checkpoint: Checkpoint
     plan: ConversionPlan
+    run_config: dict[str, Any] | None = None
+    training: dict[str, Any] | None = None
 
     @property
     def warnings(self) -> list[str]:
@@ -42,12 +46,19 @@ class InspectReport:
                 "bytes": sum(t.numel() * t.element_size() for t in ck.state.values()),
             },
             **self.plan.to_dict(),
+            "run_config": self.run_config,
+            "training": self.training,
             "ok": self.plan.ok,
             "warnings": self.warnings,
         }
 
 
 def inspect_checkpoint(source: ResolvedSource, encoder: Encoder = "target",
-                       num_heads: int | None = None) -> InspectReport:
+                       num_heads: int | None = None,
+                       config: str | os.PathLike[str] | None = None) -> InspectReport:
+    """Load and plan ``source``; ``config`` (default: the run's config beside it, if any) and
+    ``num_heads`` as for :func:`msn_cli.convert.convert`."""
+    known, run = run_context(source.path, config, num_heads)
     ckpt = load_checkpoint(source.path, encoder)
-    return InspectReport(source, ckpt, build_plan(ckpt, None, num_heads))
+    return InspectReport(source, ckpt, build_plan(ckpt, None, known=known),
+                         run_record(run, config is not None), run.training() if run else None)

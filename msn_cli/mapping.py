@@ -33,6 +33,11 @@ class Rule:
     note: str
     shape: ShapeFn | None = None
     """Expected source shape for an architecture (None: not checked, e.g. dropped keys)."""
+    when: Callable[[Architecture], bool] | None = None
+    """Only for architectures where this holds (None: always), e.g. the qkv bias."""
+
+    def applies(self, arch: Architecture) -> bool:
+        return self.when is None or self.when(arch)
 
     @property
     def per_block(self) -> bool:
@@ -44,7 +49,7 @@ class Rule:
 
     def sources(self, arch: Architecture) -> list[str]:
         """Every concrete source key this rule expects for ``arch`` (none for drop rules)."""
-        if self.action == "drop":
+        if self.action == "drop" or not self.applies(arch):
             return []
         if self.per_block:
             return [self.source.format(i=i) for i in range(arch.num_layers)]
@@ -88,7 +93,8 @@ RULES: tuple[Rule, ...] = (
          lambda a: (3 * a.hidden_size, a.hidden_size)),
     Rule("blocks.{i}.attn.qkv.bias",
          tuple(f"{_L}.attention.attention.{p}.bias" for p in QKV_PARTS), "split_qkv",
-         "fused qkv split: query, key, value", lambda a: (3 * a.hidden_size,)),
+         "fused qkv split: query, key, value", lambda a: (3 * a.hidden_size,),
+         when=lambda a: a.qkv_bias),
     *_pair("blocks.{i}.attn.proj", f"{_L}.attention.output.dense", "attention output projection",
            lambda a: (a.hidden_size, a.hidden_size)),
     *_pair("blocks.{i}.norm2", f"{_L}.layernorm_after", "pre-MLP LayerNorm", _d),

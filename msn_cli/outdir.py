@@ -35,6 +35,10 @@ def check_target(out: Path, force: bool, keep: Sequence[str | os.PathLike[str]] 
 
     ``keep``: files the command reads (the source checkpoint), which replacing OUT must not delete.
     """
+    if out.is_symlink():  # replacing would swap the link, never what it points to
+        raise OutputExistsError(f"{out} is a symbolic link (to {os.readlink(out)}): msn writes a "
+                                "folder whole and renames it into place",
+                                hint=f"give the folder itself ({out.resolve()}), or remove the link")
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out} exists and is a file, not a folder",
                                 hint="choose another output folder")
@@ -97,7 +101,9 @@ def atomic_output_dir(out: str | os.PathLike[str], force: bool = False) -> Itera
                          hint="wait for it to finish, or choose another output folder")
     try:
         for stale in stale_temporaries(out):  # we hold the lock: these are from dead runs
-            if OLD_MARK in stale.name and not out.exists():
+            if stale.is_symlink():  # an old swap of a linked OUT: the link only, not its target
+                stale.unlink()
+            elif OLD_MARK in stale.name and not out.exists():
                 os.rename(stale, out)  # died mid-swap: the previous OUT is the one to keep
             else:
                 shutil.rmtree(stale, ignore_errors=True)

@@ -14,6 +14,7 @@ from . import mapping
 from .architecture import Architecture
 from .checkpoint import Checkpoint, Inferred, infer_architecture
 from .errors import MappingError, UsageError
+from .provenance import Known, Provenance
 
 if TYPE_CHECKING:
     import torch
@@ -72,6 +73,16 @@ class ConversionPlan:
     tensors: list[TensorPlan]
     rows: list[KeyRow]
     problems: list[str] = field(default_factory=list)
+    provenance: list[Provenance] = field(default_factory=list)
+    """Every value not read from the weights (and the qkv bias and image size, which are
+    read from them), with where it comes from."""
+    warnings: list[str] = field(default_factory=list)
+    family_name: str | None = None
+    """The constructors of the original family whose shapes these are (None: none)."""
+
+    @property
+    def assumed(self) -> list[Provenance]:
+        return [p for p in self.provenance if p.assumed]
 
     @property
     def ok(self) -> bool:
@@ -121,6 +132,10 @@ class ConversionPlan:
         return {
             "architecture": self.arch.to_dict(),
             "variant": self.variant_name,
+            "family": self.family_name,
+            "provenance": [p.to_dict() for p in self.provenance],
+            "assumed": [p.key for p in self.assumed],
+            "warnings": self.warnings,
             "source_dtype": self.source_dtype,
             "dtype": self.dtype,
             "tensors": len(self.tensors),
@@ -144,11 +159,15 @@ def _dtype_name(t: torch.Tensor) -> str:
 
 
 def build_plan(ckpt: Checkpoint, dtype: str | None = None, num_heads: int | None = None,
-               inferred: Inferred | None = None) -> ConversionPlan:
-    """Map every source key through the rules and check every target key is produced."""
+               inferred: Inferred | None = None, known: Known | None = None) -> ConversionPlan:
+    """Map every source key through the rules and check every target key is produced.
+
+    ``known``: what is known apart from the weights (the run's config); ``num_heads``, when
+    given, overrides its heads.
+    """
     if dtype is not None and dtype not in DTYPES:
         raise UsageError(f"unknown dtype '{dtype}'", hint=f"choose one of {', '.join(DTYPES)}")
-    inf = inferred or infer_architecture(ckpt.state, num_heads)
+    inf = inferred or infer_architecture(ckpt.state, num_heads, known=known)
     return plan_from_state(ckpt.state, inf, dtype, prefix=ckpt.raw_key_prefix)
 
 
@@ -175,6 +194,11 @@ def plan_from_state(state: Mapping[str, torch.Tensor], inf: Inferred, dtype: str
             continue
         if m.rule.action == "drop":
             rows.append(KeyRow(shown, (), "dropped", m.rule.note, shape))
+            continue
+        if not m.rule.applies(arch):
+            rows.append(KeyRow(shown, (), "unaccounted",
+                               "block 0 has no qkv bias, so the model has none", shape))
+            problems.append(f"'{shown}' is there although block 0 has no qkv bias")
             continue
         if m.block is not None and m.block >= arch.num_layers:
             rows.append(KeyRow(shown, (), "unaccounted", "block index beyond the model's depth",
@@ -206,4 +230,5 @@ def plan_from_state(state: Mapping[str, torch.Tensor], inf: Inferred, dtype: str
             shape = (shape[0] // 3, *shape[1:])
         tensors.append(TensorPlan(target, src, rule.action, part, shape, _dtype_name(t), out_dtype))
     return ConversionPlan(arch, inf.variant.name if inf.variant else None, inf.dtype, out_dtype,
-                          tensors, rows, problems)
+                          tensors, rows, problems, list(inf.provenance), list(inf.warnings),
+                          inf.family_name)

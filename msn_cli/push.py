@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import __version__
+from . import __version__, safeio
 from .errors import FolderError, HubError, OfflineError, UsageError, VerificationFailed
 from .hashing import sha256_file
 from .manifest import MANIFEST, check_files, read_manifest
@@ -143,19 +143,6 @@ def check_repo_id(repo_id: str) -> str:
     return rid
 
 
-def _safe_name(folder: Path, name: str) -> Path:
-    """The manifest's file ``name`` inside ``folder``; refuse anything that could leave it."""
-    pure = PurePosixPath(name)
-    if pure.is_absolute() or ".." in pure.parts or not pure.parts or "\\" in name:
-        raise FolderError(f"{MANIFEST} lists '{name}', which is not a file of the folder",
-                          hint="the manifest was edited by hand; convert the checkpoint again")
-    path = folder / pure
-    if not path.resolve().is_relative_to(folder.resolve()):
-        raise FolderError(f"{MANIFEST} lists '{name}', which points outside the folder",
-                          hint="the manifest was edited by hand; convert the checkpoint again")
-    return path
-
-
 def _hash_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -241,8 +228,10 @@ def plan_push(
     if not isinstance(listed, dict) or not listed:
         raise FolderError(f"{folder / MANIFEST} lists no files",
                           hint="the folder was not written by msn convert; convert again")
-    for name in listed:
-        _safe_name(folder, name)
+    if CARD in listed:
+        raise FolderError(f"{folder / MANIFEST} lists {CARD}, which push writes itself (the model card)",
+                          hint="remove it from the manifest's file table; --card FILE supplies the "
+                               "card's body")
     warnings: list[str] = []
 
     verify = manifest.get("verify")
@@ -270,6 +259,10 @@ def plan_push(
     if missing:
         raise FolderError(f"{folder} is missing {', '.join(missing)}",
                           hint="the folder is incomplete; convert the checkpoint again")
+    unsendable = [r for r in bad if "size" not in r]  # outside the folder, not a regular file
+    if unsendable:
+        raise FolderError("cannot upload " + "; ".join(f"{r['file']}: {r['problem']}" for r in unsendable),
+                          hint="push uploads only regular files inside the folder")
     if bad:
         what = "; ".join(f"{r['file']}: {r['problem']}" for r in bad)
         if not skip_verify_check:
@@ -281,7 +274,7 @@ def plan_push(
 
     files: list[PushFile] = []
     for r in rows:
-        local = _safe_name(folder, r["file"])
+        local = safeio.inside(folder, r["file"])
         sha = r.get("sha256") or sha256_file(local, progress, "hashing")
         files.append(PushFile(r["file"], local.stat().st_size, sha, local=local))
     manifest_bytes = public_manifest(manifest)

@@ -10,8 +10,8 @@ compares the converted model with a second implementation that shares none of it
   ``scale_factor = sqrt(npatch / N)``, exactly as the original does (transformers resizes to
   an explicit size instead; see :func:`other_grid` for the sizes where both agree);
 * pre-norm blocks: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``; attention uses the fused
-  qkv projection (rows: query, key, value; bias), scale ``head_dim ** -0.5``, softmax, output
-  projection; the MLP is Linear, exact (erf) GELU, Linear;
+  qkv projection (rows: query, key, value; a bias when the weights have one), scale
+  ``head_dim ** -0.5``, softmax, output projection; the MLP is Linear, exact (erf) GELU, Linear;
 * LayerNorm with eps 1e-6 everywhere, and a final LayerNorm. No dropout.
 
 The module's parameter names are the original key names (prefix-free, as in a single-GPU
@@ -73,11 +73,11 @@ def _build_classes():
             return grid.flatten(2).transpose(1, 2)  # B x N x D, row-major over the grid
 
     class Attention(nn.Module):
-        def __init__(self, dim: int, heads: int):
+        def __init__(self, dim: int, heads: int, qkv_bias: bool):
             super().__init__()
             self.heads = heads
             self.head_dim = dim // heads
-            self.qkv = nn.Linear(dim, 3 * dim, bias=True)
+            self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
             self.proj = nn.Linear(dim, dim)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,10 +100,10 @@ def _build_classes():
             return self.fc2(F.gelu(self.fc1(x), approximate="none"))
 
     class Block(nn.Module):
-        def __init__(self, dim: int, heads: int, hidden: int):
+        def __init__(self, dim: int, heads: int, hidden: int, qkv_bias: bool):
             super().__init__()
             self.norm1 = nn.LayerNorm(dim, eps=EPS)
-            self.attn = Attention(dim, heads)
+            self.attn = Attention(dim, heads, qkv_bias)
             self.norm2 = nn.LayerNorm(dim, eps=EPS)
             self.mlp = Mlp(dim, hidden)
 
@@ -115,14 +115,14 @@ def _build_classes():
         """The original backbone; parameter names are the original (prefix-free) keys."""
 
         def __init__(self, dim: int, depth: int, heads: int, hidden: int, patch: int,
-                     image_size: int, channels: int = 3):
+                     image_size: int, channels: int = 3, qkv_bias: bool = True):
             super().__init__()
             grid = image_size // patch
             self.patch_size = patch
             self.patch_embed = PatchEmbed(dim, channels, patch)
             self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
             self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, dim))
-            self.blocks = nn.ModuleList([Block(dim, heads, hidden) for _ in range(depth)])
+            self.blocks = nn.ModuleList([Block(dim, heads, hidden, qkv_bias) for _ in range(depth)])
             self.norm = nn.LayerNorm(dim, eps=EPS)
 
         def position_embeddings(self, npatch: int) -> torch.Tensor:
@@ -170,7 +170,9 @@ def build_reference(state: Mapping[str, torch.Tensor], *, num_heads: int,
                     image_size: int | None = None):
     """An ``MSNViT`` holding ``state`` (prefix-free original keys), in float32, eval mode.
 
-    The shapes are read from the state dict itself; ``num_heads`` cannot be. Loading is
+    The shapes, and whether the qkv projection has a bias (``VisionTransformer``'s own default
+    has none; every named constructor passes one), are read from the state dict itself;
+    ``num_heads`` cannot be. Loading is
     strict: a key the backbone does not have, or lacks, raises :class:`CheckpointError`.
     Float32 tensors are used in place (no copy of a memory-mapped checkpoint); other float
     dtypes are upcast.
@@ -190,7 +192,8 @@ def build_reference(state: Mapping[str, torch.Tensor], *, num_heads: int,
     cls = _model_class()
     with torch.device("meta"):
         model = cls(dim, depth, num_heads, int(fc1.shape[0]), patch,
-                    image_size or grid * patch, channels)
+                    image_size or grid * patch, channels,
+                    qkv_bias="blocks.0.attn.qkv.bias" in backbone)
     weights = {k: (v if v.dtype == torch.float32 else v.float()) for k, v in backbone.items()}
     try:
         model.load_state_dict(weights, strict=True, assign=True)

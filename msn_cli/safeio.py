@@ -53,10 +53,10 @@ def safe_name(name: Any) -> str:
     return name
 
 
-def inside(folder: Path, relative: Any) -> Path:
-    """``folder / relative`` for a relative path of plain components that stays in ``folder``.
+def relative_parts(relative: Any) -> tuple[str, ...]:
+    """The components of ``relative`` if it is a relative path of plain components.
 
-    Links are followed for the check: a name whose target lies outside is refused too.
+    The rule on the name alone (no file system access); :func:`inside` adds the links.
     """
     if not isinstance(relative, str) or not relative:
         raise UnsafeInput(f"{relative!r} is not a file name")
@@ -70,7 +70,15 @@ def inside(folder: Path, relative: Any) -> Path:
             safe_name(part)
         except UnsafeInput:
             raise UnsafeInput(f"'{_printable(relative)}' is not a file of the folder") from None
-    path = folder.joinpath(*pure.parts)
+    return pure.parts
+
+
+def inside(folder: Path, relative: Any) -> Path:
+    """``folder / relative`` for a relative path of plain components that stays in ``folder``.
+
+    Links are followed for the check: a name whose target lies outside is refused too.
+    """
+    path = folder.joinpath(*relative_parts(relative))
     try:
         if not path.resolve().is_relative_to(folder.resolve()):
             raise UnsafeInput(f"'{_printable(relative)}' points outside the folder")

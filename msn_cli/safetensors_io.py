@@ -25,12 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import safeio
+
 if TYPE_CHECKING:
     import torch
 
 ST_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64",
              "int64": "I64", "int32": "I32", "uint8": "U8", "bool": "BOOL"}
-_ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "U8": 1, "BOOL": 1}
+_ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "U8": 1, "BOOL": 1,
+             "I8": 1, "I16": 2, "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
 @dataclass(frozen=True)
@@ -230,19 +233,80 @@ def _byte_dtype():
     return torch.uint8
 
 
-def read_header(path: Path) -> dict:
-    """The JSON header of a safetensors file (no tensor data read)."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError("file shorter than a safetensors header")
-        (n,) = struct.unpack("<Q", head)
-        if n > 100_000_000:
-            raise ValueError("header length is implausible")
-        raw = f.read(n)
-        if len(raw) != n:
-            raise ValueError("header is truncated")
-    header = json.loads(raw)
+class HeaderError(ValueError):
+    """A safetensors file whose header is not a valid one (the message says what is wrong)."""
+
+
+MAX_HEADER_BYTES = 100_000_000
+"""The header's cap (safetensors' own reader allows the same)."""
+
+
+def read_header(path: str | os.PathLike[str]) -> dict:
+    """The JSON header of a safetensors file (no tensor data read), every entry checked.
+
+    The typed reader of the format, for files made by anyone: a regular file only (a FIFO or
+    a device is refused before a byte is read), a header of at most :data:`MAX_HEADER_BYTES`
+    with bounded nesting, an object whose ``__metadata__`` (optional) maps strings to strings
+    and whose every other entry is ``{"dtype": str, "shape": [int >= 0, ...],
+    "data_offsets": [begin, end]}`` with ``0 <= begin <= end``, ``end - begin`` the tensor's
+    byte size where the dtype is one msn knows, and ``end`` within the file. Raises
+    :class:`HeaderError` for all of that, ``OSError`` when the file cannot be read.
+    """
+    try:
+        with safeio.open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            if len(head) != 8:
+                raise HeaderError("file shorter than a safetensors header")
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_HEADER_BYTES:
+                raise HeaderError("header length is implausible")
+            raw = f.read(n)
+            if len(raw) != n:
+                raise HeaderError("header is truncated")
+        header = safeio.parse_json(raw)
+    except safeio.UnsafeInput as e:
+        said = str(e).replace(os.fspath(path), "it")
+        raise HeaderError(said if "nested" not in said else f"header {said}") from None
+    except ValueError as e:  # not JSON, not UTF-8
+        raise HeaderError(f"header is not valid JSON ({e})") from None
     if not isinstance(header, dict):
-        raise ValueError("header is not a JSON object")
+        raise HeaderError("header is not a JSON object")
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+                raise HeaderError("__metadata__ is not a table of strings")
+            continue
+        end = max(end, _check_entry(name, entry))
+    if 8 + n + end > size:
+        raise HeaderError(f"truncated: the header promises {8 + n + end} bytes, the file has {size}")
     return header
+
+
+def _check_entry(name: str, entry: object) -> int:
+    """The end offset of a valid tensor entry; :class:`HeaderError` for anything else."""
+    def bad(what: str) -> HeaderError:
+        return HeaderError(f"the entry of tensor {name[:200]!r} {what}")
+
+    if not isinstance(entry, dict):
+        raise bad("is not an object")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str):
+        raise bad("has no dtype name")
+    if not isinstance(shape, list) or not all(_count(x) for x in shape):
+        raise bad("has no shape (a list of sizes)")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_count(x) for x in offsets) \
+            or offsets[0] > offsets[1]:
+        raise bad("has no data_offsets [begin, end]")
+    if dtype in _ITEMSIZE:
+        n = _ITEMSIZE[dtype]
+        for s in shape:
+            n *= s
+        if offsets[1] - offsets[0] != n:
+            raise bad(f"spans {offsets[1] - offsets[0]} bytes, its dtype and shape {n}")
+    return offsets[1]
+
+
+def _count(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0

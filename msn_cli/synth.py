@@ -23,7 +23,13 @@ Layout = Literal["released", "training"]
 
 TINY = Architecture(hidden_size=64, num_layers=2, num_heads=1, intermediate_size=256,
                     patch_size=16, image_size=64)
-"""The demo's model: 64 wide, 2 blocks, 4x4 patches of 16 px (a few hundred kB)."""
+"""The tests' smallest model: 64 wide, 2 blocks, 4x4 patches of 16 px (a few hundred kB).
+Outside the original model family, so its heads (1) are assumed unless given."""
+
+DEMO = Architecture(hidden_size=192, num_layers=2, num_heads=3, intermediate_size=768,
+                    patch_size=16, image_size=64)
+"""The demo's model: deit_tiny's width (so its 3 heads come from the original model family,
+not from an assumption), 2 blocks, 4x4 patches of 16 px (a few MB)."""
 
 PROJ_HIDDEN, PROJ_OUT, NUM_PROTOTYPES = 2048, 256, 1024
 
@@ -35,6 +41,19 @@ def arch_for(name: str) -> Architecture:
     v = VARIANTS[name]
     return Architecture(v.hidden_size, v.num_layers, v.num_heads, v.intermediate_size,
                         v.patch_size, v.image_size)
+
+
+def family_arch(hidden_size: int, num_layers: int = 2, patch_size: int = 16,
+                image_size: int = 64, qkv_bias: bool = True) -> Architecture:
+    """A network of the original model family at ``hidden_size`` (its heads, MLP ratio 4),
+    at a reduced depth and image size so that test files stay small."""
+    from . import family
+
+    heads = family.heads_for_width(hidden_size)
+    if heads is None:
+        raise ValueError(f"no constructor of the original family is {hidden_size} wide")
+    return Architecture(hidden_size, num_layers, heads, 4 * hidden_size, patch_size, image_size,
+                        qkv_bias=qkv_bias)
 
 
 def backbone_state(arch: Architecture, seed: int = 0, head: bool = True,
@@ -63,7 +82,8 @@ def backbone_state(arch: Architecture, seed: int = 0, head: bool = True,
         sd[b + "norm1.weight"] = 1 + small(d, scale=0.1)
         sd[b + "norm1.bias"] = small(d)
         sd[b + "attn.qkv.weight"] = w(3 * d, d, fan_in=d)
-        sd[b + "attn.qkv.bias"] = small(3 * d)
+        if arch.qkv_bias:
+            sd[b + "attn.qkv.bias"] = small(3 * d)
         sd[b + "attn.proj.weight"] = w(d, d, fan_in=d) * 0.5
         sd[b + "attn.proj.bias"] = small(d)
         sd[b + "norm2.weight"] = 1 + small(d, scale=0.1)
@@ -99,8 +119,12 @@ def make_checkpoint(
     proj_hidden: int | None = None,
     proj_out: int | None = None,
     num_prototypes: int | None = None,
+    moments: bool = True,
 ) -> dict:
     """A checkpoint dict as ``torch.save`` wrote it in the original code.
+
+    ``moments=False``: the optimizer state without AdamW's moments (``state: {}``, which the
+    original ``load_checkpoint`` accepts), to keep wide test files small.
 
     Projection-head and prototype sizes default to the real ones (2048/256, 1024 prototypes)
     and shrink with the model for tiny architectures so test files stay small.
@@ -129,7 +153,7 @@ def make_checkpoint(
         i: {"step": torch.tensor(1000.0), "exp_avg": torch.zeros_like(p),
             "exp_avg_sq": torch.zeros_like(p)}
         for i, p in enumerate(params)
-    }
+    } if moments else {}
     groups = [{"params": list(range(len(params))), "lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8,
                "weight_decay": 0.04, "amsgrad": False, "WD_exclude": False, "LARS_exclude": False,
                "foreach": None, "maximize": False, "capturable": False, "differentiable": False,
@@ -149,6 +173,61 @@ def write_checkpoint(path: str | os.PathLike[str], arch: Architecture,
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(make_checkpoint(arch, layout, **kwargs), path)
     return path
+
+
+def make_conv_stem_checkpoint(name: str = "vitc_4gf", seed: int = 0, num_layers: int | None = None,
+                              image_size: int = 64) -> dict:
+    """A released-layout file of a conv-stem constructor (``vitc_4gf``, ``deit_small_convstem``):
+    ``patch_embed.stem.N.*`` (3x3 convolutions with BatchNorm, strides 2,2,2,2, then a 1x1
+    convolution to the width) instead of ``patch_embed.proj.*``. The stem's channel counts are
+    illustrative; what matters here is the layout."""
+    import torch
+
+    from . import family
+
+    c = family.constructor(name)
+    if c is None or not c.conv_stem:
+        raise ValueError(f"{name} is not a conv-stem constructor")
+    arch = Architecture(c.hidden_size, num_layers or c.depth, c.num_heads, c.intermediate_size,
+                        16, image_size)
+    sd = backbone_state(arch, seed=seed, head=False)
+    del sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"]
+    g = torch.Generator().manual_seed(seed + 7)
+    stem: dict[str, torch.Tensor] = {}
+    chans = [3, 24, 48, 96, 192]
+    for j in range(4):
+        i = 3 * j
+        stem[f"patch_embed.stem.{i}.weight"] = torch.randn(chans[j + 1], chans[j], 3, 3, generator=g) * 0.1
+        stem[f"patch_embed.stem.{i + 1}.weight"] = torch.ones(chans[j + 1])
+        stem[f"patch_embed.stem.{i + 1}.bias"] = torch.zeros(chans[j + 1])
+        stem[f"patch_embed.stem.{i + 1}.running_mean"] = torch.zeros(chans[j + 1])
+        stem[f"patch_embed.stem.{i + 1}.running_var"] = torch.ones(chans[j + 1])
+        stem[f"patch_embed.stem.{i + 1}.num_batches_tracked"] = torch.tensor(10)
+    stem["patch_embed.stem.12.weight"] = torch.randn(c.hidden_size, chans[-1], 1, 1, generator=g) * 0.1
+    stem["patch_embed.stem.12.bias"] = torch.zeros(c.hidden_size)
+    ordered = {k: v for k, v in sd.items() if not k.startswith("blocks.")}
+    ordered.update(stem)
+    ordered.update({k: v for k, v in sd.items() if k.startswith("blocks.")})
+    target = {"module." + k: v for k, v in ordered.items()}
+    return {"target_encoder": target, "prototypes": torch.randn(64, 64, generator=g)}
+
+
+def make_linear_eval_checkpoint(arch: Architecture, num_classes: int = 1000, seed: int = 0) -> dict:
+    """A file as MSN's ``linear_eval.py`` saves it: the backbone without its final LayerNorm
+    (built with ``norm = None``) and without the projection head, plus ``classifier``
+    (LayerNorm, then L2 normalisation, then ``linear``), ``opt`` and bookkeeping."""
+    import torch
+
+    sd = backbone_state(arch, seed=seed, head=False)
+    del sd["norm.weight"], sd["norm.bias"]
+    g = torch.Generator().manual_seed(seed + 11)
+    d = arch.hidden_size
+    classifier = {"module.norm.weight": torch.ones(d), "module.norm.bias": torch.zeros(d),
+                  "module.linear.weight": torch.randn(num_classes, d, generator=g) * 0.01,
+                  "module.linear.bias": torch.zeros(num_classes)}
+    return {"target_encoder": {"module." + k: v for k, v in sd.items()}, "classifier": classifier,
+            "opt": {"state": {}, "param_groups": [{"params": [0, 1, 2, 3], "lr": 6.4}]},
+            "epoch": 100, "best_top1_acc": 75.7, "batch_size": 256, "lr": 6.4, "world_size": 8}
 
 
 # -- a training run on disk ----------------------------------------------------------------------

@@ -55,9 +55,6 @@ VARIANTS: dict[str, Variant] = {
     )
 }
 
-HEAD_DIM = 64
-"""Every released model uses 64-dimensional heads; heads cannot be read from shapes."""
-
 
 def find_variant(name: str) -> Variant | None:
     """The variant called ``name``, or whose released file (its cache entry) is ``name``."""

@@ -16,7 +16,13 @@ exception -- exceptions mean verify could not run at all):
     heads, MLP size, patch size, image size, channels, activation -- exact erf GELU --,
     LayerNorm eps, qkv bias), as transformers reads it from the folder, equals what the source
     checkpoint implies (:func:`msn_cli.checkpoint.infer_architecture`); and the image
-    processor's settings (size, bilinear, 1/255, ImageNet mean/std). Parity alone need not
+    processor's settings (size, bilinear, 1/255, ImageNet mean/std). Values the weights do
+    not hold (heads, eps, activation) are resolved independently of the folder's own
+    ``config.json`` (the user, the run's config, the original model family, what the
+    manifest records as given; else assumed: see :mod:`msn_cli.provenance`), and each row
+    says where its expected value came from: such values are checked only against what msn
+    knows or assumes, and parity, which runs the reference with the same values, cannot
+    confirm them further. Parity alone need not
     catch e.g. ``layer_norm_eps`` 1e-5 instead of 1e-6: on real activations its effect is
     below float32 noise.
 ``parity``
@@ -83,18 +89,29 @@ import json
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, mapping
+from . import __version__, mapping, safeio
 from .architecture import IMAGENET_MEAN, IMAGENET_STD, LAYER_NORM_EPS, Architecture
 from .checkpoint import Checkpoint, infer_architecture, load_checkpoint
 from .errors import EXIT_BAD_INPUT, CheckpointError, FolderError, MsnError, NetworkError
 from .hashing import sha256_file
-from .manifest import CONFIG, MANIFEST, PREPROCESSOR, WEIGHTS, read_manifest, write_manifest
+from .hffolder import SAFE_INDEX, ConfigError, config_architecture, read_json_object, weights_files
+from .manifest import (
+    CONFIG,
+    MANIFEST,
+    PREPROCESSOR,
+    WEIGHTS,
+    read_manifest,
+    regular_file_problem,
+    write_manifest,
+)
+from .manifest import check_files as check_listed_files
 from .progress import ProgressFn, no_progress
-from .safetensors_io import read_header
+from .provenance import HEADS, Known, Provenance, assumed_warning, run_context
+from .safetensors_io import HeaderError, read_header
 from .variants import VARIANTS, Variant, match_variant
 
 if TYPE_CHECKING:
@@ -190,6 +207,8 @@ class VerifyReport:
     notes: list[str] = field(default_factory=list)
     date: str = ""
     versions: dict[str, str] = field(default_factory=dict)
+    provenance: list[Provenance] = field(default_factory=list)
+    """Where the values verify expects but the weights do not hold came from."""
 
     @property
     def passed(self) -> bool:
@@ -242,6 +261,8 @@ class VerifyReport:
             "tolerance": {"atol": self.tolerance.atol, "cosine_min": self.tolerance.cosine_min}
             if self.tolerance else None,
             "checks": [c.record() for c in self.checks],
+            "provenance": [p.to_dict() for p in self.provenance],
+            "assumed": [p.key for p in self.provenance if p.assumed],
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -391,93 +412,68 @@ def parity_inputs(arch: Architecture) -> list[tuple[str, int, torch.Tensor]]:
 # --------------------------------------------------------------------------------------------
 
 def _read_config(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
-    path = folder / CONFIG
-    if not path.is_file():
-        return None, f"{CONFIG} is missing"
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return None, f"{CONFIG} is not valid JSON ({e})"
-    if not isinstance(data, dict):
-        return None, f"{CONFIG} is not a JSON object"
-    return data, None
+    return read_json_object(folder / CONFIG)
 
 
 def _weights_header(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
     path = folder / WEIGHTS
-    if not path.is_file():
-        return None, f"{WEIGHTS} is missing"
     try:
-        header = read_header(path)
-    except (ValueError, OSError, UnicodeDecodeError) as e:
+        return read_header(path), None
+    except FileNotFoundError:
+        return None, f"{WEIGHTS} is missing"
+    except (HeaderError, OSError) as e:
         return None, f"{WEIGHTS} is not a readable safetensors file ({e})"
-    size = path.stat().st_size
-    end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
-              default=0)
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-    if 8 + n + end > size:
-        return None, f"{WEIGHTS} is truncated: the header promises {8 + n + end} bytes, file has {size}"
-    return header, None
 
 
 def check_files(folder: Path, manifest: dict[str, Any] | None,
                 progress: ProgressFn = no_progress,
-                known_hashes: dict[str, str] | None = None) -> tuple[CheckResult, str | None]:
+                known_hashes: dict[str, str] | None = None) -> tuple[CheckResult, str | None, str | None]:
     """Hashes against the manifest, required files, config <-> weights header; and the dtype.
 
     ``known_hashes``: sha256 values the caller computed from the files' bytes as read back
     from disk a moment ago (``convert`` does, after writing); those files are not read again.
+    The third value, when not None, says why the folder must not be given to
+    ``from_pretrained``: a required file is not there (or not a regular file), or
+    ``config.json`` is malformed or implies tensors the weights do not hold (a config claiming
+    a million layers would otherwise be built, at minutes and gigabytes).
     """
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
-    listed = (manifest or {}).get("files", {}) if manifest else {}
+    unloadable: list[str] = []
     for name in (WEIGHTS, CONFIG, PREPROCESSOR):
-        if not (folder / name).is_file():
-            problems.append(f"{name} is missing")
-            rows.append({"file": name, "ok": False, "problem": "missing"})
-    for name, want in listed.items():
-        p = folder / name
-        if not p.is_file():
-            if not any(r["file"] == name for r in rows):
-                rows.append({"file": name, "ok": False, "problem": "missing"})
-                problems.append(f"{name} is missing")
+        problem = regular_file_problem(folder / name)
+        if problem is not None:
+            problems.append(f"{name} is {problem}")
+            rows.append({"file": name, "ok": False, "problem": problem})
+    absent = {r["file"] for r in rows}
+    for row in check_listed_files(folder, manifest, progress, known_hashes):
+        if row["file"] in absent:
             continue
-        size = p.stat().st_size
-        row: dict[str, Any] = {"file": name, "size": size, "expected_size": want.get("size"),
-                               "expected_sha256": want.get("sha256")}
-        if size != want.get("size"):
-            row.update(ok=False, problem=f"size {size}, manifest says {want.get('size')}")
-            problems.append(f"{name} has size {size}, the manifest says {want.get('size')}")
-        else:
-            if known_hashes and name in known_hashes:
-                digest = known_hashes[name]
-            else:
-                digest = sha256_file(p, progress, f"hashing {name}")
-            row["sha256"] = digest
-            row["ok"] = digest == want.get("sha256")
-            if not row["ok"]:
-                row["problem"] = "sha256 differs from the manifest"
-                problems.append(f"{name}'s sha256 differs from the manifest")
         rows.append(row)
+        if not row["ok"]:
+            problems.append(f"{row['file']} is missing" if row["problem"] == "missing" else
+                            f"{row['file']}: {row['problem']}")
+    listed = (manifest or {}).get("files") or {}
     config, cerr = _read_config(folder)
     header, herr = _weights_header(folder)
-    for err in (cerr, herr):
-        if err and "missing" not in err:
-            problems.append(err)
+    for name, err in ((CONFIG, cerr), (WEIGHTS, herr)):
+        if err is not None:
+            unloadable.append(err)
+            if name not in absent:
+                problems.append(err)
     dtype: str | None = None
     if header is not None:
         tensors = {k: v for k, v in header.items() if k != "__metadata__"}
-        dtypes = sorted({_ST_TO_TORCH.get(v.get("dtype"), str(v.get("dtype"))) for v in tensors.values()})
+        dtypes = sorted({_ST_TO_TORCH.get(v["dtype"], v["dtype"]) for v in tensors.values()})
         dtype = dtypes[0] if len(dtypes) == 1 else None
         if len(dtypes) > 1:
             problems.append(f"{WEIGHTS} mixes dtypes: {', '.join(dtypes)}")
         if config is not None:
             try:
-                arch = Architecture.from_hf_config(config)
-                want = expected_shapes(arch)
-            except (KeyError, TypeError, ValueError) as e:
-                problems.append(f"{CONFIG} lacks or garbles an architecture value ({e})")
+                want = expected_shapes(config_architecture(config, tensors))
+            except ConfigError as e:
+                problems.append(str(e))
+                unloadable.append(str(e))
                 want = None
             if want is not None:
                 missing = sorted(set(want) - set(tensors))
@@ -490,24 +486,34 @@ def check_files(folder: Path, manifest: dict[str, Any] | None,
                     if keys:
                         problems.append(f"{len(keys)} tensor(s) {label}: {', '.join(keys[:3])}"
                                         + (" ..." if len(keys) > 3 else ""))
+                if missing or shapes:
+                    unloadable.append(f"{CONFIG} implies tensors the weights do not hold")
             cdtype = config.get("torch_dtype") or config.get("dtype")
             if dtype and cdtype and cdtype != dtype:
                 problems.append(f"{CONFIG} says dtype {cdtype}, the weights are {dtype}")
         mdtype = (manifest or {}).get("dtype")
         if dtype and mdtype and mdtype != dtype:
             problems.append(f"the manifest says dtype {mdtype}, the weights are {dtype}")
+    why = "; ".join(unloadable) or None
     if problems:
-        return CheckResult("files", False, "; ".join(problems), {"files": len(rows)}, rows), dtype
+        return (CheckResult("files", False, "; ".join(problems), {"files": len(rows)}, rows), dtype,
+                why)
     what = (f"{len(listed)} files match the manifest's sha256" if listed else
             "the manifest lists no files: hashes not checked" if manifest else
             "no manifest: hashes not checked")
     return CheckResult("files", True, f"{what}; config and weights header agree ({dtype})",
-                       {"files": len(rows)}, rows), dtype
+                       {"files": len(rows)}, rows), dtype, why
 
 
-def check_config(folder: Path, arch: Architecture, dtype: str) -> CheckResult:
-    """Effective (as transformers reads them) computation-relevant values vs the source's."""
+def check_config(folder: Path, arch: Architecture, dtype: str,
+                 provenance: tuple[Provenance, ...] | list[Provenance] = ()) -> CheckResult:
+    """Effective (as transformers reads them) computation-relevant values vs the source's.
+
+    ``provenance``: where the expected values that the weights do not hold come from; each
+    row and the detail say so (a value that is assumed was checked against an assumption).
+    """
     expected = arch.hf_config(dtype)
+    origin = {p.key: p for p in provenance}
     raw, err = _read_config(folder)
     if raw is None:
         return CheckResult("config", False, err or f"{CONFIG} unreadable")
@@ -529,15 +535,27 @@ def check_config(folder: Path, arch: Architecture, dtype: str) -> CheckResult:
             ok = math.isclose(float(got), want, rel_tol=1e-9, abs_tol=0.0)
         else:
             ok = type(got) is type(want) and got == want
-        rows.append({"key": key, "expected": want, "found": got, "in_file": key in raw, "ok": ok})
+        row = {"key": key, "expected": want, "found": got, "in_file": key in raw, "ok": ok}
+        p = origin.get(key)
+        if p is not None:
+            row.update(origin=p.origin, assumed=p.assumed, source=p.source)
+        rows.append(row)
         if not ok:
-            bad.append(f"{key} = {_fmt(got)}, the source implies {_fmt(want)}")
+            why = f" ({p.label}: {p.source})" if p is not None and p.origin != "weights" else ""
+            bad.append(f"{key} = {_fmt(got)}, expected {_fmt(want)}{why}")
     choice = _check_preprocessor(folder, arch, rows, bad)
+    outside = [p for p in provenance if p.origin != "weights"]
+    known = ("; not in the weights, so checked against: " + ", ".join(
+        f"{p.key} {_fmt(p.value)} ({'ASSUMED' if p.assumed else p.origin})" for p in outside)
+        if outside else "")
+    numbers = {"mismatched": len(bad), "assumed": sum(p.assumed for p in provenance)}
     if bad:
-        return CheckResult("config", False, "; ".join(bad), {"mismatched": len(bad)}, rows)
+        assumed_note = "; ASSUMED: " + ", ".join(p.key for p in outside if p.assumed) \
+            if any(p.assumed for p in outside) else ""
+        return CheckResult("config", False, "; ".join(bad) + assumed_note, numbers, rows)
     return CheckResult("config", True, f"{len(rows)} computation-relevant values match the source "
                        f"(layer_norm_eps {LAYER_NORM_EPS:g}, exact gelu; preprocessing {choice}: "
-                       f"{arch.image_size} px, ImageNet mean/std)", {"mismatched": 0}, rows)
+                       f"{arch.image_size} px, ImageNet mean/std){known}", numbers, rows)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -560,16 +578,9 @@ def _check_preprocessor(folder: Path, arch: Architecture, rows: list[dict[str, A
     from .verify_preprocessing import declared_choice
 
     choice = get(declared_choice(folder, arch.image_size))
-    path = folder / PREPROCESSOR
-    try:
-        raw = json.loads(path.read_text())
-        if not isinstance(raw, dict):
-            raise ValueError("not a JSON object")
-    except FileNotFoundError:
-        bad.append(f"{PREPROCESSOR} is missing")
-        return choice.name
-    except (ValueError, UnicodeDecodeError) as e:
-        bad.append(f"{PREPROCESSOR} is not valid JSON ({e})")
+    raw, err = read_json_object(folder / PREPROCESSOR)  # regular files only: a FIFO would hang
+    if raw is None:
+        bad.append(err or f"{PREPROCESSOR} unreadable")
         return choice.name
     expected = choice.config(arch.image_size)
     for key in ("image_processor_type", *choice.relevant):
@@ -782,8 +793,11 @@ def _resolve_against(spec: str, progress: ProgressFn) -> Path:
 
 
 class _Tensors:
-    """The tensors of a Hugging Face model folder, read one at a time (safetensors, sharded or
-    not, else ``pytorch_model.bin`` memory-mapped with ``weights_only=True``)."""
+    """The tensors ``from_pretrained`` would load from a Hugging Face model folder, read one at
+    a time: ``model.safetensors``, else the shards of ``model.safetensors.index.json``, else
+    ``pytorch_model.bin`` memory-mapped with ``weights_only=True`` (:func:`weights_files`;
+    never a glob, so a decoy file beside them is not read). Every file is a regular file with
+    a valid header; a tensor stored twice, or where the index does not put it, is refused."""
 
     def __init__(self, folder: Path):
         import torch
@@ -791,26 +805,45 @@ class _Tensors:
 
         self._where: dict[str, Any] = {}
         self._handles: list[Any] = []
-        files = sorted(folder.glob("*.safetensors"))
-        if files:
-            for f in files:
-                try:
-                    h = safe_open(str(f), framework="pt")
-                except Exception as e:
-                    raise _could_not_run(f"cannot read {f}: {e}") from e
-                self._handles.append(h)
-                for k in h.keys():
-                    self._where[k] = h
-            return
-        binf = folder / "pytorch_model.bin"
-        if binf.is_file():
+        files, weight_map = weights_files(folder)
+        if files[0].name.endswith(".bin"):
+            binf = files[0]
             try:
+                with safeio.open_regular(binf):  # a FIFO would block torch.load
+                    pass
                 obj = torch.load(binf, map_location="cpu", weights_only=True, mmap=True)
+            except safeio.UnsafeInput as e:
+                raise _could_not_run(f"cannot read {binf}: {e}") from e
             except Exception as e:
                 raise _could_not_run(f"cannot read {binf} safely: {e}") from e
+            if not isinstance(obj, dict):
+                raise _could_not_run(f"{binf} holds {type(obj).__name__}, not a state dict "
+                                     "(tensor names -> tensors)")
             self._where = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
             return
-        raise _could_not_run(f"{folder} holds no model weights (*.safetensors or pytorch_model.bin)")
+        where_from: dict[str, str] = {}
+        for f in files:
+            try:
+                read_header(f)  # the typed reader first: a regular file, a valid header
+                h = safe_open(str(f), framework="pt")
+            except FileNotFoundError as e:
+                raise _could_not_run(f"{folder} lacks {f.name}" + (
+                    f", a shard {SAFE_INDEX} lists" if weight_map else "")) from e
+            except Exception as e:
+                raise _could_not_run(f"cannot read {f}: {e}") from e
+            self._handles.append(h)
+            for k in h.keys():
+                if k in self._where:
+                    raise _could_not_run(f"{folder}: tensor {k} is stored more than once "
+                                         f"({where_from[k]} and {f.name})")
+                if weight_map is not None and weight_map.get(k) != f.name:
+                    raise _could_not_run(f"{folder}: {f.name} holds {k}, which {SAFE_INDEX} puts "
+                                         f"{'in ' + str(weight_map[k]) if k in weight_map else 'nowhere'}")
+                self._where[k] = h
+                where_from[k] = f.name
+        if weight_map is not None and (lost := sorted(set(weight_map) - set(self._where))):
+            raise _could_not_run(f"{folder}: {SAFE_INDEX} lists {len(lost)} tensor(s) no shard "
+                                 f"holds: {', '.join(lost[:3])}")
 
     def keys(self) -> list[str]:
         return list(self._where)
@@ -952,10 +985,11 @@ def _manifest_download(src: dict[str, Any], cache_dir: Any, base_url: str | None
 
 def _source_checkpoint(manifest: dict[str, Any] | None, folder: Path, source: str | None,
                        cache_dir: Any, base_url: str | None, progress: ProgressFn,
-                       encoder: str | None) -> tuple[Checkpoint, dict[str, Any], list[str]]:
+                       encoder: str | None) -> tuple[Checkpoint, dict[str, Any]]:
+    """The source checkpoint, and what verify reports of it; ``mismatch`` says when it is not
+    the file the manifest records (the files check then fails: never a recorded pass)."""
     from .sources import resolve_source
 
-    notes: list[str] = []
     src = (manifest or {}).get("source") or {}
     enc = encoder or src.get("encoder") or "target"
     if enc not in ("target", "online"):
@@ -975,18 +1009,16 @@ def _source_checkpoint(manifest: dict[str, Any] | None, folder: Path, source: st
                               hint="pass it with --source PATH|NAME|URL")
     ckpt = load_checkpoint(resolved.path, enc)  # type: ignore[arg-type]
     want_sha = src.get("sha256")
-    if want_sha:
-        if src.get("size") and ckpt.file_size != src.get("size"):
-            have = None
-        else:
-            have = resolved.sha256 or sha256_file(resolved.path, progress, "hashing source")
-        if have != want_sha:
-            notes.append(f"the source {resolved.path} is not the file this folder was converted "
-                         f"from (the manifest records {src.get('size')} bytes, sha256 "
-                         f"{want_sha[:12]}...)")
-    info = {"path": str(resolved.path), "kind": resolved.kind, "encoder": enc,
-            "given": source is not None}
-    return ckpt, info, notes
+    have = None
+    if want_sha and not (src.get("size") and ckpt.file_size != src.get("size")):
+        have = resolved.sha256 or sha256_file(resolved.path, progress, "hashing source")
+    info: dict[str, Any] = {"path": str(resolved.path), "kind": resolved.kind, "encoder": enc,
+                            "given": source is not None}
+    if want_sha and have != want_sha:  # never a pass: the card would vouch for want_sha
+        info["mismatch"] = (f"the source {resolved.path} is not the file this folder was converted "
+                            f"from (the manifest records {src.get('size')} bytes, sha256 "
+                            f"{want_sha[:12]}...)")
+    return ckpt, info
 
 
 def verify_folder(
@@ -1000,10 +1032,19 @@ def verify_folder(
     base_url: str | None = None,
     encoder: str | None = None,
     num_heads: int | None = None,
+    config: str | os.PathLike[str] | None = None,
+    known: Known | None = None,
     known_hashes: dict[str, str] | None = None,
     progress: ProgressFn = no_progress,
 ) -> VerifyReport:
     """Run every check on ``folder``; see the module docstring.
+
+    The values the weights do not hold (the heads above all) are resolved independently of
+    the folder's own ``config.json``: ``num_heads`` (the user) > the run's config (``config``,
+    or the ``params-msn-train.yaml`` beside the source checkpoint) > the original model family
+    by width > what the manifest records as given by the user or a run config > hidden size /
+    64, reported as assumed. ``known``: all of that already resolved (``convert`` passes its
+    own).
 
     A failed check is part of the returned report. Raises :class:`FolderError`,
     :class:`CheckpointError` (exit 3) or a network error (exit 4) when verify cannot run.
@@ -1015,7 +1056,8 @@ def verify_folder(
                           hint="give the folder msn convert wrote")
     image = Path(image).expanduser() if image is not None else None
     if image is not None and not image.is_file():
-        raise _could_not_run(f"no such image: {image}")
+        raise _could_not_run(f"the image {image} is not a regular file" if image.exists()
+                             else f"no such image: {image}")
     manifest: dict[str, Any] | None = None
     if (folder / MANIFEST).exists() or (checkpoint is None and source is None):
         try:
@@ -1028,14 +1070,23 @@ def verify_folder(
         ckpt = checkpoint
         src_info = {"path": str(ckpt.path), "kind": "given", "encoder": ckpt.encoder, "given": True}
     else:
-        ckpt, src_info, notes = _source_checkpoint(manifest, folder, source, cache_dir, base_url,
-                                                   progress, encoder)
-    heads = num_heads or ((manifest or {}).get("architecture") or {}).get("num_heads")
-    inferred = infer_architecture(ckpt.state, heads)
+        ckpt, src_info = _source_checkpoint(manifest, folder, source, cache_dir, base_url, progress,
+                                            encoder)
+    if known is None:
+        known, _ = run_context(ckpt.path, config, num_heads, _recorded_heads(manifest))
+    elif num_heads is not None:
+        known = replace(known, num_heads=num_heads)
+    inferred = infer_architecture(ckpt.state, known=known)
     arch = inferred.arch
+    summary = assumed_warning(inferred.provenance)
+    notes += [*inferred.warnings, *([summary] if summary else [])]
     versions = _versions()
 
-    files, wdtype = check_files(folder, manifest, progress, known_hashes)
+    files, wdtype, unloadable = check_files(folder, manifest, progress, known_hashes)
+    if src_info.get("mismatch"):
+        mismatch = str(src_info["mismatch"])
+        files = CheckResult("files", False, mismatch if files.passed else f"{files.detail}; {mismatch}",
+                            files.numbers, files.rows)
     dtype = wdtype or (manifest or {}).get("dtype") or "float32"
     if dtype not in TOLERANCES:
         dtype = "float32"
@@ -1044,13 +1095,12 @@ def verify_folder(
     layers: list[LayerStat] = []
     inputs: list[dict[str, Any]] = []
     model = None
-    if (folder / WEIGHTS).is_file() and (folder / CONFIG).is_file():
+    if unloadable is None:
         model, loading = load_hf_model(folder, dtype)
     else:
-        loading = CheckResult("loading", False, "cannot load: " + " and ".join(
-            n for n in (WEIGHTS, CONFIG) if not (folder / n).is_file()) + " missing")
+        loading = CheckResult("loading", False, f"not loaded: {unloadable}")
     checks.append(loading)
-    checks.append(check_config(folder, arch, dtype))
+    checks.append(check_config(folder, arch, dtype, inferred.provenance))
     if model is not None:
         from .reference import build_reference
 
@@ -1082,7 +1132,17 @@ def verify_folder(
     del model
     return VerifyReport(folder=folder, dtype=dtype, tolerance=tol, checks=checks, layers=layers,
                         inputs=inputs, source=src_info, variant=variant.name if variant else
-                        match_variant_name(arch), notes=notes, date=_now(), versions=versions)
+                        match_variant_name(arch), notes=notes, date=_now(), versions=versions,
+                        provenance=list(inferred.provenance))
+
+
+def _recorded_heads(manifest: dict[str, Any] | None) -> Provenance | None:
+    """The heads a manifest records with their origin (None for manifests without one)."""
+    for record in (manifest or {}).get("provenance") or []:
+        p = Provenance.from_dict(record)
+        if p is not None and p.key == HEADS:
+            return p
+    return None
 
 
 def match_variant_name(arch: Architecture) -> str | None:

@@ -34,7 +34,6 @@ a released shape from elsewhere (an own training run) is skipped, saying why.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +41,8 @@ from typing import TYPE_CHECKING, Any
 from . import preprocess
 from .architecture import IMAGENET_STD, Architecture
 from .errors import EXIT_BAD_INPUT, MsnError
-from .manifest import MANIFEST, PREPROCESSOR
+from .hffolder import read_json_object
+from .manifest import CONFIG, MANIFEST, PREPROCESSOR
 from .variants import Variant
 
 if TYPE_CHECKING:
@@ -88,10 +88,12 @@ def bundled_photos() -> list[Photo]:
 def load_photo(path: Path) -> Photo:
     from PIL import Image, UnidentifiedImageError
 
-    try:
-        with Image.open(path) as im:
+    from . import safeio
+
+    try:  # a regular file only (a FIFO would block), and PIL's decompression-bomb limit
+        with safeio.open_regular(path) as f, Image.open(f) as im:
             img = im.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as e:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
         raise MsnError(f"cannot read the image {path}: {e}", exit_code=EXIT_BAD_INPUT) from e
     return Photo(path.name, f"--image, {img.size[0]}x{img.size[1]}", img)
 
@@ -101,22 +103,21 @@ def load_photo(path: Path) -> Photo:
 # --------------------------------------------------------------------------------------------
 
 def read_processor_config(folder: Path) -> dict[str, Any] | None:
-    try:
-        raw = json.loads((folder / PREPROCESSOR).read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    return raw if isinstance(raw, dict) else None
+    return read_json_object(folder / PREPROCESSOR)[0]
+
+
+def _unreadable(folder: Path) -> str | None:
+    """Why ``from_pretrained`` must not be given the folder (it opens both JSON files)."""
+    return read_json_object(folder / PREPROCESSOR)[1] or read_json_object(folder / CONFIG)[1]
 
 
 def declared_choice(folder: Path, image_size: int) -> str:
     """The table entry the folder's manifest records; else the one its config matches; else msn."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-        name = (manifest.get("preprocessing") or {}).get("name")
-        if name in preprocess.PREPROCESSING:
-            return str(name)
-    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
-        pass
+    manifest = read_json_object(folder / MANIFEST)[0] or {}
+    record = manifest.get("preprocessing")
+    name = record.get("name") if isinstance(record, dict) else None
+    if isinstance(name, str) and name in preprocess.PREPROCESSING:
+        return name
     raw = read_processor_config(folder)
     found = preprocess.identify(raw, image_size) if raw is not None else None
     return found or preprocess.DEFAULT_PREPROCESSING
@@ -269,6 +270,9 @@ def check_preprocessing(folder: Path, model: Any, arch: Architecture, dtype: str
     from .verify import CheckResult
 
     choice = declared_choice(folder, arch.image_size)
+    unreadable = _unreadable(folder)
+    if unreadable:  # never hand transformers a FIFO, a device or a huge file to open
+        return CheckResult("preprocessing", False, unreadable)
     try:
         processor, backend = load_processor(folder)
     except ProcessorUnavailable as e:
@@ -336,6 +340,9 @@ def check_image(folder: Path, model: Any, reference: Any, arch: Architecture, dt
     if model is None or reference is None:
         return CheckResult("image", None, "skipped: the converted model did not load")
     choice = declared_choice(folder, arch.image_size)
+    unreadable = _unreadable(folder)
+    if unreadable:  # never hand transformers a FIFO, a device or a huge file to open
+        return CheckResult("image", False, unreadable)
     try:
         processor, backend = load_processor(folder)
     except ProcessorUnavailable as e:

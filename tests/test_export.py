@@ -616,3 +616,20 @@ def test_a_damaged_head_from_is_refused(cli, released, tmp_path):
     r = cli("export", folder, tmp_path / "o.pth.tar", "--head-from", damaged)
     assert r.code == 3 and "damaged" in r.stderr
     assert not (tmp_path / "o.pth.tar").exists()
+
+
+def test_a_decoy_safetensors_file_is_not_what_a_folder_exports(cli, released, tmp_path):
+    """Only what from_pretrained loads (model.safetensors) is read, never a glob of *.safetensors."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "converted"
+    assert cli("convert", released, folder, "--no-verify").code == 0
+    decoy = {k: torch.zeros_like(v) for k, v in load_file(folder / "model.safetensors").items()}
+    save_file(decoy, folder / "zz-decoy.safetensors")
+    out = tmp_path / "back.pth.tar"
+    r = cli("export", folder, out, "--head-from", released)
+    assert r.code == 0, r.stderr
+    ck, src = _load(out), _load(released)
+    for k, v in src["target_encoder"].items():
+        if not k.startswith("module.fc."):
+            assert torch.equal(ck["target_encoder"][k], v), k

@@ -300,3 +300,18 @@ def test_against_notes_a_preprocessing_difference(cli, make_ckpt, tmp_path):
     assert any("image processor differs" in n and "ViTImageProcessor" in n for n in rep["notes"])
     r, rep = run_verify(cli, b, "--against", b)
     assert not any("image processor" in n for n in rep["notes"])
+
+
+def test_an_image_that_is_a_fifo_or_a_bomb_is_one_line_exit_3(cli, make_ckpt, tmp_path):
+    """--image is read as a regular file only (a FIFO would block) within PIL's pixel limit."""
+    from tests.conftest import run_msn_process
+
+    out, _ = _convert(cli, make_ckpt, tmp_path, TINY, "--no-verify")
+    fifo = tmp_path / "photo.png"
+    os.mkfifo(fifo)
+    r = run_msn_process("verify", out, "--image", fifo, "--no-record", timeout=240)
+    assert r.returncode == 3 and "not a regular file" in r.stderr and "Traceback" not in r.stderr
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20_000, 20_000)).save(bomb)  # 400 Mpx: over PIL's limit, a few kB on disk
+    r, _ = run_verify(cli, out, "--image", bomb)
+    assert r.code == 3 and "cannot read the image" in r.stderr and "bug in msn" not in r.stderr

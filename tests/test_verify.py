@@ -316,7 +316,8 @@ def test_weights_disagreeing_with_config(cli, converted):
     edit_weights(out, drop_layer)
     r, rep = run_verify(cli, out)
     assert r.code == 1
-    assert "missing from the weights" in check(rep, "files")["detail"]
+    # the depth is read from the header before anything is built from the config
+    assert "num_hidden_layers 3, the weights hold 2" in check(rep, "files")["detail"]
     assert check(rep, "loading")["passed"] is False
 
 

@@ -8,8 +8,18 @@ from typing import Annotated, Optional
 import typer
 
 from .inspect_cmd import _encoder
-from .options import BaseUrlOpt, CacheDirOpt, EncoderOpt, ForceOpt, JsonOpt, NumHeadsOpt, QuietOpt, VerboseOpt
-from .render import arch_table, counts_line, human_bytes, keydiff_table
+from .options import (
+    BaseUrlOpt,
+    CacheDirOpt,
+    ConfigOpt,
+    EncoderOpt,
+    ForceOpt,
+    JsonOpt,
+    NumHeadsOpt,
+    QuietOpt,
+    VerboseOpt,
+)
+from .render import arch_table, assumption_warnings, counts_line, human_bytes, keydiff_table
 from .term import Term
 
 
@@ -26,6 +36,7 @@ def convert(
         show_default=False)] = None,
     encoder: EncoderOpt = "target",
     num_heads: NumHeadsOpt = None,
+    config: ConfigOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip msn verify after writing.")] = False,
     preprocessing: Annotated[str, typer.Option(
@@ -68,6 +79,11 @@ def convert(
 
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
     if source.lower() == "all" and not Path(source).exists():
+        if config is not None:
+            from ..errors import UsageError
+
+            raise UsageError("--config applies to one checkpoint of one run, not to 'all'",
+                             hint="the five released checkpoints need no run config")
         _convert_all(term, out, dtype=dtype, encoder=_encoder(encoder), num_heads=num_heads,
                      preprocessing=_preprocessing(preprocessing), force=force, dry_run=dry_run,
                      verify=not no_verify, cache_dir=cache_dir,
@@ -77,10 +93,12 @@ def convert(
         src = resolve_source(source, cache_dir=cache_dir, base_url=base_url, progress=progress,
                              notify=term.info)
         result = run_convert(src, out, dtype=dtype, encoder=_encoder(encoder),
-                             num_heads=num_heads, force=force, dry_run=dry_run,
+                             num_heads=num_heads, config=config, force=force, dry_run=dry_run,
                              verify=not no_verify, preprocessing=_preprocessing(preprocessing),
                              progress=progress)
     plan = result.plan
+    for warning in assumption_warnings(plan):
+        term.caution(warning)
     if json_out:
         payload = result.to_dict()
         if not all_keys:

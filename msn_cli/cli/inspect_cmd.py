@@ -8,8 +8,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .options import BaseUrlOpt, CacheDirOpt, EncoderOpt, JsonOpt, NumHeadsOpt, QuietOpt, VerboseOpt
-from .render import arch_table, counts_line, human_bytes, keydiff_table
+from .options import (
+    BaseUrlOpt,
+    CacheDirOpt,
+    ConfigOpt,
+    EncoderOpt,
+    JsonOpt,
+    NumHeadsOpt,
+    QuietOpt,
+    VerboseOpt,
+)
+from .render import arch_table, assumption_warnings, counts_line, human_bytes, keydiff_table
 from .term import Term
 
 
@@ -20,6 +29,7 @@ def inspect(
         show_default=False)],
     encoder: EncoderOpt = "target",
     num_heads: NumHeadsOpt = None,
+    config: ConfigOpt = None,
     all_keys: Annotated[bool, typer.Option("--all-keys", help="List every key of every block.")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -60,7 +70,10 @@ def inspect(
     with term.progress() as progress:
         src = resolve_source(checkpoint, cache_dir=cache_dir, base_url=base_url, progress=progress,
                              notify=term.info)
-    report = inspect_checkpoint(src, encoder=_encoder(encoder), num_heads=num_heads)
+    report = inspect_checkpoint(src, encoder=_encoder(encoder), num_heads=num_heads,
+                                config=config)
+    for warning in assumption_warnings(report.plan):
+        term.caution(warning)
     if json_out:
         term.emit_json(report.to_dict())
     else:

@@ -24,5 +24,9 @@ EncoderOpt = Annotated[str, typer.Option(
     "or online (the 'encoder' of a training checkpoint).",
     case_sensitive=False)]
 NumHeadsOpt = Annotated[Optional[int], typer.Option(
-    "--num-heads", min=1, help="Attention heads \\[default: hidden size / 64, as every "
-    "released model].", show_default=False)]
+    "--num-heads", min=1, help="Attention heads (the weights do not hold them) \\[default: "
+    "from the run's config, else the original model family by width (1280 wide: 16), else "
+    "hidden size / 64, reported as assumed].", show_default=False)]
+ConfigOpt = Annotated[Optional[Path], typer.Option(
+    "--config", help="The run's params-msn-train.yaml (its meta.model_name gives the heads) "
+    "\\[default: the one beside the checkpoint, if any].", show_default=False)]

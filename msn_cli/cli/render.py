@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from ..plan import ConversionPlan, KeyRow
+from ..provenance import HEADS, assumed_warning
 from ..runfolder import RunReport
 
 _STYLE = {"renamed": "green", "split": "cyan", "dropped": "yellow", "unaccounted": "bold red",
@@ -103,20 +105,47 @@ def counts_line(plan: ConversionPlan) -> str:
 
 
 def arch_table(plan: ConversionPlan) -> Table:
+    """The architecture, each value with where it comes from (weights, family, config, user,
+    or ASSUMED)."""
     a = plan.arch
-    t = Table(title="Architecture (from tensor shapes)", title_justify="left", show_header=False)
+    t = Table(title="Architecture", title_justify="left", show_header=True)
     t.add_column("", style="bold")
-    t.add_column("")
-    rows = [("matches", plan.variant_name or "no released variant"),
-            ("hidden size", str(a.hidden_size)), ("layers", str(a.num_layers)),
-            ("heads", f"{a.num_heads} (head size {a.head_dim})"),
-            ("MLP size", str(a.intermediate_size)), ("patch size", str(a.patch_size)),
-            ("image size", f"{a.image_size} ({a.grid}x{a.grid} patches + cls)"),
-            ("channels", str(a.num_channels)), ("dtype", plan.source_dtype),
-            ("parameters", f"{plan.num_parameters:,}")]
-    for k, v in rows:
-        t.add_row(k, v)
+    t.add_column("value")
+    t.add_column("from", overflow="fold")
+    by_key = {p.key: p for p in plan.provenance}
+
+    def origin(key: str) -> str:
+        p = by_key.get(key)
+        if p is None:
+            return "weights"
+        if p.assumed:
+            return f"[bold yellow]ASSUMED[/bold yellow]: {escape(p.source)}"
+        return escape(p.describe()) if p.origin != "weights" else f"weights: {escape(p.source)}"
+
+    heads = by_key.get(HEADS)
+    rows = [("matches", plan.variant_name or "no released variant", "shapes"),
+            ("family", plan.family_name or "no constructor at these shapes", "shapes"),
+            ("hidden size", str(a.hidden_size), "weights"),
+            ("layers", str(a.num_layers), "weights"),
+            ("heads", f"{a.num_heads} (head size {a.head_dim})", origin(HEADS) if heads else "?"),
+            ("MLP size", str(a.intermediate_size), "weights"),
+            ("patch size", str(a.patch_size), "weights"),
+            ("image size", f"{a.image_size} ({a.grid}x{a.grid} patches + cls)", origin("image_size")),
+            ("qkv bias", "yes" if a.qkv_bias else "no", origin("qkv_bias")),
+            ("LayerNorm eps", f"{by_key['layer_norm_eps'].value:g}" if "layer_norm_eps" in by_key
+             else "1e-06", origin("layer_norm_eps")),
+            ("activation", "exact GELU", origin("hidden_act")),
+            ("channels", str(a.num_channels), "weights"), ("dtype", plan.source_dtype, "weights"),
+            ("parameters", f"{plan.num_parameters:,}", "weights")]
+    for k, v, o in rows:
+        t.add_row(k, v, o)
     return t
+
+
+def assumption_warnings(plan: ConversionPlan) -> list[str]:
+    """The stderr warnings a plan calls for: overrides, unknown names, values ASSUMED."""
+    summary = assumed_warning(plan.provenance)
+    return [escape(w) for w in [*plan.warnings, *([summary] if summary else [])]]
 
 
 def run_checkpoints_table(report: RunReport) -> Table:

@@ -54,6 +54,11 @@ class Term:
     def warn(self, message: str) -> None:
         self.err.print(f"[yellow]Warning:[/yellow] {message}")
 
+    def caution(self, message: str) -> None:
+        """A warning that -q silences (what it says is also in --json and the manifest)."""
+        if not self.quiet:
+            self.warn(message)
+
     def success(self, message: str) -> None:
         if not self.quiet:
             self.err.print(f"[green]✓[/green] {message}")

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .options import BaseUrlOpt, CacheDirOpt, JsonOpt, QuietOpt, VerboseOpt
+from .options import BaseUrlOpt, CacheDirOpt, ConfigOpt, JsonOpt, NumHeadsOpt, QuietOpt, VerboseOpt
 from .term import Term
 
 if TYPE_CHECKING:
@@ -32,6 +32,8 @@ def verify(
         "--against", help="Another Hugging Face folder or Hub repo id (e.g. facebook/vit-msn-small) "
         "to compare tensor by tensor. The per-tensor table is shown when the check fails, or "
         "always with -v (--json always holds it).", show_default=False)] = None,
+    num_heads: NumHeadsOpt = None,
+    config: ConfigOpt = None,
     no_record: Annotated[bool, typer.Option(
         "--no-record", help="Do not store the result in msn_manifest.json.")] = False,
     json_out: JsonOpt = False,
@@ -54,6 +56,16 @@ def verify(
     msn_manifest.json (written by another tool) can be verified with --source: hashes are then
     not checked and nothing is recorded.
 
+    What parity can and cannot prove: it compares the folder with the original
+    network built from the same weights, so it catches every weight that is
+    mapped, split or stored wrongly. Values that are not in the weights (the
+    number of heads, LayerNorm eps, activation) cannot be read from the source:
+    verify takes them from --num-heads, the run's config (--config, or the
+    params-msn-train.yaml beside the checkpoint), the original model family by
+    width, or what the manifest records as given, never from the folder's own
+    config.json. So they are checked only against what msn knows or assumes;
+    an assumed value (a width outside the family) is reported as ASSUMED.
+
     Exit codes: 0 every check that ran passed, 1 a check failed,
     3 verify could not run (no source checkpoint, unreadable folder), 4 network,
     130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
@@ -75,16 +87,17 @@ def verify(
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
     with term.progress() as progress:
         report = verify_folder(out, source=source, image=image, against=against,
-                               cache_dir=cache_dir, base_url=base_url, progress=progress)
+                               cache_dir=cache_dir, base_url=base_url, num_heads=num_heads,
+                               config=config, progress=progress)
     recorded = False
     if not no_record and (out / MANIFEST).is_file():
         record_in_manifest(out, report)
         recorded = True
+    for note in report.notes:
+        term.caution(escape(note))
     if json_out:
         term.emit_json({**report.to_dict(), "recorded": recorded})
     else:
-        for note in report.notes:
-            term.warn(note)
         term.data(checks_table(report))
         for size in dict.fromkeys(s.size for s in report.layers):
             term.data(layers_table(report, size, full=bool(verbose)))
