@@ -6,7 +6,7 @@ BIN     = $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP   = $(VENV)/.installed
 
-.PHONY: install test lint demo bench compat docs clean
+.PHONY: install test lint demo bench compat torchvision docs clean
 
 install: $(STAMP)
 
@@ -42,7 +42,8 @@ COMPAT_VENV  ?= .venv-compat
 COMPAT_TF    ?= transformers==4.57.*
 COMPAT_STAMP  = $(COMPAT_VENV)/.installed
 COMPAT_TESTS  = tests/test_compat.py tests/test_convert.py tests/test_seed_equivalence.py \
-                $(wildcard tests/test_verify*.py) tests/test_api.py tests/test_push.py tests/test_push_errors.py
+                $(wildcard tests/test_verify*.py) tests/test_preprocessing.py tests/test_api.py \
+                tests/test_push.py tests/test_push_errors.py
 
 $(COMPAT_STAMP): pyproject.toml
 	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
@@ -55,6 +56,25 @@ compat: $(COMPAT_STAMP)
 	@$(COMPAT_VENV)/bin/python -c "from importlib.metadata import version as v; \
 	print('compat:', ', '.join(d + ' ' + v(d) for d in ('torch', 'transformers', 'huggingface_hub')))"
 	MSN_EXPECT_TRANSFORMERS=4.57 $(COMPAT_VENV)/bin/python -m pytest -q $(COMPAT_TESTS)
+
+# torchvision's own transform for the preprocessing tests: msn's independent implementation of
+# MSN's evaluation transform, and transformers' torchvision backend, against torchvision itself.
+# PyPI's torchvision does not import beside torch 2.13.0+cpu, so this third venv has
+# torch 2.14.1 + torchvision 0.29.1 (a CUDA build: 5.8 GB; about 90 s to install from the local
+# wheel store on x86_64). MSN_EXPECT_TORCHVISION turns the tests' "no torchvision" skips into failures.
+TV_VENV   ?= .venv-tv
+TV_TORCH  ?= torch==2.14.1 torchvision==0.29.1
+TV_STAMP   = $(TV_VENV)/.installed
+
+$(TV_STAMP): pyproject.toml
+	test -x $(TV_VENV)/bin/python || $(PYTHON) -m venv $(TV_VENV)
+	$(TV_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TV_VENV)/bin/python -m pip install -q $(TV_TORCH)
+	$(TV_VENV)/bin/python -m pip install -q -e ".[dev]"
+	touch $(TV_STAMP)
+
+torchvision: $(TV_STAMP)
+	MSN_EXPECT_TORCHVISION=1 $(TV_VENV)/bin/python -m pytest -q tests/test_preprocessing.py
 
 clean:
 	rm -rf demo-out .bench .pytest_cache .mypy_cache .ruff_cache

@@ -392,6 +392,37 @@ def license_section(manifest: dict[str, Any], license: str = LICENSE) -> str:
     return text
 
 
+def preprocessing_section(manifest: dict[str, Any], image_size: int) -> str:
+    """Which image processor the folder has, why, and what verify measured of it."""
+    from .preprocess import PREPROCESSING, eval_resize_size
+
+    p = manifest.get("preprocessing")
+    name = p.get("name") if isinstance(p, dict) else None
+    if name not in PREPROCESSING:  # a folder converted before the choice was recorded
+        return (f"The image processor resizes straight to {image_size}x{image_size} (bilinear) "
+                "and normalises with the ImageNet mean and standard deviation. MSN's own "
+                "evaluation code instead resizes the short side to 256 and centre-crops 224; use "
+                "that if you want to reproduce the paper's numbers.")
+    assert isinstance(p, dict)
+    processor = p.get("processor") or "the image processor"
+    if name == "msn":
+        text = (f"The image processor (`{processor}`) reproduces MSN's own evaluation transform: "
+                f"the short side resized to {eval_resize_size(image_size)} (bilinear), a "
+                f"{image_size}x{image_size} centre crop, the ImageNet mean and standard deviation "
+                "(`msn convert --preprocessing msn`, the default).")
+    else:
+        text = (f"The image processor (`{processor}`) resizes the whole image to "
+                f"{image_size}x{image_size} (bilinear, aspect ratio not kept) and normalises with "
+                "the ImageNet mean and standard deviation (`msn convert --preprocessing seed`). "
+                "MSN's own evaluation instead resizes the short side to 256 and centre-crops 224.")
+    text += f" Why: {PREPROCESSING[name].why}"
+    checks = (manifest.get("verify") or {}).get("checks") or []
+    measured = next((c for c in checks if isinstance(c, dict) and c.get("name") == "preprocessing"), None)
+    if measured and measured.get("detail"):
+        text += f"\n\nMeasured by `msn verify` on real photographs: {measured['detail']}."
+    return text
+
+
 def usage_snippet(repo_id: str) -> str:
     return f'''```python
 import torch
@@ -465,9 +496,7 @@ Which output is which:
 - `hidden_states[-1][:, 0]` is the cls token as the last transformer block leaves it, before the
   final norm: the features the paper's linear and logistic-regression evaluations are computed on.
 
-The image processor resizes straight to {image_size}x{image_size} (bilinear) and normalises with
-the ImageNet mean and standard deviation. MSN's own evaluation code instead resizes the short
-side to 256 and centre-crops 224; use that if you want to reproduce the paper's numbers.
+{preprocessing_section(manifest, image_size)}
 
 ## Training
 

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .architecture import preprocessor_config
 from .checkpoint import Checkpoint, Encoder, check_zip_integrity, load_checkpoint, sniff
 from .errors import CheckpointError
 from .hashing import sha256_file
@@ -190,8 +189,10 @@ def write_folder(tmp: Path, ckpt: Checkpoint, plan: ConversionPlan, manifest: di
         finally:
             syncing.join()
     files = {WEIGHTS: {"size": written.size, "sha256": digest}}
-    for name, data in ((CONFIG, plan.config()),
-                       (PREPROCESSOR, preprocessor_config(plan.arch.image_size))):
+    from .preprocess import get as preprocessing
+
+    choice = preprocessing(manifest.get("preprocessing", {}).get("name", "msn"))
+    for name, data in ((CONFIG, plan.config()), (PREPROCESSOR, choice.config(plan.arch.image_size))):
         raw = (json.dumps(data, indent=2) + "\n").encode()
         (tmp / name).write_bytes(raw)
         import hashlib
@@ -448,6 +449,7 @@ def convert(
     dry_run: bool = False,
     verify: bool = True,
     verify_options: dict[str, Any] | None = None,
+    preprocessing: str = "msn",
     progress: ProgressFn = no_progress,
 ) -> ConvertResult:
     """Convert ``source`` into the folder ``out``; see the module docstring for the steps.
@@ -455,7 +457,17 @@ def convert(
     ``config``: the run's ``params-msn-train.yaml`` (default: the one beside the checkpoint,
     if any); its ``meta.model_name`` gives the heads, and its hyperparameters go into the
     manifest under ``training``. ``num_heads`` overrides the heads.
+
+    ``preprocessing``: which ``preprocessor_config.json`` to write, a name in
+    :data:`msn_cli.preprocess.PREPROCESSING` (``msn``: MSN's evaluation transform; ``seed``:
+    the official uploads' 224x224 resize).
     """
+    from .errors import UsageError
+    from .preprocess import PREPROCESSING
+
+    if preprocessing not in PREPROCESSING:
+        raise UsageError(f"unknown preprocessing '{preprocessing}'",
+                         hint=f"one of: {', '.join(PREPROCESSING)}")
     out = Path(out)
     if not dry_run:
         check_target(out, force, keep=[source.path])
@@ -463,7 +475,8 @@ def convert(
     try:
         return _convert(source, out, check, dtype=dtype, encoder=encoder, num_heads=num_heads,
                         config=config, force=force, dry_run=dry_run, verify=verify,
-                        verify_options=verify_options, progress=progress)
+                        verify_options=verify_options, preprocessing=preprocessing,
+                        progress=progress)
     finally:
         if check is not None:
             check.cancel()
@@ -472,7 +485,8 @@ def convert(
 def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, *, dtype: str | None,
              encoder: Encoder, num_heads: int | None, config: str | os.PathLike[str] | None,
              force: bool, dry_run: bool, verify: bool,
-             verify_options: dict[str, Any] | None, progress: ProgressFn) -> ConvertResult:
+             verify_options: dict[str, Any] | None, progress: ProgressFn,
+             preprocessing: str = "msn") -> ConvertResult:
     known, run = run_context(source.path, config, num_heads)
     ckpt = load_checkpoint(source.path, encoder)
     plan = build_plan(ckpt, dtype, known=known)
@@ -504,7 +518,9 @@ def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, *, d
         "training": run.training() if run else None, "dtype": plan.dtype,
         "source_dtype": plan.source_dtype, "tensors": len(plan.tensors),
         "parameters": plan.num_parameters,
-        "dropped": [r.source for r in plan.dropped], "verify": None,
+        "dropped": [r.source for r in plan.dropped],
+        "preprocessing": _preprocessing_record(preprocessing, plan.arch.image_size),
+        "verify": None,
     }
     with atomic_output_dir(out, force) as tmp:
         # the source check (zip: every member's CRC-32; the sha256) finishes while the tensors
@@ -522,3 +538,12 @@ def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, *, d
             verify_result = record_in_manifest(tmp, report)
     return ConvertResult(out.absolute(), plan, src_info, files, verify_result,
                          run_config=run_info, training=run.training() if run else None)
+
+
+def _preprocessing_record(name: str, image_size: int) -> dict[str, Any]:
+    """The manifest's ``preprocessing``: which table entry was written, and why."""
+    from .preprocess import get
+
+    p = get(name)
+    return {"name": p.name, "processor": p.config(image_size)["image_processor_type"],
+            "summary": p.summary, "why": p.why}

@@ -34,9 +34,17 @@ exception -- exceptions mean verify could not run at all):
     output is compared on all tokens: the embeddings (``hidden_states[0]``), each block
     (``hidden_states[i + 1]`` against ``blocks.i``) and the final norm (``last_hidden_state``).
     The first layer over tolerance is named.
+``preprocessing``
+    The folder's image processor, loaded as a user loads it, against an independent
+    implementation of the transform it declares (MSN's own evaluation transform by default),
+    on real photographs and every ``--image``: see :mod:`msn_cli.verify_preprocessing`.
 ``golden``
-    Only for the five released variants with ``--image`` (COCO val2017 000000039769): the
+    Only for the five released variants, when the source is known to be the released file,
+    with ``--image`` (COCO val2017 000000039769): the
     seed's preprocessing and ``last_hidden_state[0, 0, :3]`` against its published values.
+``image``
+    Only with ``--image``: the photo through the folder's processor and the converted model
+    against the independent transform and reference (:mod:`msn_cli.verify_preprocessing`).
 ``against``
     Only with ``--against``: tensor-by-tensor comparison with another Hugging Face folder or
     Hub repository (key diff, shapes, values), plus the computation-relevant config values.
@@ -111,7 +119,7 @@ if TYPE_CHECKING:
 
     from .sources import ResolvedSource
 
-CHECK_NAMES = ("files", "loading", "config", "parity", "golden", "against")
+CHECK_NAMES = ("files", "loading", "config", "parity", "preprocessing", "golden", "image", "against")
 
 
 @dataclass(frozen=True)
@@ -535,7 +543,7 @@ def check_config(folder: Path, arch: Architecture, dtype: str,
         if not ok:
             why = f" ({p.label}: {p.source})" if p is not None and p.origin != "weights" else ""
             bad.append(f"{key} = {_fmt(got)}, expected {_fmt(want)}{why}")
-    _check_preprocessor(folder, arch, rows, bad)
+    choice = _check_preprocessor(folder, arch, rows, bad)
     outside = [p for p in provenance if p.origin != "weights"]
     known = ("; not in the weights, so checked against: " + ", ".join(
         f"{p.key} {_fmt(p.value)} ({'ASSUMED' if p.assumed else p.origin})" for p in outside)
@@ -546,13 +554,8 @@ def check_config(folder: Path, arch: Architecture, dtype: str,
             if any(p.assumed for p in outside) else ""
         return CheckResult("config", False, "; ".join(bad) + assumed_note, numbers, rows)
     return CheckResult("config", True, f"{len(rows)} computation-relevant values match the source "
-                       f"(layer_norm_eps {LAYER_NORM_EPS:g}, exact gelu; preprocessing "
+                       f"(layer_norm_eps {LAYER_NORM_EPS:g}, exact gelu; preprocessing {choice}: "
                        f"{arch.image_size} px, ImageNet mean/std){known}", numbers, rows)
-
-
-# What the image processor does to a user's image, as the seed's ViTImageProcessor set it.
-RELEVANT_PREPROCESSOR = ("size", "resample", "do_resize", "do_rescale", "rescale_factor",
-                         "do_normalize", "image_mean", "image_std")
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -568,22 +571,26 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _check_preprocessor(folder: Path, arch: Architecture, rows: list[dict[str, Any]],
-                        bad: list[str]) -> None:
-    """``preprocessor_config.json`` against the seed's preprocessing at the model's size."""
-    from .architecture import preprocessor_config
+                        bad: list[str]) -> str:
+    """``preprocessor_config.json`` against the preprocessing the folder declares (the
+    manifest's choice, else the one the file matches, else msn) at the model's size."""
+    from .preprocess import get
+    from .verify_preprocessing import declared_choice
 
+    choice = get(declared_choice(folder, arch.image_size))
     raw, err = read_json_object(folder / PREPROCESSOR)  # regular files only: a FIFO would hang
     if raw is None:
         bad.append(err or f"{PREPROCESSOR} unreadable")
-        return
-    expected = preprocessor_config(arch.image_size)
-    for key in RELEVANT_PREPROCESSOR:
+        return choice.name
+    expected = choice.config(arch.image_size)
+    for key in ("image_processor_type", *choice.relevant):
         want, got = expected[key], raw.get(key)
         ok = _same(got, want)
         rows.append({"key": f"{PREPROCESSOR}:{key}", "expected": want, "found": got,
                      "in_file": key in raw, "ok": ok})
         if not ok:
             bad.append(f"{PREPROCESSOR} {key} = {_fmt(got)}, expected {_fmt(want)}")
+    return choice.name
 
 
 def _info_get(info: Any, key: str) -> list[Any]:
@@ -1049,7 +1056,8 @@ def verify_folder(
                           hint="give the folder msn convert wrote")
     image = Path(image).expanduser() if image is not None else None
     if image is not None and not image.is_file():
-        raise _could_not_run(f"no such image: {image}")
+        raise _could_not_run(f"the image {image} is not a regular file" if image.exists()
+                             else f"no such image: {image}")
     manifest: dict[str, Any] | None = None
     if (folder / MANIFEST).exists() or (checkpoint is None and source is None):
         try:
@@ -1098,18 +1106,27 @@ def verify_folder(
 
         reference = build_reference(ckpt.state, num_heads=arch.num_heads)
         parity, layers, inputs = check_parity(model, reference, arch, dtype, progress)
-        del reference
     else:
+        reference = None
         parity = CheckResult("parity", None, "skipped: the converted model did not load")
     checks.append(parity)
+    from . import verify_preprocessing as vp
+
+    checks.append(vp.check_preprocessing(folder, model, arch, dtype, [image] if image else []))
     variant = None
     if manifest and manifest.get("variant") in VARIANTS:
         variant = VARIANTS[manifest["variant"]]
     elif inferred.variant is not None:
         variant = inferred.variant
-    checks.append(check_golden(model, variant, image, dtype))
+    why_not = vp.golden_skip_reason(manifest, variant) if variant is not None else None
+    checks.append(check_golden(model, variant, image, dtype) if why_not is None else
+                  CheckResult("golden", None, "skipped: " + why_not))
+    checks.append(vp.check_image(folder, model, reference, arch, dtype, image, tol) if image else
+                  CheckResult("image", None, "skipped: no --image given"))
+    del reference
     if against is not None:
         checks.append(check_against(folder, against, progress, against_path))
+        notes += vp.against_notes(folder, against, against_path)
     else:
         checks.append(CheckResult("against", None, "skipped: no --against given"))
     del model

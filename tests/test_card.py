@@ -188,4 +188,21 @@ def test_a_released_variant_gets_its_name_and_a_link_to_the_official_upload(mani
     card = build_card(as_released(manifest, "vitb16"), "o/n")
     assert "# MSN ViT-B/16 (vitb16, 600 epochs)" in card
     assert "https://huggingface.co/facebook/vit-msn-base" in card
-    assert "resizes straight to 224x224" in card
+    assert "short side resized to 256 (bilinear), a 224x224 centre crop" in card
+
+
+def test_the_card_says_which_preprocessing_was_written_and_why(manifest):
+    card = build_card(manifest, "o/n")
+    assert manifest["preprocessing"]["name"] == "msn"
+    assert "reproduces MSN's own evaluation transform" in card and "`BitImageProcessor`" in card
+    assert "Why: MSN's own evaluation transform" in card
+    # what verify measured of the folder's processor on the photographs
+    detail = next(c["detail"] for c in manifest["verify"]["checks"] if c["name"] == "preprocessing")
+    assert f"Measured by `msn verify` on real photographs: {detail}" in card
+    seed = copy.deepcopy(manifest)
+    seed["preprocessing"] = {"name": "seed", "processor": "ViTImageProcessor"}
+    card = build_card(seed, "o/n")
+    assert "`msn convert --preprocessing seed`" in card and "official facebook/vit-msn-* uploads" in card
+    old = copy.deepcopy(manifest)
+    del old["preprocessing"]  # converted before the choice was recorded: the seed's processor
+    assert "resizes straight to" in build_card(old, "o/n")

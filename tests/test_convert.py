@@ -67,7 +67,11 @@ def test_convert_is_bit_exact_for_layouts_and_prefixes(cli, make_ckpt, tmp_path,
     assert "id2label" not in cfg and "num_labels" not in cfg
     pre = json.loads((out / "preprocessor_config.json").read_text())
     assert pre["image_mean"] == [0.485, 0.456, 0.406] and pre["image_std"] == [0.229, 0.224, 0.225]
-    assert pre["size"] == {"height": arch.image_size, "width": arch.image_size}
+    # the default: MSN's evaluation transform (short side 256/224 of the size, center crop)
+    assert pre["image_processor_type"] == "BitImageProcessor"
+    assert pre["size"] == {"shortest_edge": round(arch.image_size * 256 / 224)}
+    assert pre["crop_size"] == {"height": arch.image_size, "width": arch.image_size}
+    assert pre["do_center_crop"] is True and pre["resample"] == 2
 
 
 def test_online_encoder_of_a_training_checkpoint(cli, make_ckpt, tmp_path):

@@ -85,9 +85,9 @@ def test_good_conversion_passes(cli, converted, arch, dtype):
     # the documented tolerances, not loosened for the test
     documented = {"float32": (1e-5, 0.99999), "float16": (1e-2, 0.9995), "bfloat16": (6e-2, 0.998)}
     assert (rep["tolerance"]["atol"], rep["tolerance"]["cosine_min"]) == documented[dtype]
-    assert [c["name"] for c in rep["checks"]] == ["files", "loading", "config", "parity", "golden",
-                                                 "against"]
-    assert [c["passed"] for c in rep["checks"]] == [True, True, True, True, None, None]
+    assert [c["name"] for c in rep["checks"]] == ["files", "loading", "config", "parity",
+                                                 "preprocessing", "golden", "image", "against"]
+    assert [c["passed"] for c in rep["checks"]] == [True, True, True, True, True, None, None, None]
     par = check(rep, "parity")
     assert par["layers"] == arch.num_layers + 2
     assert par["inputs"] == 3 and len(par["sizes"]) == 2
@@ -229,6 +229,8 @@ def test_other_wrong_config_values(cli, converted, change, key):
 @pytest.mark.parametrize(("change", "key"), [
     ({"image_mean": [0.5, 0.5, 0.5]}, "image_mean"),
     ({"size": {"height": 224, "width": 224}}, "size"),
+    ({"crop_size": {"height": 60, "width": 60}}, "crop_size"),
+    ({"resample": 3}, "resample"),
     ({"do_normalize": False}, "do_normalize"),
 ])
 def test_wrong_preprocessor_values(cli, converted, change, key):
@@ -415,7 +417,7 @@ def test_records_in_manifest_and_no_record(cli, converted):
     assert v["passed"] is True
     assert set(v) >= {"passed", "summary", "date", "msn_version", "transformers_version",
                       "torch_version", "dtype", "tolerance", "checks"}
-    assert v["summary"].startswith("files, loading, config, parity: 4 layers x 3 inputs")
+    assert v["summary"].startswith("files, loading, config, parity, preprocessing: 4 layers x 3 inputs")
     assert "rows" not in v["checks"][0]
     # a later failure overwrites the record (push must see it)
     edit_weights(out, _perturb("layernorm.bias"))
@@ -560,12 +562,23 @@ def test_golden_check(cli, converted, monkeypatch, tmp_path):
     pixels = verify_mod.golden_pixels(path, TINY.image_size)
     want = tuple(float(x) for x in run_reference(ref, pixels).final[0, 0, :3])
 
-    def register(expected):
+    def register(expected, released=True):
         v = Variant("tinyv", "tiny.pth.tar", 1, 64, 2, 1, 256, 16, 64, "x/y", expected)
         monkeypatch.setitem(verify_mod.VARIANTS, "tinyv", v)
         m = json.loads((out / "msn_manifest.json").read_text())
         m["variant"] = "tinyv"
+        if released:  # as convert records a file fetched by its released name
+            m["source"].update(kind="variant", name="tinyv")
         (out / "msn_manifest.json").write_text(json.dumps(m))
+
+    # a file of the released shape that is not known to be the released file (an own run):
+    # golden does not apply; the photo still goes end to end through the image check
+    register((want[0] + 3e-4, want[1], want[2]), released=False)
+    r, rep = run_verify(cli, out, "--image", path)
+    assert r.code == 0, r.stderr
+    g = check(rep, "golden")
+    assert g["passed"] is None and "not known to be Meta's released tiny.pth.tar" in g["detail"]
+    assert check(rep, "image")["passed"] is True
 
     register(want)
     r, rep = run_verify(cli, out)

@@ -39,6 +39,10 @@ def convert(
     config: ConfigOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip msn verify after writing.")] = False,
+    preprocessing: Annotated[str, typer.Option(
+        "--preprocessing", help="The preprocessor_config.json to write: 'msn' (MSN's own "
+        "evaluation transform: short side 256, center crop 224) or 'seed' (the official "
+        "uploads' whole-image resize to 224x224).")] = "msn",
     force: ForceOpt = False,
     all_keys: Annotated[bool, typer.Option("--all-keys", help="List every key of every block.")] = False,
     json_out: JsonOpt = False,
@@ -66,6 +70,8 @@ def convert(
       msn convert vitl16 ./out --dry-run --all-keys
 
       msn convert all ./msn-models     # all five, into ./msn-models/<name>
+
+      msn convert vits16 ./out --preprocessing seed   # the official uploads' processor
     """
     from ..convert import convert as run_convert
     from ..errors import VerificationFailed
@@ -79,7 +85,8 @@ def convert(
             raise UsageError("--config applies to one checkpoint of one run, not to 'all'",
                              hint="the five released checkpoints need no run config")
         _convert_all(term, out, dtype=dtype, encoder=_encoder(encoder), num_heads=num_heads,
-                     force=force, dry_run=dry_run, verify=not no_verify, cache_dir=cache_dir,
+                     preprocessing=_preprocessing(preprocessing), force=force, dry_run=dry_run,
+                     verify=not no_verify, cache_dir=cache_dir,
                      base_url=base_url)
         return
     with term.progress() as progress:
@@ -87,7 +94,8 @@ def convert(
                              notify=term.info)
         result = run_convert(src, out, dtype=dtype, encoder=_encoder(encoder),
                              num_heads=num_heads, config=config, force=force, dry_run=dry_run,
-                             verify=not no_verify, progress=progress)
+                             verify=not no_verify, preprocessing=_preprocessing(preprocessing),
+                             progress=progress)
     plan = result.plan
     for warning in assumption_warnings(plan):
         term.caution(warning)
@@ -116,6 +124,16 @@ def convert(
             f"verify failed: {result.verify.get('summary', 'see msn verify')}",
             hint=f"the folder was kept for inspection at {result.out}; "
                  "msn push refuses it. Run msn verify on it for the full report")
+
+
+def _preprocessing(name: str) -> str:
+    from ..errors import UsageError
+    from ..preprocess import PREPROCESSING
+
+    if name not in PREPROCESSING:
+        raise UsageError(f"--preprocessing {name}: not one of {', '.join(PREPROCESSING)}",
+                         hint="msn: MSN's evaluation transform (default); seed: 224x224 resize")
+    return name
 
 
 def _say_verify(term: Term, v: dict) -> None:

@@ -104,6 +104,8 @@ def verify(
         if against_check is not None and against_check.rows and (verbose or not against_check.passed):
             term.data(against_table(against_check))
         for c in report.checks:
+            if c.name in ("preprocessing", "image") and c.rows and (verbose or c.passed is False):
+                term.data(photos_table(c))
             if verbose and c.name in ("files", "config") and c.rows:
                 term.data(rows_table(c))
         if recorded:
@@ -181,3 +183,29 @@ def rows_table(check: CheckResult) -> Table:
     for r in check.rows:
         t.add_row(*(str(r.get(k, "")) for k in keys))
     return t
+
+
+def photos_table(check: CheckResult) -> Table:
+    """Per photo: the processor's pixels against the independent transform, and the effect."""
+    n = check.numbers
+    t = Table(title=f"{check.name}: {n.get('processor', '')} ({n.get('backend', '')} backend) "
+                    f"vs the '{n.get('preprocessing', '')}' transform, pixels in normalised units",
+              title_justify="left")
+    for col in ("photo", "size", "crop (left, top)", "max diff", "mean diff", "cls max err",
+                "cls cosine", "tokens min cosine", "result"):
+        t.add_column(col, justify="left" if col in ("photo", "result") else "right", overflow="fold")
+    for r in check.rows:
+        g, e = r.get("geometry") or {}, r.get("effect") or {}
+        crop = (f"{g['left']}, {g['top']}" + (f" (floor {g['floor_left']}, {g['floor_top']})"
+                                               if g.get("odd_margin") else "")) if g else ""
+        style = "green" if r.get("ok") else "bold red"
+        result = styled(str(r.get("status")), style)
+        t.add_row(str(r.get("photo")), "x".join(map(str, r.get("size") or [])), crop,
+                  _num(r.get("max_abs_pixel_diff"), ".4f"), _num(r.get("mean_abs_pixel_diff"), ".5f"),
+                  _num(e.get("cls_max_abs_err"), ".2e"), _num(e.get("cls_cosine"), ".6f"),
+                  _num(e.get("tokens_min_cosine"), ".6f"), result)
+    return t
+
+
+def _num(v: object, fmt: str) -> str:
+    return format(v, fmt) if isinstance(v, (int, float)) else ""
