@@ -355,10 +355,11 @@ def training_section(manifest: dict[str, Any]) -> str:
         return (f"Pre-trained by Meta with MSN on ImageNet-1K for {o.variant.epochs} epochs, as "
                 f"described in the [paper]({PAPER_URL}); the configs are in the "
                 f"[MSN repository]({CODE_URL}).")
+    saved = _saved_at(manifest.get("source"))
     if not t:
         if o.kind == "own":
             return (f"The run's config ({CONFIG_NAME}) was not given when this model was converted, "
-                    "so its hyperparameters are not recorded here.")
+                    f"so its hyperparameters are not recorded here.{saved}")
         return "Unknown: nothing about how these weights were trained was recorded."
     rows = ["| Group | Setting | Value |", "|---|---|---|"]
     group = None
@@ -370,7 +371,16 @@ def training_section(manifest: dict[str, Any]) -> str:
     return (f"Trained with the original MSN code ([facebookresearch/msn]({CODE_URL})); the settings "
             f"below are those of the run's `{CONFIG_NAME}`. Where the data came from is not "
             "recorded: the config's local paths (dataset root and image folder, logging folder, "
-            "checkpoint to resume from) are never published.\n\n" + "\n".join(rows))
+            f"checkpoint to resume from) are never published.{saved}\n\n" + "\n".join(rows))
+
+
+def _saved_at(src: Any) -> str:
+    """What the converted training checkpoint records of itself (its ``epoch`` and ``loss``)."""
+    if not isinstance(src, dict):
+        return ""
+    parts = [f"{k} {_num(src[k])}" for k in ("epoch", "loss")
+             if isinstance(src.get(k), (int, float)) and not isinstance(src.get(k), bool)]
+    return f" The converted checkpoint records {' and '.join(parts)}." if parts else ""
 
 
 def license_section(manifest: dict[str, Any], license: str = LICENSE) -> str:

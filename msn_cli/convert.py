@@ -502,6 +502,10 @@ def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, *, d
         "layout": ckpt.layout, "encoder": ckpt.encoder, "encoder_key": ckpt.encoder_key,
         "prefixed": ckpt.prefixed,
     }
+    for e in ckpt.entries:  # a training checkpoint's own bookkeeping: which epoch this is
+        if e.name in ("epoch", "loss") and isinstance(e.value, (int, float)) \
+                and not isinstance(e.value, bool):
+            src_info[e.name] = e.value
     if source.name in VARIANTS:
         # the released file's own URL, never the mirror it came from (README: threat model)
         src_info["url"] = VARIANTS[source.name].url()

@@ -361,3 +361,19 @@ def test_the_card_says_where_the_heads_come_from(cli, tmp_path):
     assert "**ASSUMED**" in heads_row
     assert "- `num_attention_heads` = 1: **ASSUMED** (fallback)" in card
     assert "parity does not confirm it" in card
+
+
+def test_the_converted_epoch_and_loss_reach_the_manifest_and_the_card(cli, tmp_path):
+    """A training checkpoint says which epoch it is; the card of an own run says so too."""
+    from msn_cli.card import build_card
+
+    run = tmp_path / "run"
+    ckpt = training_ckpt(run, 192)
+    stored = torch.load(ckpt, map_location="cpu", weights_only=True)
+    out = tmp_path / "out"
+    r = cli("convert", ckpt, out, "--no-verify", "--json")
+    assert r.code == 0, r.stderr
+    src = read_manifest(out)["source"]
+    assert (src["epoch"], src["loss"]) == (stored["epoch"], stored["loss"])
+    card = build_card(read_manifest(out), "me/own-run")
+    assert f"records epoch {stored['epoch']} and loss {stored['loss']:.3g}" in card
