@@ -166,9 +166,23 @@ class PartialNote:
     last_modified: str | None = None
     total: int | None = None
     started_at: str | None = None
+    segments: tuple[tuple[int, int], ...] | None = None
+    """A segmented transfer: the byte ranges ``[start, end)`` already written, in order and
+    apart; the partial file is then preallocated to ``total`` (None: one stream, whose partial
+    file holds the first bytes only)."""
+
+    @property
+    def have(self) -> int | None:
+        """Bytes a segmented transfer has written (None for one stream: the file's size)."""
+        return None if self.segments is None else sum(b - a for a, b in self.segments)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.segments is None:
+            del d["segments"]
+        else:
+            d["segments"] = [list(s) for s in self.segments]
+        return d
 
 
 class DamagedNote(ValueError):
@@ -347,6 +361,8 @@ class Cache:
             except DamagedNote:
                 note = None
             size = st.st_size if stat.S_ISREG(st.st_mode) else 0  # a link: its own, not its target's
+            if note is not None and note.have is not None and size:
+                size = note.have  # a segmented transfer's file is preallocated: count what arrived
             out.append(PartialFile(name, p, size, note.url if note else None,
                                    note.total if note else None))
         return out
@@ -515,7 +531,30 @@ def read_partial_note(path: Path) -> PartialNote | None:
         if v is not None and not isinstance(v, str):
             raise DamagedNote(f"its {k} is not a string")
     return PartialNote(strip_credentials(url), texts["etag"], texts["last_modified"], total,
-                       texts["started_at"])
+                       texts["started_at"], _segments(d.get("segments"), total))
+
+
+def _segments(raw: Any, total: int | None) -> tuple[tuple[int, int], ...] | None:
+    """A note's finished ranges: ``[start, end]`` pairs of whole numbers inside ``total``,
+    ascending and apart; anything else is a :class:`DamagedNote`."""
+    if raw is None:
+        return None
+    if total is None:
+        raise DamagedNote("it lists segments without a total")
+    if not isinstance(raw, list) or len(raw) > 1_000_000:
+        raise DamagedNote("its segments are not a list of ranges")
+    out: list[tuple[int, int]] = []
+    last = 0
+    for item in raw:
+        if not (isinstance(item, list) and len(item) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in item)):
+            raise DamagedNote("a segment is not a pair of whole numbers")
+        a, b = item
+        if not last <= a < b <= total or (out and a == last):
+            raise DamagedNote("its segments are not ascending, apart and inside the file")
+        out.append((a, b))
+        last = b
+    return tuple(out)
 
 
 def write_partial_meta(path: Path, meta: dict[str, Any]) -> None:

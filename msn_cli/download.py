@@ -68,6 +68,19 @@ BACKOFF_MAX = 30.0
 CONNECT_TIMEOUT = 15.0
 READ_TIMEOUT = 60.0
 """Seconds without a byte before the connection counts as lost; ``MSN_DOWNLOAD_TIMEOUT``."""
+CONNECTIONS = 4
+"""Concurrent ranged requests for one large file; ``--connections`` / ``MSN_DOWNLOAD_CONNECTIONS``."""
+MAX_CONNECTIONS = 16
+SPLIT_MIN = 64 * 1024 * 1024
+"""Files smaller than this use one stream whatever ``connections`` says; ``MSN_DOWNLOAD_SPLIT_MIN``."""
+SEGMENT_MIN = 256 * 1024
+SEGMENT_MAX = 32 * 1024 * 1024
+NOTE_EVERY = 8 * 1024 * 1024
+"""A segmented transfer rewrites its partial note after this many new bytes (and when a
+segment ends): a killed process loses at most that much plus the segments in flight."""
+HASH_IN_ORDER = True
+"""Hash a segmented download's contiguous prefix while the rest arrives (False: hash the
+finished file afterwards). Measured in docs/benchmarks.md; the faster is the default."""
 
 NotifyFn = Callable[[str], None]
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -153,15 +166,18 @@ def _target(spec: str, cache: Cache, base_url: str | None) -> _Target:
 
 def fetch(spec: str, *, cache_dir: str | os.PathLike[str] | None = None, base_url: str | None = None,
           sha256: str | None = None, force: bool = False, verify: bool = False,
-          progress: ProgressFn = no_progress, notify: NotifyFn | None = None) -> CachedFile:
+          progress: ProgressFn = no_progress, notify: NotifyFn | None = None,
+          connections: int | None = None) -> CachedFile:
     """The cached file for ``spec`` (a released name or an http(s) URL), downloading it if needed.
 
     ``sha256`` pins the expected hash; ``force`` downloads again even when cached; ``verify``
     re-hashes a cached file (a damaged one is downloaded again). ``progress`` receives
     ``(file name, bytes done, total or None)``; ``notify`` receives one-line messages (resuming,
-    retrying, waiting for another process).
+    retrying, waiting for another process). ``connections``: concurrent ranged requests for a
+    file of at least ``SPLIT_MIN`` bytes (None: ``MSN_DOWNLOAD_CONNECTIONS``, else 4).
     """
     say = notify or (lambda message: None)
+    conns = download_connections(connections)
     cache = Cache(cache_dir)
     target = _target(spec, cache, base_url)
     pinned = check_sha256(sha256)
@@ -186,7 +202,25 @@ def fetch(spec: str, *, cache_dir: str | os.PathLike[str] | None = None, base_ur
             hit = _lookup(cache, target, pinned, False, progress, lambda message: None)
             if hit is not None:
                 return hit
-        return _download(cache, target, pinned, progress, say)
+        return _download(cache, target, pinned, progress, say, conns)
+
+
+def download_connections(value: int | None = None) -> int:
+    """``value``, else ``MSN_DOWNLOAD_CONNECTIONS``, else the default; 1 to ``MAX_CONNECTIONS``."""
+    source = "--connections"
+    if value is None:
+        raw = os.environ.get("MSN_DOWNLOAD_CONNECTIONS", "").strip()
+        if not raw:
+            return CONNECTIONS
+        source = "MSN_DOWNLOAD_CONNECTIONS"
+        try:
+            value = int(raw)
+        except ValueError:
+            raise UsageError(f"{source} must be a whole number from 1 to {MAX_CONNECTIONS}, "
+                             f"not '{raw}'") from None
+    if not 1 <= value <= MAX_CONNECTIONS:
+        raise UsageError(f"{source} must be from 1 to {MAX_CONNECTIONS}, not {value}")
+    return value
 
 
 @contextlib.contextmanager
@@ -309,7 +343,7 @@ def _env_number(var: str, default: float) -> float:
 
 
 def _download(cache: Cache, target: _Target, pinned: str | None, progress: ProgressFn,
-              say: NotifyFn) -> CachedFile:
+              say: NotifyFn, connections: int = 1) -> CachedFile:
     import requests
 
     from . import __version__
@@ -330,11 +364,19 @@ def _download(cache: Cache, target: _Target, pinned: str | None, progress: Progr
             f"discarding a partial {target.name} with no note of where it came from")
         part.unlink()
     resumed_from = part.stat().st_size if part.exists() else 0
+    if resumed_from and note is not None and note.have is not None:
+        resumed_from = note.have  # a segmented transfer: its file is preallocated
 
-    session = requests.Session()
-    session.headers.update({"User-Agent": f"msn-cli/{__version__}", "Accept-Encoding": "identity"})
+    def new_session() -> Any:
+        s = requests.Session()
+        s.headers.update({"User-Agent": f"msn-cli/{__version__}", "Accept-Encoding": "identity"})
+        return s
+
+    session = new_session()
     failures = attempts = 0
-    state = {"restarted": False}
+    state: dict[str, Any] = {"restarted": False, "single": False}
+    split = _Split(connections, int(_env_number("MSN_DOWNLOAD_SPLIT_MIN", SPLIT_MIN)), retries,
+                   new_session)
     # Attempts that gained bytes do not use up the retries, but the total stays bounded.
     max_attempts = 1 if retries <= 0 else 4 * (retries + 1)
     try:
@@ -342,8 +384,15 @@ def _download(cache: Cache, target: _Target, pinned: str | None, progress: Progr
             attempts += 1
             try:
                 digest, size = _attempt(session, target, part, meta_path, (CONNECT_TIMEOUT, read_timeout),
-                                        progress, say, state)
+                                        progress, say, state, split)
                 break
+            except _FallBack as e:
+                say(f"{e}; downloading {target.name} again with one connection")
+                state["single"] = True
+                with contextlib.suppress(FileNotFoundError):
+                    part.unlink()
+                resumed_from = 0
+                continue
             except _StartOver:
                 with contextlib.suppress(FileNotFoundError):
                     part.unlink()
@@ -397,6 +446,11 @@ def _download(cache: Cache, target: _Target, pinned: str | None, progress: Progr
 
 def _open_partial(part: Path) -> Any:
     """``part`` for writing, created if missing, never through a link; only a regular file."""
+    return os.fdopen(_open_partial_fd(part), "wb")
+
+
+def _open_partial_fd(part: Path) -> int:
+    """The descriptor :func:`_open_partial` wraps (written with ``os.pwrite`` by segments)."""
     flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(part, flags, 0o644)
@@ -408,7 +462,7 @@ def _open_partial(part: Path) -> Any:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise CacheError(f"{part} is not a regular file; msn does not write into it")
-    return os.fdopen(fd, "wb")
+    return fd
 
 
 def _discard_partial(part: Path, meta_path: Path) -> None:
@@ -422,7 +476,7 @@ _UNSATISFIED = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.I)
 
 
 def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout: tuple[float, float],
-             progress: ProgressFn, say: NotifyFn, state: dict[str, bool]) -> tuple[str, int]:
+             progress: ProgressFn, say: NotifyFn, state: dict[str, Any], split: _Split) -> tuple[str, int]:
     """One request: resume or start the partial file, stream it to the end, return (sha256, size)."""
     import requests
 
@@ -434,6 +488,8 @@ def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout
             note = read_partial_note(meta_path)
         except DamagedNote:
             raise _StartOver() from None
+        if note is not None and note.segments is not None:  # a segmented transfer: resume it
+            return _segmented(_Job(target, part, meta_path, timeout, progress, say, split, note))
     headers = {}
     if note is not None:
         headers["Range"] = f"bytes={have}-"
@@ -479,6 +535,7 @@ def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout
                 say(f"the server does not support resuming; downloading {target.name} from the start")
                 have = 0
                 state["restarted"] = True
+                state["single"] = True  # it ignores Range: splitting would not work either
             length = r.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
         else:
@@ -491,8 +548,15 @@ def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout
                     f"not enough space for {target.name} in {part.parent}: it needs "
                     f"{total - have:,} more bytes and {free:,} are free",
                     hint="free some space (msn cache rm ...) or use --cache-dir / MSN_CACHE elsewhere")
-        write_partial_meta(meta_path, {"url": target.shown, "etag": r.headers.get("ETag"),
-                                       "last_modified": r.headers.get("Last-Modified"), "total": total,
+        etag, modified = r.headers.get("ETag"), r.headers.get("Last-Modified")
+        if (status == 200 and not have and not state["single"] and total is not None
+                and split.connections > 1 and total >= split.split_min
+                and r.headers.get("Accept-Ranges", "").strip().lower() == "bytes"
+                and _validator(etag, modified)):
+            note = PartialNote(target.shown, etag, modified, total, now_iso(), ())
+            return _segmented(_Job(target, part, meta_path, timeout, progress, say, split, note), r)
+        write_partial_meta(meta_path, {"url": target.shown, "etag": etag,
+                                       "last_modified": modified, "total": total,
                                        "started_at": (note.started_at if note else None) or now_iso()})
         h = hashlib.sha256()
         if have:
@@ -524,6 +588,339 @@ def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout
             raise _Retry(f"the body ended after {done:,} of {total:,} bytes", gained=done - start)
         raise _StartOver()
     return h.hexdigest(), done
+
+
+# -- segmented transfer ----------------------------------------------------------------------
+
+
+class _FallBack(Exception):
+    """The server answered a ranged request with the whole file: use one stream."""
+
+
+@dataclass(frozen=True)
+class _Split:
+    connections: int
+    split_min: int
+    retries: int
+    new_session: Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class _Job:
+    target: _Target
+    part: Path
+    meta_path: Path
+    timeout: tuple[float, float]
+    progress: ProgressFn
+    say: NotifyFn
+    split: _Split
+    note: PartialNote
+    """The transfer's note: url, validators, total, and the ranges already written."""
+
+
+def _validator(etag: str | None, last_modified: str | None) -> str | None:
+    """What ``If-Range`` sends: a strong ETag, else Last-Modified (a weak ETag cannot guard)."""
+    if etag and not etag.startswith("W/"):
+        return etag
+    return last_modified or None
+
+
+def _missing(done: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
+    out, pos = [], 0
+    for a, b in done:
+        if a > pos:
+            out.append((pos, a))
+        pos = b
+    if pos < total:
+        out.append((pos, total))
+    return out
+
+
+class _Ledger:
+    """What a segmented transfer has written, shared by its workers (all under one lock).
+
+    ``add`` records a written range, reports progress and rewrites the partial note every
+    ``NOTE_EVERY`` bytes; ``prefix`` is where the contiguous start of the file ends.
+    """
+
+    def __init__(self, job: _Job, total: int):
+        import threading
+
+        self.job, self.total = job, total
+        self.done: list[tuple[int, int]] = list(job.note.segments or ())
+        self.bytes = sum(b - a for a, b in self.done)
+        self.noted = self.bytes
+        self.cond = threading.Condition()
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.responses: set[Any] = set()
+
+    def add(self, a: int, b: int) -> None:
+        with self.cond:
+            merged: list[tuple[int, int]] = []
+            for s, e in self.done:
+                if e < a or s > b:
+                    merged.append((s, e))
+                else:
+                    a, b = min(a, s), max(b, e)
+            merged.append((a, b))
+            merged.sort()
+            self.done = merged
+            self.bytes = sum(e - s for s, e in merged)
+            self.job.progress(self.job.target.name, self.bytes, self.total)
+            if self.bytes - self.noted >= NOTE_EVERY:
+                self.write_note()
+            self.cond.notify_all()
+
+    def prefix(self) -> int:
+        return self.done[0][1] if self.done and self.done[0][0] == 0 else 0
+
+    def write_note(self) -> None:
+        n = self.job.note
+        with self.cond:
+            write_partial_meta(self.job.meta_path, {
+                "url": n.url, "etag": n.etag, "last_modified": n.last_modified, "total": self.total,
+                "started_at": n.started_at, "segments": [list(r) for r in self.done]})
+            self.noted = self.bytes
+
+    def fail(self, e: BaseException) -> None:
+        with self.cond:
+            if self.error is None:
+                self.error = e
+            self.stop.set()
+            for r in list(self.responses):
+                with contextlib.suppress(Exception):
+                    r.close()  # wakes a worker blocked on its socket
+            self.cond.notify_all()
+
+
+def _segmented(job: _Job, first: Any = None) -> tuple[str, int]:
+    """Fetch the missing ranges of ``job.part`` over ``job.split.connections`` connections.
+
+    ``first``: the answer (200, whole body) to the request that found the file large enough;
+    it supplies the first segment. Without it, an earlier run's partial file is resumed. Each
+    range is written at its offset into the preallocated partial file; the sha256 covers the
+    whole file, in order. Returns (sha256, size).
+    """
+    import threading
+    from collections import deque
+
+    note, say, name = job.note, job.say, job.target.name
+    total = note.total
+    validator = _validator(note.etag, note.last_modified)
+    if total is None or validator is None:
+        raise _StartOver()
+    fd = _open_partial_fd(job.part)
+    closing = True
+    try:
+        if first is not None:
+            os.ftruncate(fd, 0)
+            os.ftruncate(fd, total)  # sparse: the disk check before this made sure it fits
+        elif os.fstat(fd).st_size != total:
+            say(f"the partial {name} is not the size its note says; starting over")
+            raise _StartOver()
+        ledger = _Ledger(job, total)
+        if first is None:
+            say(f"resuming {name}: {ledger.bytes:,} of {total:,} bytes are there")
+        ledger.write_note()
+        conns = job.split.connections
+        seg = max(SEGMENT_MIN, min(SEGMENT_MAX, total // (conns * 4) or 1))
+        pieces: deque[tuple[int, int]] = deque()
+        for a, b in _missing(ledger.done, total):
+            for s in range(a, b, seg):
+                pieces.append((s, min(s + seg, b)))
+        head = pieces.popleft() if first is not None and pieces and pieces[0][0] == 0 else None
+        job.progress(name, ledger.bytes, total)
+
+        def worker(initial: tuple[int, int] | None, response: Any) -> None:
+            session = job.split.new_session()
+            try:
+                piece = initial
+                while not ledger.stop.is_set():
+                    if piece is None:
+                        with ledger.cond:
+                            if not pieces:
+                                return
+                            piece = pieces.popleft()
+                    _fetch_range(job, session, fd, ledger, piece, validator, response)
+                    piece = response = None
+            except BaseException as e:
+                ledger.fail(e)
+            finally:
+                session.close()
+
+        threads = [threading.Thread(target=worker, name=f"msn-download-{i}", daemon=True,
+                                    args=((head, first) if i == 0 and head else (None, None)))
+                   for i in range(max(1, min(conns, len(pieces) + (head is not None))))]
+        if first is not None and head is None:
+            first.close()
+        digest: Any = hashlib.sha256() if HASH_IN_ORDER else None
+        hasher = None
+        if digest is not None:
+            hasher = threading.Thread(target=_hash_prefix, args=(job.part, ledger, digest, threads),
+                                      name="msn-download-hash", daemon=True)
+        try:
+            for t in threads:
+                t.start()
+            if hasher is not None:
+                hasher.start()
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.2)
+            if hasher is not None:
+                while hasher.is_alive():
+                    hasher.join(0.2)
+        except BaseException as e:  # Ctrl-C, SIGTERM: stop the workers, keep what arrived
+            ledger.fail(e)
+            raise
+        finally:
+            ledger.stop.set()
+            for t in threads:
+                t.join(2.0)
+            closing = not any(t.is_alive() for t in threads)  # never close an fd still written
+            with contextlib.suppress(OSError):
+                ledger.write_note()
+        if ledger.error is not None:
+            raise ledger.error
+        if ledger.bytes != total:
+            raise _Retry(f"the segments ended with {ledger.bytes:,} of {total:,} bytes")
+    finally:
+        if closing:
+            os.close(fd)
+    if digest is None:
+        return _hash_file(job.part, job.progress, f"hashing {name}"), total
+    return digest.hexdigest(), total
+
+
+def _hash_prefix(part: Path, ledger: _Ledger, h: Any, workers: list[Any]) -> None:
+    """Hash the file in order as its contiguous start grows (reads what the workers wrote,
+    from the page cache)."""
+    buf = bytearray(8 * CHUNK)
+    view = memoryview(buf)
+    pos = 0
+    try:
+        with open_regular(part, follow_links=False) as f:
+            while pos < ledger.total:
+                with ledger.cond:
+                    while ledger.prefix() <= pos and not ledger.stop.is_set():
+                        if not any(t.is_alive() for t in workers) and ledger.prefix() <= pos:
+                            return  # the workers ended short: the caller reports it
+                        ledger.cond.wait(0.2)
+                    if ledger.stop.is_set():
+                        return
+                    end = ledger.prefix()
+                while pos < end:
+                    n = os.preadv(f.fileno(), [view[: min(len(buf), end - pos)]], pos)
+                    if not n:
+                        raise _Retry(f"{part.name} is shorter than what was written")
+                    h.update(view[:n])
+                    pos += n
+    except UnsafeInput as e:
+        ledger.fail(CacheError(f"refusing to read {e}",
+                               hint="someone else writes into this cache: download again"))
+    except BaseException as e:
+        ledger.fail(e)
+
+
+def _fetch_range(job: _Job, session: Any, fd: int, ledger: _Ledger, piece: tuple[int, int],
+                 validator: str, response: Any = None) -> None:
+    """Fetch ``[start, end)`` into ``fd`` at its offset, retrying with backoff."""
+    import requests
+
+    broken = _broken_errors()
+    pos, end = piece
+    failures = 0
+    url, shown = job.target.url, job.target.shown
+    while pos < end and not ledger.stop.is_set():
+        gained = 0
+        try:
+            r = response
+            response = None
+            if r is None:
+                r = session.get(url, headers={"Range": f"bytes={pos}-{end - 1}", "If-Range": validator},
+                                stream=True, timeout=job.timeout)
+                _check_range(job, r, pos)
+            with ledger.cond:
+                ledger.responses.add(r)
+            try:
+                for chunk in _chunks(r):
+                    if ledger.stop.is_set():
+                        return
+                    view = memoryview(chunk)[: end - pos]
+                    at = pos
+                    while view:
+                        try:
+                            k = os.pwrite(fd, view, at)
+                        except OSError as e:
+                            raise CacheError(
+                                f"cannot write {job.part}: {e.strerror or e}",
+                                hint="free some space or use --cache-dir / MSN_CACHE elsewhere; "
+                                     "what was written is kept and the next run resumes from it"
+                            ) from None
+                        view, at = view[k:], at + k
+                    ledger.add(pos, at)
+                    gained += at - pos
+                    pos = at
+                    if pos >= end:
+                        break
+            finally:
+                with ledger.cond:
+                    ledger.responses.discard(r)
+                r.close()
+            if pos < end:
+                raise _Retry(f"a segment's body ended after {gained:,} bytes")
+        except _Retry as e:
+            reason = e.reason
+        except requests.exceptions.InvalidURL as e:
+            raise UsageError(f"invalid URL {shown}: {redact(str(e))}") from None
+        except broken as e:
+            if ledger.stop.is_set():
+                return
+            reason = f"a connection broke at byte {pos:,} ({_short(e)})"
+        else:
+            return
+        failures = 0 if gained else failures + 1
+        if failures > job.split.retries:
+            raise DownloadError(
+                f"download of {job.target.name} from {shown} failed: {reason} "
+                f"({failures} attempt{'s' if failures != 1 else ''} at that segment)",
+                hint=f"run the same command again to resume: {ledger.bytes:,} of {ledger.total:,} "
+                     "bytes are kept")
+        delay = min(BACKOFF * 2 ** max(failures - 1, 0), BACKOFF_MAX)
+        job.say(f"{reason}; retrying that segment in {delay:.1f}s")
+        if ledger.stop.wait(delay):
+            return
+
+
+def _check_range(job: _Job, r: Any, start: int) -> None:
+    """A ranged answer is the asked range of the same file, or the transfer cannot go on."""
+    status, name = r.status_code, job.target.name
+    if status == 206:
+        m = _CONTENT_RANGE.match(r.headers.get("Content-Range", ""))
+        etag = r.headers.get("ETag")
+        if not m or int(m.group(1)) != start:
+            r.close()
+            job.say(f"the server sent another range of {name} than asked; starting over")
+            raise _StartOver()
+        if (m.group(3) != "*" and int(m.group(3)) != job.note.total) or (
+                etag and job.note.etag and etag != job.note.etag):
+            r.close()
+            job.say(f"{name} changed on the server; starting over")
+            raise _StartOver()
+        return
+    r.close()
+    if status == 200:
+        if job.note.segments:  # resumed: the file changed (If-Range) or ranges stopped working
+            job.say(f"{name} changed on the server (or it no longer serves ranges); starting over")
+            raise _StartOver()
+        raise _FallBack("the server answered a ranged request with the whole file")
+    if status == 416:
+        job.say(f"the server refused a range of {name}; starting over")
+        raise _StartOver()
+    if status >= 500 or status in (408, 429):
+        raise _Retry(f"the server answered HTTP {status} {r.reason or ''}".rstrip())
+    raise DownloadError(f"{job.target.shown}: HTTP {status} {r.reason or ''}".rstrip(),
+                        hint="check the name or URL")
 
 
 class _Sink:

@@ -32,6 +32,10 @@ def download(
     verify: Annotated[bool, typer.Option(
         "--verify", help="Re-hash a cached file against the index; a damaged one is downloaded "
         "again.")] = False,
+    connections: Annotated[Optional[int], typer.Option(
+        "--connections", "-c", metavar="N", help="Concurrent ranged requests for a file of 64 MiB "
+        "or more (1: one stream) [default: $MSN_DOWNLOAD_CONNECTIONS, else 4].",
+        show_default=False)] = None,
     base_url: BaseUrlOpt = None,
     cache_dir: CacheDirOpt = None,
     json_out: JsonOpt = False,
@@ -42,7 +46,8 @@ def download(
 
     Prints the cached path of each file on stdout. A file that is already cached is not
     downloaded again (no network at all). An interrupted download resumes where it stopped
-    the next time. Other commands (inspect, convert) download through the same cache.
+    the next time. A large file is fetched over several connections at once (--connections),
+    each writing its own byte ranges; the sha256 always covers the whole file. Other commands (inspect, convert) download through the same cache.
 
     Exit codes: 0 done, 2 usage, 3 cache folder unusable or disk full, 4 network or server
     error (or offline with the file not cached), 130 interrupted (Ctrl-C), 143 terminated
@@ -57,7 +62,7 @@ def download(
       msn download https://example.org/my_msn_run.pth.tar --sha256 0123...cdef
     """
     from ..cache import Cache
-    from ..download import fetch
+    from ..download import download_connections, fetch
     from ..safeio import strip_credentials
     from ..variants import VARIANTS
 
@@ -69,6 +74,7 @@ def download(
     if sha256 and len(specs) > 1:
         raise UsageError("--sha256 pins one file; give a single name or URL with it")
 
+    connections = download_connections(connections)  # a bad value stops before any transfer
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
     got: list[dict[str, Any]] = []
     failed: list[tuple[str, MsnError]] = []
@@ -77,7 +83,8 @@ def download(
             shown = strip_credentials(spec)
             try:
                 f = fetch(spec, cache_dir=cache_dir, base_url=base_url, sha256=sha256, force=force,
-                          verify=verify, progress=progress, notify=term.info)
+                          verify=verify, progress=progress, notify=term.info,
+                          connections=connections)
             except (KeyboardInterrupt, Terminated) as e:
                 ctrl_c = isinstance(e, KeyboardInterrupt)
                 raise MsnError(f"{'interrupted' if ctrl_c else 'terminated'} while getting {shown}; "
