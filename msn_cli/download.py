@@ -597,6 +597,10 @@ class _FallBack(Exception):
     """The server answered a ranged request with the whole file: use one stream."""
 
 
+class _GaveUp(DownloadError):
+    """One segment used up its retries: its worker stops, the others finish what they can."""
+
+
 @dataclass(frozen=True)
 class _Split:
     connections: int
@@ -744,6 +748,10 @@ def _segmented(job: _Job, first: Any = None) -> tuple[str, int]:
                             piece = pieces.popleft()
                     _fetch_range(job, session, fd, ledger, piece, validator, response)
                     piece = response = None
+            except _GaveUp as e:
+                with ledger.cond:
+                    ledger.error = ledger.error or e
+                    ledger.cond.notify_all()
             except BaseException as e:
                 ledger.fail(e)
             finally:
@@ -780,6 +788,10 @@ def _segmented(job: _Job, first: Any = None) -> tuple[str, int]:
             closing = not any(t.is_alive() for t in threads)  # never close an fd still written
             with contextlib.suppress(OSError):
                 ledger.write_note()
+        if isinstance(ledger.error, _GaveUp):  # say what the other segments kept meanwhile
+            raise DownloadError(ledger.error.message,
+                                hint=f"run the same command again to resume: {ledger.bytes:,} of "
+                                     f"{total:,} bytes are kept")
         if ledger.error is not None:
             raise ledger.error
         if ledger.bytes != total:
@@ -878,14 +890,13 @@ def _fetch_range(job: _Job, session: Any, fd: int, ledger: _Ledger, piece: tuple
                 return
             reason = f"a connection broke at byte {pos:,} ({_short(e)})"
         else:
+            ledger.write_note()  # a finished segment is never fetched again
             return
         failures = 0 if gained else failures + 1
         if failures > job.split.retries:
-            raise DownloadError(
+            raise _GaveUp(
                 f"download of {job.target.name} from {shown} failed: {reason} "
-                f"({failures} attempt{'s' if failures != 1 else ''} at that segment)",
-                hint=f"run the same command again to resume: {ledger.bytes:,} of {ledger.total:,} "
-                     "bytes are kept")
+                f"({failures} attempt{'s' if failures != 1 else ''} at that segment)")
         delay = min(BACKOFF * 2 ** max(failures - 1, 0), BACKOFF_MAX)
         job.say(f"{reason}; retrying that segment in {delay:.1f}s")
         if ledger.stop.wait(delay):

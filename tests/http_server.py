@@ -10,14 +10,21 @@ Last-Modified with If-Range, and faults injected per path that a test queues up:
 - ``not_found``: answer 404;
 - ``slow``: pause ``delay`` seconds after every ``step`` bytes;
 - ``hold``: send ``after`` bytes, then wait until the test calls ``release()``;
-- ``no_length``: no Content-Length (the body ends when the connection closes).
+- ``no_length``: no Content-Length (the body ends when the connection closes);
+- ``ignore_if_range``: serve the Range even when If-Range names another version (a broken
+  cache in the path).
+
+A fault applies to the next request for its path; with ``ranged=True`` only to a request with a
+Range header, with ``start=N`` only to one whose Range starts at byte N (so one segment of a
+split download can fail while the others go through). ``rate`` (bytes per second) caps every
+response body, each connection on its own, as a congested long path does.
 
 Every request is logged (method, path, Range header, status, body bytes sent), so tests can
 assert that a resume asked for a Range and that bytes were not sent twice.
 
 Standalone (used by bench/download_bench.py)::
 
-    python tests/http_server.py --root DIR [--port 0]
+    python tests/http_server.py --root DIR [--port 0] [--rate BYTES_PER_SECOND]
 
 prints the port on the first line of stdout and serves DIR until killed.
 """
@@ -50,6 +57,16 @@ class Fault:
     status: int = 500
     delay: float = 0.0
     step: int = STEP
+    ranged: bool = False
+    start: int | None = None
+
+    def matches(self, rng: str | None) -> bool:
+        if (self.ranged or self.start is not None) and not rng:
+            return False
+        if self.start is not None:
+            m = _RANGE.match((rng or "").strip())
+            return bool(m and m.group(1) and int(m.group(1)) == self.start)
+        return True
 
 
 @dataclass
@@ -83,13 +100,16 @@ class _Item:
 class FileServer:
     """Start with ``with FileServer() as srv:`` or ``srv.start()``; ``srv.url("/name")``."""
 
-    def __init__(self, root: str | os.PathLike[str] | None = None, etag: bool = True):
+    def __init__(self, root: str | os.PathLike[str] | None = None, etag: bool = True,
+                 rate: float | None = None):
         self.root = Path(root) if root else None
         self.etag = etag
+        self.rate = rate
         self._items: dict[str, _Item] = {}
         self._faults: dict[str, list[Fault]] = {}
         self._lock = threading.Lock()
         self.log: list[Logged] = []
+        self.active = self.peak = 0  # bodies being sent now, and the most at once
         self.gate = threading.Event()
         self.holding = threading.Event()  # set while a 'hold' fault waits on the gate
         self._httpd: ThreadingHTTPServer | None = None
@@ -169,16 +189,16 @@ class FileServer:
                 item = _Item(file=candidate, mtime=candidate.stat().st_mtime)
         return item
 
-    def _take_fault(self, path: str) -> Fault | None:
+    def _take_fault(self, path: str, rng: str | None = None) -> Fault | None:
         with self._lock:
             queue = self._faults.get(path) or []
-            if not queue:
+            f = next((f for f in queue if f.matches(rng)), None)
+            if f is None:
                 return None
-            f = queue[0]
             if f.times is not None:
                 f.times -= 1
                 if f.times <= 0:
-                    queue.pop(0)
+                    queue.remove(f)
             return f
 
     def _record(self, entry: Logged) -> Logged:
@@ -205,7 +225,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         rng = self.headers.get("Range")
         item = srv._lookup(path)
-        fault = srv._take_fault(path) if not head else None
+        fault = srv._take_fault(path, rng) if not head else None
         if item is None or (fault and fault.kind == "not_found"):
             srv._record(Logged(self.command, path, rng, 404))
             self._simple(404, b"not found\n")
@@ -218,7 +238,8 @@ class _Handler(BaseHTTPRequestHandler):
         start, end, status = 0, size - 1, 200
         if rng and not (fault and fault.kind == "ignore_range"):
             if_range = self.headers.get("If-Range")
-            honour = if_range is None or if_range in (item.etag, formatdate(item.mtime, usegmt=True))
+            honour = if_range is None or if_range in (item.etag, formatdate(item.mtime, usegmt=True)) \
+                or bool(fault and fault.kind == "ignore_if_range")
             m = _RANGE.match(rng.strip())
             if honour and m and (m.group(1) or m.group(2)):
                 if m.group(1):
@@ -253,10 +274,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         if head:
             return
+        with srv._lock:
+            srv.active += 1
+            srv.peak = max(srv.peak, srv.active)
         try:
             self._body(item, start, length, fault, log)
         except (BrokenPipeError, ConnectionResetError):
             pass
+        finally:
+            with srv._lock:
+                srv.active -= 1
 
     def _simple(self, status: int, body: bytes) -> None:
         self.send_response(status)
@@ -274,16 +301,21 @@ class _Handler(BaseHTTPRequestHandler):
             limit = min(fault.after, length)  # type: ignore[union-attr]
         self.wfile.flush()
         if item.file is not None and kind is None:
-            # Plain full-speed path: let the kernel copy the file to the socket.
+            # Plain path: let the kernel copy the file to the socket (paced when rate is set).
+            rate = self.owner.rate
+            block = max(int(rate / 50), 16 * 1024) if rate else 1 << 24
+            t0 = time.perf_counter()
             with open(item.file, "rb") as f:
                 offset, left = start, length
                 while left > 0:
-                    n = os.sendfile(self.connection.fileno(), f.fileno(), offset, min(left, 1 << 24))
+                    n = os.sendfile(self.connection.fileno(), f.fileno(), offset, min(left, block))
                     if n == 0:
                         break
                     offset += n
                     left -= n
                     log.sent += n
+                    if rate:
+                        _pace(t0, log.sent, rate)
             log.done = log.sent == length
             return
         sent = self._send_range(item, start, limit, fault, log)
@@ -304,6 +336,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_range(self, item: _Item, start: int, length: int, fault: Fault | None, log: Logged) -> int:
         sent = 0
         step = fault.step if fault else 1 << 20
+        rate = self.owner.rate
+        if rate:
+            step = min(step, max(int(rate / 50), 16 * 1024))
+        t0 = time.perf_counter()
         f = open(item.file, "rb") if item.file is not None else None
         try:
             while sent < length:
@@ -321,18 +357,29 @@ class _Handler(BaseHTTPRequestHandler):
                 log.sent += len(chunk)
                 if fault and fault.kind == "slow":
                     time.sleep(fault.delay)
+                if rate:
+                    _pace(t0, sent, rate)
         finally:
             if f is not None:
                 f.close()
         return sent
 
 
+def _pace(t0: float, sent: int, rate: float) -> None:
+    """Sleep until ``sent`` bytes since ``t0`` are no faster than ``rate`` bytes per second."""
+    ahead = t0 + sent / rate - time.perf_counter()
+    if ahead > 0:
+        time.sleep(ahead)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", required=True, help="folder to serve")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--rate", type=float, default=None,
+                    help="cap each response body at this many bytes per second")
     args = ap.parse_args(argv)
-    srv = FileServer(root=args.root).start(args.port)
+    srv = FileServer(root=args.root, rate=args.rate).start(args.port)
     sys.stdout.write(f"{srv.port}\n")
     sys.stdout.flush()
     try:

@@ -47,7 +47,8 @@ def download(
     Prints the cached path of each file on stdout. A file that is already cached is not
     downloaded again (no network at all). An interrupted download resumes where it stopped
     the next time. A large file is fetched over several connections at once (--connections),
-    each writing its own byte ranges; the sha256 always covers the whole file. Other commands (inspect, convert) download through the same cache.
+    each writing its own byte ranges; the sha256 always covers the whole file. Other commands
+    (inspect, convert) download through the same cache.
 
     Exit codes: 0 done, 2 usage, 3 cache folder unusable or disk full, 4 network or server
     error (or offline with the file not cached), 130 interrupted (Ctrl-C), 143 terminated

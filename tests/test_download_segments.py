@@ -1,0 +1,305 @@
+"""Segmented downloads: one large file over several ranged requests, and every fault of a segment.
+
+The split threshold is lowered (``MSN_DOWNLOAD_SPLIT_MIN``) so that a 6 MB file is "large": it
+is fetched in 16 ranges of 375,000 bytes over 4 connections.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from http_server import FileServer
+
+from msn_cli import download as dl
+from msn_cli.cache import Cache, DamagedNote, read_partial_note
+
+SIZE = 6_000_000
+SEG = SIZE // 16  # what download.py picks for 4 connections
+PATH = "/big/run_c.pth.tar"
+NAME = "run_c.pth.tar"
+
+
+@pytest.fixture(autouse=True)
+def _split_small_files(monkeypatch):
+    monkeypatch.setattr(dl, "BACKOFF", 0.01)
+    monkeypatch.setenv("MSN_DOWNLOAD_SPLIT_MIN", "1000000")
+    monkeypatch.delenv("MSN_DOWNLOAD_CONNECTIONS", raising=False)
+
+
+def payload(seed: int = 3) -> bytes:
+    return random.Random(seed).randbytes(SIZE)
+
+
+@pytest.fixture
+def served(server):
+    data = payload()
+    return server, server.add(PATH, data), data
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def ranged(server, since: int = 0):
+    return [r for r in server.requests(PATH)[since:] if r.range]
+
+
+def span(rng: str) -> tuple[int, int]:
+    a, b = rng.split("=", 1)[1].split("-")
+    return int(a), int(b) + 1
+
+
+@pytest.mark.parametrize("in_order", [True, False], ids=["hash-in-order", "hash-after"])
+def test_a_large_file_is_fetched_in_concurrent_ranges(cli, served, monkeypatch, in_order):
+    server, url, data = served
+    monkeypatch.setattr(dl, "HASH_IN_ORDER", in_order)
+    server.rate = 8_000_000  # per connection: the ranges overlap in time
+    r = cli("download", url, "--json")
+    assert r.code == 0, r.stderr
+    f = r.json()["files"][0]
+    assert f["sha256"] == sha(data) and Path(f["path"]).read_bytes() == data
+    parts = ranged(server)
+    assert len(parts) == 15 and all(p.status == 206 for p in parts)  # the first came with the GET
+    assert sorted(span(p.range)[0] for p in parts) == list(range(SEG, SIZE, SEG))
+    assert server.peak >= 3  # several connections at once
+    assert not Cache().partial_path(NAME).exists() and not Cache().partial_meta_path(NAME).exists()
+
+
+def test_one_connection_or_a_small_file_uses_one_stream(cli, served, monkeypatch):
+    server, url, data = served
+    r = cli("download", url, "--connections", "1")
+    assert r.code == 0, r.stderr
+    assert [x.range for x in server.requests(PATH)] == [None]
+    monkeypatch.setenv("MSN_DOWNLOAD_SPLIT_MIN", str(SIZE + 1))
+    assert cli("download", url, "--force").code == 0
+    assert [x.range for x in server.requests(PATH)] == [None, None]
+    assert Path(Cache().file_path(NAME)).read_bytes() == data
+
+
+def test_connections_out_of_range_is_a_usage_error(cli, served, monkeypatch):
+    server, url, _ = served
+    assert cli("download", url, "--connections", "17").code == 2
+    monkeypatch.setenv("MSN_DOWNLOAD_CONNECTIONS", "four")
+    r = cli("download", url)
+    assert r.code == 2 and "MSN_DOWNLOAD_CONNECTIONS" in r.stderr
+    assert server.requests() == []
+
+
+def test_a_cut_in_one_segment_is_retried_from_where_it_broke(cli, served):
+    server, url, data = served
+    server.fault(PATH, "cut", start=2 * SEG, after=100_000)
+    r = cli("download", url)
+    assert r.code == 0, r.stderr
+    assert "retrying that segment" in r.stderr
+    assert Path(r.stdout.strip()).read_bytes() == data
+    again = [p for p in ranged(server) if span(p.range)[0] > 2 * SEG and span(p.range)[0] < 3 * SEG]
+    assert len(again) == 1 and span(again[0].range) == (2 * SEG + 100_000, 3 * SEG)
+
+
+def test_a_5xx_on_one_segment_is_retried(cli, served):
+    server, url, data = served
+    server.fault(PATH, "error", times=2, status=503, start=5 * SEG)
+    r = cli("download", url)
+    assert r.code == 0, r.stderr
+    statuses = [p.status for p in ranged(server) if span(p.range)[0] == 5 * SEG]
+    assert statuses == [503, 503, 206]
+    assert Path(r.stdout.strip()).read_bytes() == data
+
+
+def fail_one_segment(cli, server, url, monkeypatch, at: int = 5 * SEG):
+    """A run that ends with every segment but one written; returns its partial note."""
+    server.fault(PATH, "error", times=None, status=500, start=at)
+    monkeypatch.setenv("MSN_DOWNLOAD_RETRIES", "1")
+    r = cli("download", url)
+    assert r.code == 4 and "resume" in r.stderr, r.stderr
+    server.clear_faults()
+    monkeypatch.delenv("MSN_DOWNLOAD_RETRIES")
+    note = read_partial_note(Cache().partial_meta_path(NAME))
+    assert note is not None and note.segments is not None and note.total == SIZE
+    return note
+
+
+def test_a_failed_segment_is_resumed_in_the_next_run_without_refetching_the_rest(cli, served,
+                                                                                 monkeypatch):
+    server, url, data = served
+    note = fail_one_segment(cli, server, url, monkeypatch)
+    assert note.segments == ((0, 5 * SEG), (6 * SEG, SIZE))
+    part = Cache().partial_path(NAME)
+    body = part.read_bytes()
+    assert all(body[a:b] == data[a:b] for a, b in note.segments)
+    listed = json.loads(cli("cache", "ls", "--json").stdout)["partial"]
+    assert [(p["size"], p["total"]) for p in listed] == [(SIZE - SEG, SIZE)]  # what arrived
+
+    n = len(server.requests(PATH))
+    r = cli("download", url, "--json")
+    assert r.code == 0, r.stderr
+    second = server.requests(PATH)[n:]
+    assert [(x.range, x.status) for x in second] == [(f"bytes={5 * SEG}-{6 * SEG - 1}", 206)]
+    assert second[0].sent == SEG  # nothing fetched twice
+    f = r.json()["files"][0]
+    assert f["resumed_from"] == SIZE - SEG and f["sha256"] == sha(data)
+    assert Path(f["path"]).read_bytes() == data
+
+
+def test_a_file_changed_between_runs_starts_over_instead_of_splicing(cli, served, monkeypatch):
+    server, url, _old = served
+    fail_one_segment(cli, server, url, monkeypatch)
+    new = payload(seed=4)
+    server.add(PATH, new)  # another ETag: If-Range no longer matches
+    r = cli("download", url)
+    assert r.code == 0, r.stderr
+    assert "changed on the server" in r.stderr
+    assert Path(r.stdout.strip()).read_bytes() == new
+    assert Cache().get(NAME).sha256 == sha(new)
+
+
+def test_a_206_of_another_version_starts_over(cli, served, monkeypatch):
+    server, url, _old = served
+    fail_one_segment(cli, server, url, monkeypatch)
+    new = payload(seed=5)
+    server.add(PATH, new)  # same size, another ETag
+    server.fault(PATH, "ignore_if_range", times=None, ranged=True)  # it sends the range anyway
+    r = cli("download", url)
+    assert r.code == 0, r.stderr
+    assert "changed on the server" in r.stderr
+    assert Path(r.stdout.strip()).read_bytes() == new  # not old bytes with a new segment in them
+
+
+def test_a_server_that_answers_a_range_with_200_falls_back_to_one_stream(cli, served):
+    server, url, data = served
+    server.fault(PATH, "ignore_range", times=None, ranged=True)
+    r = cli("download", url, "--json")
+    assert r.code == 0, r.stderr
+    assert "one connection" in r.stderr
+    last = server.requests(PATH)[-1]
+    assert last.range is None and last.status == 200 and last.done
+    f = r.json()["files"][0]
+    assert f["sha256"] == sha(data) and Path(f["path"]).read_bytes() == data
+
+
+def test_without_a_validator_the_file_is_not_split(cli, monkeypatch):
+    data = payload()
+    with FileServer(etag=False) as srv:  # nothing to put in If-Range: splicing could not be guarded
+        url = srv.add(PATH, data)
+        r = cli("download", url)
+        assert r.code == 0, r.stderr
+        assert [x.range for x in srv.requests(PATH)] == [None]
+    assert Path(r.stdout.strip()).read_bytes() == data
+
+
+@pytest.mark.parametrize("bad", [
+    [[0, 10], [5, 20]],          # overlapping
+    [[10, 0]],                   # backwards
+    [[0, SIZE + 1]],             # beyond the file
+    [[0, True]],                 # a bool is not a byte count
+    [[0, 10], [10, 20]],         # touching ranges are one range
+    "0-10",
+    [[0, 1, 2]],
+])
+def test_a_damaged_segment_list_is_a_damaged_note(tmp_path, bad):
+    p = tmp_path / "n.json"
+    p.write_text(json.dumps({"url": "http://x/y", "total": SIZE, "segments": bad}))
+    with pytest.raises(DamagedNote):
+        read_partial_note(p)
+    p.write_text(json.dumps({"url": "http://x/y", "segments": [[0, 1]]}))  # no total
+    with pytest.raises(DamagedNote):
+        read_partial_note(p)
+
+
+def test_a_damaged_segment_list_starts_over(cli, served, monkeypatch):
+    server, url, data = served
+    fail_one_segment(cli, server, url, monkeypatch)
+    meta = Cache().partial_meta_path(NAME)
+    d = json.loads(meta.read_text())
+    d["segments"] = [[0, SIZE * 2]]
+    meta.write_text(json.dumps(d))
+    r = cli("download", url)
+    assert r.code == 0, r.stderr
+    assert "damaged" in r.stderr
+    assert Path(r.stdout.strip()).read_bytes() == data
+
+
+# -- real processes ---------------------------------------------------------------------------
+
+
+def start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "msn_cli", "download", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def noted() -> tuple[tuple[int, int], ...]:
+    try:
+        note = read_partial_note(Cache().partial_meta_path(NAME))
+    except DamagedNote:
+        return ()
+    return (note.segments or ()) if note else ()
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_keeps_every_noted_segment(served):
+    server, url, data = served
+    server.rate = 1_000_000  # 1 MB/s per connection: ~1.5 s for the whole file on 4
+    p = start(url)
+    wait_for(lambda: sum(b - a for a, b in noted()) >= 2 * SEG, "two segments noted")
+    p.send_signal(signal.SIGKILL)
+    p.communicate(timeout=60)
+    assert p.returncode == -signal.SIGKILL
+    kept = noted()
+    have = sum(b - a for a, b in kept)
+    assert 2 * SEG <= have < SIZE
+    body = Cache().partial_path(NAME).read_bytes()
+    assert all(body[a:b] == data[a:b] for a, b in kept)
+    assert Cache().get(NAME) is None  # a partial is never marked good
+
+    server.rate = None
+    n = len(server.requests(PATH))
+    q = start(url, "--json")
+    out, err = q.communicate(timeout=120)
+    assert q.returncode == 0, err
+    again = server.requests(PATH)[n:]
+    assert again and all(x.range for x in again)  # resumed, not started over
+    for x in again:  # no noted byte is asked for again
+        a, b = span(x.range)
+        assert all(b <= s or a >= e for s, e in kept), (x.range, kept)
+    assert sum(x.sent for x in again) == SIZE - have
+    f = json.loads(out)["files"][0]
+    assert f["resumed_from"] == have and f["sha256"] == sha(data)
+    assert Path(f["path"]).read_bytes() == data
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_segmented_transfer(served):
+    server, url, data = served
+    server.fault(PATH, "hold", after=50_000, start=3 * SEG)
+    a = start(url, "--json")
+    wait_for(server.holding.is_set, "a segment of the first download to be held")
+    b = start(url, "--json")
+    time.sleep(2.0)  # not an assertion: gives B time to reach the lock and wait on it
+    assert b.poll() is None
+    server.release()
+    out_a, err_a = a.communicate(timeout=120)
+    out_b, err_b = b.communicate(timeout=120)
+    assert a.returncode == 0, err_a
+    assert b.returncode == 0, err_b
+    assert "waiting for another msn process" in err_b
+    fa, fb = json.loads(out_a)["files"][0], json.loads(out_b)["files"][0]
+    assert fa["downloaded"] is True and fb["downloaded"] is False
+    assert fa["sha256"] == fb["sha256"] == sha(data)
+    assert Path(fa["path"]).read_bytes() == data
+    assert len(server.requests(PATH, method="GET")) == 16  # one transfer, not two
+
