@@ -11,7 +11,8 @@ Layout::
       index.json.lock       serialises index updates between processes
       files/<name>          finished, checked files (they appear here by atomic rename)
       partial/<name>.part   an interrupted transfer, resumed by the next download
-      partial/<name>.json   where that transfer came from (url, validators, expected size)
+      partial/<name>.json   where that transfer came from (url, validators, expected size, and
+                            for a segmented transfer the byte ranges already written)
       locks/<name>.lock     one download of <name> at a time, across processes
 
 Entry names are the released file names (``vits16_800ep.pth.tar``) for the five released

@@ -16,6 +16,12 @@
    A server that answers 200 instead of 206 is followed by starting over. Connection errors,
    timeouts and 5xx answers are retried a bounded number of times with exponential backoff,
    resuming each time from what arrived.
+   A file of at least ``SPLIT_MIN`` bytes, from a server that offers ranges and a validator,
+   is split instead (:func:`_segmented`): ``connections`` workers fetch ranges of it with
+   ``Range`` + ``If-Range`` requests and write each at its offset into the preallocated partial
+   file, while a hasher thread follows the contiguous start; the note lists the finished ranges
+   so that a later run fetches only the missing ones. A 206 of another size or ETag starts over;
+   a range answered with 200 falls back to one stream; each range retries on its own.
 6. Check the length against Content-Length / Content-Range and, when pinned, the sha256; then
    rename the file into ``files/`` (atomic) and record it in the index.
 
