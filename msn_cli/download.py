@@ -84,6 +84,8 @@ SEGMENT_MAX = 32 * 1024 * 1024
 NOTE_EVERY = 8 * 1024 * 1024
 """A segmented transfer rewrites its partial note after this many new bytes (and when a
 segment ends): a killed process loses at most that much plus the segments in flight."""
+HASH_BATCH = 8 * 1024 * 1024
+"""The in-order hasher wakes when this much more of the file's start is there (or all of it)."""
 HASH_IN_ORDER = True
 """Hash a segmented download's contiguous prefix while the rest arrives (False: hash the
 finished file afterwards). Measured in docs/benchmarks.md; the faster is the default."""
@@ -664,6 +666,8 @@ class _Ledger:
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.responses: set[Any] = set()
+        self.want = 0
+        """The hasher waits for the contiguous start to reach this."""
 
     def add(self, a: int, b: int) -> None:
         with self.cond:
@@ -680,7 +684,8 @@ class _Ledger:
             self.job.progress(self.job.target.name, self.bytes, self.total)
             if self.bytes - self.noted >= NOTE_EVERY:
                 self.write_note()
-            self.cond.notify_all()
+            if self.prefix() >= self.want:  # wake the hasher only for a batch worth hashing
+                self.cond.notify_all()
 
     def prefix(self) -> int:
         return self.done[0][1] if self.done and self.done[0][0] == 0 else 0
@@ -820,8 +825,9 @@ def _hash_prefix(part: Path, ledger: _Ledger, h: Any, workers: list[Any]) -> Non
         with open_regular(part, follow_links=False) as f:
             while pos < ledger.total:
                 with ledger.cond:
-                    while ledger.prefix() <= pos and not ledger.stop.is_set():
-                        if not any(t.is_alive() for t in workers) and ledger.prefix() <= pos:
+                    ledger.want = min(pos + HASH_BATCH, ledger.total)
+                    while ledger.prefix() < ledger.want and not ledger.stop.is_set():
+                        if not any(t.is_alive() for t in workers) and ledger.prefix() < ledger.want:
                             return  # the workers ended short: the caller reports it
                         ledger.cond.wait(0.2)
                     if ledger.stop.is_set():

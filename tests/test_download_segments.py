@@ -303,3 +303,24 @@ def test_two_processes_share_one_segmented_transfer(served):
     assert Path(fa["path"]).read_bytes() == data
     assert len(server.requests(PATH, method="GET")) == 16  # one transfer, not two
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_stops_every_connection_and_keeps_the_ranges(served, sig, code):
+    server, url, data = served
+    server.rate = 1_000_000
+    p = start(url)
+    wait_for(lambda: sum(b - a for a, b in noted()) >= SEG, "a segment noted")
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=30)  # the workers stop: no wait for the body to end
+    assert p.returncode == code, err
+    assert "run the same command again" in err
+    kept = noted()
+    body = Cache().partial_path(NAME).read_bytes()
+    assert kept and all(body[a:b] == data[a:b] for a, b in kept)
+    server.rate = None
+    q = start(url)
+    out, err = q.communicate(timeout=120)
+    assert q.returncode == 0, err
+    assert Path(out.strip()).read_bytes() == data
