@@ -60,7 +60,7 @@ from .cache import (
     write_partial_meta,
 )
 from .checkpoint import sniff
-from .errors import CacheError, DownloadError, OfflineError, UsageError
+from .errors import CacheError, DownloadError, MsnError, OfflineError, UsageError
 from .progress import ProgressFn, no_progress
 from .safeio import UnsafeInput, open_regular, redact, strip_credentials
 from .variants import DEFAULT_BASE_URL, VARIANTS, find_variant, get_variant
@@ -175,7 +175,7 @@ def _target(spec: str, cache: Cache, base_url: str | None) -> _Target:
 def fetch(spec: str, *, cache_dir: str | os.PathLike[str] | None = None, base_url: str | None = None,
           sha256: str | None = None, force: bool = False, verify: bool = False,
           progress: ProgressFn = no_progress, notify: NotifyFn | None = None,
-          connections: int | None = None) -> CachedFile:
+          connections: int | None = None, _slots: Any = None) -> CachedFile:
     """The cached file for ``spec`` (a released name or an http(s) URL), downloading it if needed.
 
     ``sha256`` pins the expected hash; ``force`` downloads again even when cached; ``verify``
@@ -210,7 +210,72 @@ def fetch(spec: str, *, cache_dir: str | os.PathLike[str] | None = None, base_ur
             hit = _lookup(cache, target, pinned, False, progress, lambda message: None)
             if hit is not None:
                 return hit
-        return _download(cache, target, pinned, progress, say, conns)
+        return _download(cache, target, pinned, progress, say, conns, _slots)
+
+
+def fetch_many(specs: list[str], *, cache_dir: str | os.PathLike[str] | None = None,
+               base_url: str | None = None, force: bool = False, verify: bool = False,
+               progress: ProgressFn = no_progress, notify: NotifyFn | None = None,
+               connections: int | None = None) -> list[CachedFile | MsnError]:
+    """:func:`fetch` for several files at once, all within one budget of ``connections``.
+
+    Each file being fetched holds one connection of the budget; a large file's extra ranges
+    take free ones as they come, so the number of connections open at once never exceeds the
+    budget and a file that finishes hands its connection on. Returns, in the order of
+    ``specs``, each file or the error that stopped it (one failure does not stop the others).
+    Progress goes to ``progress`` under each file's name and, summed, under ``TOTAL_STAGE``.
+    """
+    import threading
+
+    conns = download_connections(connections)
+    cache = Cache(cache_dir)
+    slots = threading.BoundedSemaphore(conns)
+    results: list[CachedFile | MsnError | None] = [None] * len(specs)
+    groups: dict[str, list[int]] = {}  # specs for one cache entry go one after the other
+    for i, spec in enumerate(specs):
+        try:
+            groups.setdefault(_target(spec, cache, base_url).name, []).append(i)
+        except MsnError as e:
+            results[i] = e
+    names = set(groups)
+    lock = threading.Lock()
+    seen: dict[str, tuple[int, int | None]] = {}
+
+    def report(stage: str, done: int, total: int | None) -> None:
+        with lock:
+            progress(stage, done, total)
+            if stage in names:
+                seen[stage] = (done, total)
+                known = [t for _, t in seen.values() if t is not None]
+                progress(TOTAL_STAGE, sum(d for d, _ in seen.values()), sum(known) or None)
+
+    def run(indices: list[int]) -> None:
+        for i in indices:
+            while not slots.acquire(timeout=0.2):
+                pass
+            try:
+                results[i] = fetch(specs[i], cache_dir=cache_dir, base_url=base_url, force=force,
+                                   verify=verify, progress=report, notify=notify,
+                                   connections=conns, _slots=slots)
+            except MsnError as e:
+                results[i] = e
+            except BaseException as e:  # a bug: reported as the file's failure, never lost
+                results[i] = DownloadError(f"{strip_credentials(specs[i])}: {type(e).__name__}: {e}")
+            finally:
+                slots.release()
+
+    threads = [threading.Thread(target=run, args=(indices,), name=f"msn-fetch-{n}", daemon=True)
+               for n, indices in enumerate(groups.values())]
+    for t in threads:
+        t.start()
+    for t in threads:  # joined in short waits, so that Ctrl-C and SIGTERM reach this thread
+        while t.is_alive():
+            t.join(0.2)
+    return [r if r is not None else DownloadError(f"{strip_credentials(s)} was not fetched")
+            for r, s in zip(results, specs, strict=True)]
+
+
+TOTAL_STAGE = "all files"
 
 
 def download_connections(value: int | None = None) -> int:
@@ -351,7 +416,7 @@ def _env_number(var: str, default: float) -> float:
 
 
 def _download(cache: Cache, target: _Target, pinned: str | None, progress: ProgressFn,
-              say: NotifyFn, connections: int = 1) -> CachedFile:
+              say: NotifyFn, connections: int = 1, slots: Any = None) -> CachedFile:
     import requests
 
     from . import __version__
@@ -384,7 +449,7 @@ def _download(cache: Cache, target: _Target, pinned: str | None, progress: Progr
     failures = attempts = 0
     state: dict[str, Any] = {"restarted": False, "single": False}
     split = _Split(connections, int(_env_number("MSN_DOWNLOAD_SPLIT_MIN", SPLIT_MIN)), retries,
-                   new_session)
+                   new_session, slots)
     # Attempts that gained bytes do not use up the retries, but the total stays bounded.
     max_attempts = 1 if retries <= 0 else 4 * (retries + 1)
     try:
@@ -615,6 +680,8 @@ class _Split:
     split_min: int
     retries: int
     new_session: Callable[[], Any]
+    slots: Any = None
+    """Connections shared with other files fetched at once (a semaphore), or None."""
 
 
 @dataclass(frozen=True)
@@ -747,18 +814,31 @@ def _segmented(job: _Job, first: Any = None) -> tuple[str, int]:
         head = pieces.popleft() if first is not None and pieces and pieces[0][0] == 0 else None
         job.progress(name, ledger.bytes, total)
 
-        def worker(initial: tuple[int, int] | None, response: Any) -> None:
+        slots = job.split.slots
+
+        def worker(main: bool, initial: tuple[int, int] | None, response: Any) -> None:
+            """Fetch pieces until none is left. The main worker uses the file's own connection;
+            the others each take one from the shared budget (``slots``) per piece."""
             session = job.split.new_session()
             try:
                 piece = initial
                 while not ledger.stop.is_set():
-                    if piece is None:
-                        with ledger.cond:
-                            if not pieces:
+                    extra = piece is None and not main and slots is not None
+                    if extra:
+                        while not slots.acquire(timeout=0.2):
+                            if ledger.stop.is_set() or not pieces:
                                 return
-                            piece = pieces.popleft()
-                    _fetch_range(job, session, fd, ledger, piece, validator, response)
-                    piece = response = None
+                    try:
+                        if piece is None:
+                            with ledger.cond:
+                                if not pieces:
+                                    return
+                                piece = pieces.popleft()
+                        _fetch_range(job, session, fd, ledger, piece, validator, response)
+                        piece = response = None
+                    finally:
+                        if extra:
+                            slots.release()
             except _GaveUp as e:
                 with ledger.cond:
                     ledger.error = ledger.error or e
@@ -769,7 +849,7 @@ def _segmented(job: _Job, first: Any = None) -> tuple[str, int]:
                 session.close()
 
         threads = [threading.Thread(target=worker, name=f"msn-download-{i}", daemon=True,
-                                    args=((head, first) if i == 0 and head else (None, None)))
+                                    args=(i == 0, *((head, first) if i == 0 and head else (None, None))))
                    for i in range(max(1, min(conns, len(pieces) + (head is not None))))]
         if first is not None and head is None:
             first.close()

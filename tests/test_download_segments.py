@@ -324,3 +324,91 @@ def test_ctrl_c_or_sigterm_stops_every_connection_and_keeps_the_ranges(served, s
     out, err = q.communicate(timeout=120)
     assert q.returncode == 0, err
     assert Path(out.strip()).read_bytes() == data
+
+
+# -- several files at once ---------------------------------------------------------------------
+
+
+def test_several_files_download_at_once_within_the_connection_budget(cli, server, monkeypatch):
+    monkeypatch.setenv("MSN_DOWNLOAD_SPLIT_MIN", str(10 * SIZE))  # one stream each
+    files = {f"/many/f{i}.bin": payload(seed=10 + i) for i in range(3)}
+    urls = [server.add(p, d) for p, d in files.items()]
+    server.rate = 4_000_000
+    count = open_responses(monkeypatch)
+    r = cli("download", *urls, "--connections", "2", "--json")
+    assert r.code == 0, r.stderr
+    got = r.json()["files"]
+    assert [Path(f["path"]).read_bytes() for f in got] == list(files.values())  # in the order given
+    assert count["peak"] == 2 and server.peak >= 2  # two files at once, never more than the budget
+
+
+def open_responses(monkeypatch) -> dict[str, int]:
+    """Count the responses msn holds open at once, on its side (the server sees a response
+    closed early only when its next write fails)."""
+    import threading
+
+    import requests
+
+    count = {"now": 0, "peak": 0}
+    lock = threading.Lock()
+    get, close = requests.Session.get, requests.Response.close
+
+    def counted_get(self, *a, **k):
+        r = get(self, *a, **k)
+        with lock:
+            count["now"] += 1
+            count["peak"] = max(count["peak"], count["now"])
+        r._msn_open = True
+        return r
+
+    def counted_close(self):
+        with lock:
+            if getattr(self, "_msn_open", False):
+                self._msn_open = False
+                count["now"] -= 1
+        close(self)
+
+    monkeypatch.setattr(requests.Session, "get", counted_get)
+    monkeypatch.setattr(requests.Response, "close", counted_close)
+    return count
+
+
+def test_large_files_at_once_share_the_budget_between_their_ranges(cli, server, monkeypatch):
+    files = {f"/many/g{i}.bin": payload(seed=20 + i) for i in range(2)}
+    urls = [server.add(p, d) for p, d in files.items()]
+    server.rate = 4_000_000
+    count = open_responses(monkeypatch)
+    r = cli("download", *urls, "--connections", "3", "--json")
+    assert r.code == 0, r.stderr
+    assert [Path(f["path"]).read_bytes() for f in r.json()["files"]] == list(files.values())
+    assert count["peak"] == 3 and count["now"] == 0
+    order = [x.path for x in server.requests()]
+    assert order.index("/many/g1.bin") < len(order) - 1 - order[::-1].index("/many/g0.bin")  # at once
+    for p in files:  # each file was split: the free connection went to one and then the other
+        assert any(x.range for x in server.requests(p))
+
+
+def test_fetch_many_reports_each_file_and_the_total(server, tmp_path):
+    datas = [payload(seed=30), payload(seed=31)[:1_000_000]]
+    urls = [server.add(f"/t/h{i}.bin", d) for i, d in enumerate(datas)]
+    seen: list[tuple[str, int, int | None]] = []
+    out = dl.fetch_many([urls[0], urls[1], urls[0]], cache_dir=tmp_path, connections=4,
+                        progress=lambda s, d, t: seen.append((s, d, t)))
+    assert [f.sha256 for f in out] == [sha(datas[0]), sha(datas[1]), sha(datas[0])]
+    assert [f.downloaded for f in out] == [True, True, False]  # the same file twice: one transfer
+    totals = [(d, t) for s, d, t in seen if s == dl.TOTAL_STAGE]
+    assert totals[-1] == (SIZE + 1_000_000, SIZE + 1_000_000)
+    assert {s for s, _, _ in seen} >= {"h0.bin", "h1.bin", dl.TOTAL_STAGE}
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_several_downloads_at_once(server):
+    urls = [server.add(f"/many/k{i}.bin", payload(seed=40 + i)) for i in range(2)]
+    server.rate = 500_000
+    p = start(*urls)
+    wait_for(lambda: server.body_bytes() > 200_000, "bytes sent")
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=30)  # no wait for the transfers to end
+    assert p.returncode == 130, err
+    assert "interrupted while getting 2 files" in err
+    assert {x.name for x in Cache().partials()} == {"k0.bin", "k1.bin"}

@@ -33,8 +33,9 @@ def download(
         "--verify", help="Re-hash a cached file against the index; a damaged one is downloaded "
         "again.")] = False,
     connections: Annotated[Optional[int], typer.Option(
-        "--connections", "-c", metavar="N", help="Concurrent ranged requests for a file of 64 MiB "
-        "or more (1: one stream) [default: $MSN_DOWNLOAD_CONNECTIONS, else 4].",
+        "--connections", "-c", metavar="N", help="Connections at once: ranged requests for a file "
+        "of 64 MiB or more, shared by all the files of one command (1: one stream, one file at "
+        "a time) [default: $MSN_DOWNLOAD_CONNECTIONS, else 4].",
         show_default=False)] = None,
     base_url: BaseUrlOpt = None,
     cache_dir: CacheDirOpt = None,
@@ -47,7 +48,8 @@ def download(
     Prints the cached path of each file on stdout. A file that is already cached is not
     downloaded again (no network at all). An interrupted download resumes where it stopped
     the next time. A large file is fetched over several connections at once (--connections),
-    each writing its own byte ranges; the sha256 always covers the whole file. Other commands
+    each writing its own byte ranges; the sha256 always covers the whole file. Several files
+    (--all) are fetched at once within the same budget of connections. Other commands
     (inspect, convert) download through the same cache.
 
     Exit codes: 0 done, 2 usage, 3 cache folder unusable or disk full, 4 network or server
@@ -63,7 +65,7 @@ def download(
       msn download https://example.org/my_msn_run.pth.tar --sha256 0123...cdef
     """
     from ..cache import Cache
-    from ..download import download_connections, fetch
+    from ..download import download_connections, fetch, fetch_many
     from ..safeio import strip_credentials
     from ..variants import VARIANTS
 
@@ -80,34 +82,41 @@ def download(
     got: list[dict[str, Any]] = []
     failed: list[tuple[str, MsnError]] = []
     with term.progress() as progress:
-        for spec in specs:
-            shown = strip_credentials(spec)
-            try:
-                f = fetch(spec, cache_dir=cache_dir, base_url=base_url, sha256=sha256, force=force,
-                          verify=verify, progress=progress, notify=term.info,
-                          connections=connections)
-            except (KeyboardInterrupt, Terminated) as e:
-                ctrl_c = isinstance(e, KeyboardInterrupt)
-                raise MsnError(f"{'interrupted' if ctrl_c else 'terminated'} while getting {shown}; "
-                               "what arrived is kept in the cache",
-                               hint="run the same command again to resume where it stopped",
-                               exit_code=EXIT_INTERRUPTED if ctrl_c else EXIT_TERMINATED) from None
-            except MsnError as e:
-                if len(specs) == 1:
-                    raise
-                term.warn(e.message if shown in e.message else f"{shown}: {e.message}")
-                failed.append((shown, e))
-                continue
-            got.append(f.to_dict())
-            if f.downloaded:
-                resumed = f" (resumed from {human_bytes(f.resumed_from)})" if f.resumed_from else ""
-                term.success(f"downloaded {f.name}, {human_bytes(f.size)}{resumed}, sha256 {f.sha256}")
-            elif f.verified:
-                term.success(f"{f.name} is cached and its sha256 matches the index")
-            else:
-                term.detail(f"{f.name} is already cached ({human_bytes(f.size)})")
-            if not json_out:
-                term.line(str(f.path))
+        try:
+            if len(specs) == 1:
+                outcomes: list[Any] = [_fetch_one(fetch, specs[0], cache_dir=cache_dir,
+                                                  base_url=base_url, sha256=sha256, force=force,
+                                                  verify=verify, progress=progress,
+                                                  notify=term.info, connections=connections)]
+            else:  # several at once, within one budget of connections
+                outcomes = fetch_many(specs, cache_dir=cache_dir, base_url=base_url, force=force,
+                                      verify=verify, progress=progress, notify=term.info,
+                                      connections=connections)
+        except (KeyboardInterrupt, Terminated) as e:
+            ctrl_c = isinstance(e, KeyboardInterrupt)
+            what = strip_credentials(specs[0]) if len(specs) == 1 else f"{len(specs)} files"
+            raise MsnError(f"{'interrupted' if ctrl_c else 'terminated'} while getting {what}; "
+                           "what arrived is kept in the cache",
+                           hint="run the same command again to resume where it stopped",
+                           exit_code=EXIT_INTERRUPTED if ctrl_c else EXIT_TERMINATED) from None
+    for spec, f in zip(specs, outcomes, strict=True):
+        shown = strip_credentials(spec)
+        if isinstance(f, MsnError):
+            if len(specs) == 1:
+                raise f
+            term.warn(f.message if shown in f.message else f"{shown}: {f.message}")
+            failed.append((shown, f))
+            continue
+        got.append(f.to_dict())
+        if f.downloaded:
+            resumed = f" (resumed from {human_bytes(f.resumed_from)})" if f.resumed_from else ""
+            term.success(f"downloaded {f.name}, {human_bytes(f.size)}{resumed}, sha256 {f.sha256}")
+        elif f.verified:
+            term.success(f"{f.name} is cached and its sha256 matches the index")
+        else:
+            term.detail(f"{f.name} is already cached ({human_bytes(f.size)})")
+        if not json_out:
+            term.line(str(f.path))
     if json_out:
         term.emit_json({
             "cache_dir": str(Cache(cache_dir).root),
@@ -120,6 +129,14 @@ def download(
         raise type(first)(f"{len(failed)} of {len(specs)} downloads failed: "
                           + ", ".join(s for s, _ in failed),
                           hint=first.hint, exit_code=first.exit_code)
+
+
+def _fetch_one(fetch: Any, spec: str, **options: Any) -> Any:
+    """One file: its :class:`CachedFile`, or the :class:`MsnError` that stopped it."""
+    try:
+        return fetch(spec, **options)
+    except MsnError as e:
+        return e
 
 
 cache_app = typer.Typer(
