@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size-mb", type=int, default=int(os.environ.get("MSN_BENCH_DL_MB", "1145")),
                     help="file size in MiB [1145, i.e. 1.2 GB]")
     ap.add_argument("--runs", type=int, default=int(os.environ.get("MSN_BENCH_DL_RUNS", "3")),
-                    help="runs of each tool uncapped [3]")
-    ap.add_argument("--capped-runs", type=int, default=1, help="runs of each tool capped [1]")
+                    help="runs of each tool uncapped [3]; 0 skips the case")
+    ap.add_argument("--capped-runs", type=int, default=1, help="runs of each tool capped [1]; 0 skips")
     ap.add_argument("--rate-mbs", type=float, default=25.0,
                     help="the capped case's limit per connection, MB/s [25]; 0 skips the case")
     ap.add_argument("--connections", type=int, default=4, help="msn's connections [4]")
@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     small_size = max(size // 16, MiB)
     big_sha = make_file(serve / "big.bin", size)
     small_sha = make_file(serve / "small.bin", small_size)
-    cases = [("uncapped loopback", None, args.runs, 0.9)]
-    if args.rate_mbs > 0:
+    cases = [("uncapped loopback", None, args.runs, 0.9)] if args.runs > 0 else []
+    if args.rate_mbs > 0 and args.capped_runs > 0:
         cases.append((f"each connection capped at {args.rate_mbs:g} MB/s", args.rate_mbs * 1e6,
                       args.capped_runs, 3.0))
     tools = [("curl -o", None), (f"msn, {args.connections} connections", True)]

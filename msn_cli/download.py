@@ -898,6 +898,12 @@ def _segmented(job: _Job, first: Any = None) -> tuple[str, int]:
 def _hash_prefix(part: Path, ledger: _Ledger, h: Any, workers: list[Any]) -> None:
     """Hash the file in order as its contiguous start grows (reads what the workers wrote,
     from the page cache)."""
+    import threading
+
+    with contextlib.suppress(AttributeError, OSError):  # Linux: a thread has its own nice value
+        # The lowest CPU priority: where the CPU is idle (a slow network) the hash keeps up with
+        # the transfer; where the transfer itself needs every core, it waits its turn.
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     buf = bytearray(8 * CHUNK)
     view = memoryview(buf)
     pos = 0
