@@ -29,6 +29,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     # functions
     "resolve_source": ("msn_cli.sources", "resolve_source"),
     "fetch": ("msn_cli.download", "fetch"),
+    "fetch_many": ("msn_cli.download", "fetch_many"),
     "load_checkpoint": ("msn_cli.checkpoint", "load_checkpoint"),
     "infer_architecture": ("msn_cli.checkpoint", "infer_architecture"),
     "inspect_checkpoint": ("msn_cli.inspect", "inspect_checkpoint"),
@@ -106,6 +107,7 @@ __all__ = [
     "convert_checkpoint",
     "export_checkpoint",
     "fetch",
+    "fetch_many",
     "infer_architecture",
     "inspect_checkpoint",
     "inspect_run",
@@ -129,6 +131,7 @@ if TYPE_CHECKING:
     from .convert import convert as convert_checkpoint
     from .download import CachedFile as CachedFile
     from .download import fetch as fetch
+    from .download import fetch_many as fetch_many
     from .errors import CheckpointError as CheckpointError
     from .errors import ConfigError as ConfigError
     from .errors import FolderError as FolderError
