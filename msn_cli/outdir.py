@@ -82,15 +82,13 @@ def stale_temporaries(out: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def atomic_output_dir(out: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary folder; on clean exit it becomes ``out``."""
-    out = Path(out).absolute()
-    check_target(out, force)
+def _output_lock(out: Path, what: str) -> Iterator[None]:
+    """The parent made and ``out``'s lock held (one writer per output), released on exit."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"cannot create {out.parent}: {e.strerror}",
-                          hint="choose an output folder in a writable location") from e
+                          hint=f"choose an output {what} in a writable location") from e
     lock = _OutLock(lock_path(out))
     try:
         locked = lock.acquire()
@@ -98,8 +96,19 @@ def atomic_output_dir(out: str | os.PathLike[str], force: bool = False) -> Itera
         raise _output_error(e, out) from e
     if not locked:
         raise UsageError(f"another msn process is writing {out}",
-                         hint="wait for it to finish, or choose another output folder")
+                         hint=f"wait for it to finish, or choose another output {what}")
     try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def atomic_output_dir(out: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary folder; on clean exit it becomes ``out``."""
+    out = Path(out).absolute()
+    check_target(out, force)
+    with _output_lock(out, "folder"):
         for stale in stale_temporaries(out):  # we hold the lock: these are from dead runs
             if stale.is_symlink():  # an old swap of a linked OUT: the link only, not its target
                 stale.unlink()
@@ -123,8 +132,6 @@ def atomic_output_dir(out: str | os.PathLike[str], force: bool = False) -> Itera
             if isinstance(e, OSError) and e.errno in _OUTPUT_ERRNOS:
                 raise _output_error(e, out) from e
             raise
-    finally:
-        lock.release()
 
 
 def check_file_target(out: Path, force: bool,
@@ -159,20 +166,7 @@ def atomic_output_file(out: str | os.PathLike[str], force: bool = False,
     """
     out = Path(out).absolute()
     check_file_target(out, force, keep)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create {out.parent}: {e.strerror}",
-                          hint="choose an output location that is writable") from e
-    lock = _OutLock(lock_path(out))
-    try:
-        locked = lock.acquire()
-    except OSError as e:
-        raise _output_error(e, out) from e
-    if not locked:
-        raise UsageError(f"another msn process is writing {out}",
-                         hint="wait for it to finish, or choose another output file")
-    try:
+    with _output_lock(out, "file"):
         for stale in stale_temporaries(out):  # we hold the lock: these are from dead runs
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
@@ -201,8 +195,6 @@ def atomic_output_file(out: str | os.PathLike[str], force: bool = False,
             if isinstance(e, OSError) and e.errno in _OUTPUT_ERRNOS:
                 raise _output_error(e, out) from e
             raise
-    finally:
-        lock.release()
 
 
 def _fsync_path(path: Path) -> None:

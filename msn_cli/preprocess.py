@@ -243,18 +243,19 @@ def identify(config: dict[str, Any], image_size: int) -> str | None:
     for name, p in PREPROCESSING.items():
         want = p.config(image_size)
         if config.get("image_processor_type") == want["image_processor_type"] and all(
-                _same(config.get(k), want[k]) for k in p.relevant):
+                same_value(config.get(k), want[k]) for k in p.relevant):
             return name
     return None
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
+    """Two JSON values equal as a config reader sees them (floats to 1e-9, bools never numbers)."""
     import math
 
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
     if isinstance(a, float) or isinstance(b, float):
         return (isinstance(a, (int, float)) and isinstance(b, (int, float))
                 and not isinstance(a, bool) and not isinstance(b, bool)

@@ -558,23 +558,11 @@ def check_config(folder: Path, arch: Architecture, dtype: str,
                        f"{arch.image_size} px, ImageNet mean/std){known}", numbers, rows)
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, float) or isinstance(b, float):
-        return (isinstance(a, (int, float)) and isinstance(b, (int, float))
-                and not isinstance(a, bool) and not isinstance(b, bool)
-                and math.isclose(float(a), float(b), rel_tol=1e-9))
-    return type(a) is type(b) and a == b
-
-
 def _check_preprocessor(folder: Path, arch: Architecture, rows: list[dict[str, Any]],
                         bad: list[str]) -> str:
     """``preprocessor_config.json`` against the preprocessing the folder declares (the
     manifest's choice, else the one the file matches, else msn) at the model's size."""
-    from .preprocess import get
+    from .preprocess import get, same_value
     from .verify_preprocessing import declared_choice
 
     choice = get(declared_choice(folder, arch.image_size))
@@ -585,7 +573,7 @@ def _check_preprocessor(folder: Path, arch: Architecture, rows: list[dict[str, A
     expected = choice.config(arch.image_size)
     for key in ("image_processor_type", *choice.relevant):
         want, got = expected[key], raw.get(key)
-        ok = _same(got, want)
+        ok = same_value(got, want)
         rows.append({"key": f"{PREPROCESSOR}:{key}", "expected": want, "found": got,
                      "in_file": key in raw, "ok": ok})
         if not ok:

@@ -265,21 +265,29 @@ def _unavailable(name: str, why: str) -> Any:
                        "uninstall torchvision to use the PIL backend")
 
 
-def check_preprocessing(folder: Path, model: Any, arch: Architecture, dtype: str,
-                        images: list[Path] | None = None) -> Any:
+def _folder_processor(folder: Path, check: str) -> tuple[Any, str] | Any:
+    """``(processor, backend)`` as a user loads it, or the ``check``'s row saying why not."""
     from .verify import CheckResult
 
-    choice = declared_choice(folder, arch.image_size)
     unreadable = _unreadable(folder)
     if unreadable:  # never hand transformers a FIFO, a device or a huge file to open
-        return CheckResult("preprocessing", False, unreadable)
+        return CheckResult(check, False, unreadable)
     try:
-        processor, backend = load_processor(folder)
+        return load_processor(folder)
     except ProcessorUnavailable as e:
-        return _unavailable("preprocessing", str(e))
+        return _unavailable(check, str(e))
     except ValueError as e:
-        return CheckResult("preprocessing", False, f"AutoImageProcessor.from_pretrained refuses "
-                           f"the folder: {e}")
+        return CheckResult(check, False, f"AutoImageProcessor.from_pretrained refuses the folder: {e}")
+
+
+def check_preprocessing(folder: Path, model: Any, arch: Architecture, dtype: str,
+                        images: list[Path] | None = None) -> Any:
+
+    choice = declared_choice(folder, arch.image_size)
+    loaded = _folder_processor(folder, "preprocessing")
+    if not isinstance(loaded, tuple):
+        return loaded
+    processor, backend = loaded
     photos = bundled_photos() + [load_photo(p) for p in images or []]
     rows = []
     for photo in photos:
@@ -340,15 +348,10 @@ def check_image(folder: Path, model: Any, reference: Any, arch: Architecture, dt
     if model is None or reference is None:
         return CheckResult("image", None, "skipped: the converted model did not load")
     choice = declared_choice(folder, arch.image_size)
-    unreadable = _unreadable(folder)
-    if unreadable:  # never hand transformers a FIFO, a device or a huge file to open
-        return CheckResult("image", False, unreadable)
-    try:
-        processor, backend = load_processor(folder)
-    except ProcessorUnavailable as e:
-        return _unavailable("image", str(e))
-    except ValueError as e:
-        return CheckResult("image", False, f"AutoImageProcessor.from_pretrained refuses the folder: {e}")
+    loaded = _folder_processor(folder, "image")
+    if not isinstance(loaded, tuple):
+        return loaded
+    processor, backend = loaded
     photo = load_photo(image)
     res = compare_photo(processor, backend, photo, choice, arch.image_size)
     got = _model_out(model, res.pixels, dtype)
@@ -396,7 +399,7 @@ def against_notes(folder: Path, spec: str, other: Path | None) -> list[str]:
     if mine is None or theirs is None:
         return []
     keys = sorted(k for k in set(mine) | set(theirs)
-                  if k in preprocess.RELEVANT_ANY and not preprocess._same(mine.get(k), theirs.get(k)))
+                  if k in preprocess.RELEVANT_ANY and not preprocess.same_value(mine.get(k), theirs.get(k)))
     if not keys:
         return []
 
