@@ -35,7 +35,7 @@ def download(
     connections: Annotated[Optional[int], typer.Option(
         "--connections", "-c", metavar="N", help="Connections at once: ranged requests for a file "
         "of 64 MiB or more, shared by all the files of one command (1: one stream, one file at "
-        "a time) [default: $MSN_DOWNLOAD_CONNECTIONS, else 4].",
+        "a time) \\[default: $MSN_DOWNLOAD_CONNECTIONS, else 4].",
         show_default=False)] = None,
     base_url: BaseUrlOpt = None,
     cache_dir: CacheDirOpt = None,
