@@ -53,7 +53,7 @@ BENCH = REPO / "bench"
 PY = sys.executable
 BIN = Path(PY).parent
 MSN = str(BIN / "msn") if (BIN / "msn").exists() else None
-ALL_VARIANTS = ("vits16", "vitb16", "vitl16", "vitl7")
+ALL_VARIANTS = ("vits16", "vitb16", "vitl16", "vitb4", "vitl7")
 MB = 1_000_000
 
 

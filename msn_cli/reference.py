@@ -20,7 +20,8 @@ unexpected key is an error. The projection head (``fc.*``), used only in pre-tra
 part of the backbone and is set aside before loading.
 
 :meth:`MSNViT.forward` returns what :mod:`msn_cli.verify` compares: the token sequence after
-the embeddings, after every block, and after the final norm (all tokens).
+the embeddings, after every block, and after the final norm (all tokens); :meth:`MSNViT.embed`
+the embeddings alone (what verify compares at the native size).
 """
 
 from __future__ import annotations
@@ -142,12 +143,15 @@ def _build_classes():
                     f"for {npatch} patches at this size (scale factor rounding)")
             return torch.cat((pos[:, :1], resized), dim=1)
 
-        def forward(self, images: torch.Tensor) -> ReferenceOutput:
+        def embed(self, images: torch.Tensor) -> torch.Tensor:
+            """Patch embedding, class token, position embeddings: the blocks' input."""
             x = self.patch_embed(images)
             cls = self.cls_token.expand(x.shape[0], -1, -1)
             x = torch.cat((cls, x), dim=1)
-            x = x + self.position_embeddings(x.shape[1] - 1)
-            embeddings = x
+            return x + self.position_embeddings(x.shape[1] - 1)
+
+        def forward(self, images: torch.Tensor) -> ReferenceOutput:
+            x = embeddings = self.embed(images)
             outs = []
             for block in self.blocks:
                 x = block(x)
@@ -211,6 +215,14 @@ def run_reference(model, images: torch.Tensor) -> ReferenceOutput:
 
     with torch.inference_mode():
         return model(images.float())
+
+
+def run_embeddings(model, images: torch.Tensor) -> torch.Tensor:
+    """The embeddings alone (no block runs) for ``images``, without building a graph."""
+    import torch
+
+    with torch.inference_mode():
+        return model.embed(images.float())
 
 
 def original_grid_after_interpolation(grid: int, new_grid: int) -> int:

@@ -111,6 +111,7 @@ from .manifest import (
 from .manifest import check_files as check_listed_files
 from .progress import ProgressFn, no_progress
 from .provenance import HEADS, Known, Provenance, assumed_warning, run_context
+from .residency import PageReleaser
 from .safetensors_io import HeaderError, read_header
 from .variants import VARIANTS, Variant, match_variant
 
@@ -388,22 +389,51 @@ def natural_image(size: int, seed: int, channels: int = 3) -> torch.Tensor:
     return (img - mean) / std
 
 
-def parity_inputs(arch: Architecture) -> list[tuple[str, int, torch.Tensor]]:
-    """(description, image size, pixels) for every parity input, native size first."""
+@dataclass(frozen=True)
+class ParityInput:
+    """One deterministic image of the parity check and how far it runs."""
+
+    description: str
+    size: int
+    pixels: torch.Tensor
+    """1 x C x size x size, float32."""
+    every_layer: bool
+    """True: every layer is compared; False: the embeddings alone (the native-size inputs)."""
+
+
+def depth_size(arch: Architecture) -> int:
+    """The image size at which every layer is compared: a smaller grid than the native one
+    (half of it where both implementations resize the position grid alike,
+    :func:`msn_cli.reference.other_grid`), so that the deep comparison costs a fraction of a
+    native-size pass."""
     from .reference import other_grid
 
-    native = arch.image_size
-    other = other_grid(arch.grid) * arch.patch_size
-    c = arch.num_channels
-    # Three inputs: each one runs through both implementations, so at ViT-L this is most of
-    # verify's time. Noise exercises every weight with unit-scale activations; the
-    # natural-image-like picture gives the token statistics real use sees; the second size
-    # exercises position interpolation. Every token of every layer is compared for each.
+    return other_grid(arch.grid) * arch.patch_size
+
+
+def parity_inputs(arch: Architecture) -> list[ParityInput]:
+    """Every parity input, native size first.
+
+    What depends on the image size is the embeddings: the position embeddings are used as
+    stored only at the native size, and interpolated at any other. The blocks and the final
+    norm act on each token the same way at any size (attention mixes however many tokens
+    there are). So the native-size inputs are compared at the embeddings, where the position
+    embeddings are used exactly as at native size; every layer -- the embeddings with
+    interpolated positions, each block, the final norm, on all tokens -- is compared on
+    inputs at :func:`depth_size`. Noise exercises every weight with unit-scale activations;
+    the natural-image-like picture gives the token statistics real use sees; both at both
+    sizes.
+    """
+    native, small, c = arch.image_size, depth_size(arch), arch.num_channels
     return [
-        (f"normal noise, seed 0, {native} px", native, noise_image(native, 0, c)),
-        (f"natural-image-like, seed 2, {native} px", native, natural_image(native, 2, c)),
-        (f"natural-image-like, seed 4, {other} px (interpolated positions)", other,
-         natural_image(other, 4, c)),
+        ParityInput(f"normal noise, seed 0, {native} px (embeddings)", native,
+                    noise_image(native, 0, c), False),
+        ParityInput(f"natural-image-like, seed 2, {native} px (embeddings)", native,
+                    natural_image(native, 2, c), False),
+        ParityInput(f"normal noise, seed 1, {small} px (interpolated positions, every layer)",
+                    small, noise_image(small, 1, c), True),
+        ParityInput(f"natural-image-like, seed 4, {small} px (interpolated positions, every "
+                    "layer)", small, natural_image(small, 4, c), True),
     ]
 
 
@@ -623,29 +653,49 @@ def _layer_names(num_layers: int) -> list[tuple[str, str, str]]:
 
 
 def check_parity(model: Any, reference: Any, arch: Architecture, dtype: str,
-                 progress: ProgressFn = no_progress) -> tuple[CheckResult, list[LayerStat], list[dict]]:
-    """Compare every layer on every input; the per-layer table; the input descriptions."""
+                 progress: ProgressFn = no_progress,
+                 releaser: PageReleaser | None = None) -> tuple[CheckResult, list[LayerStat], list[dict]]:
+    """Compare the layers :func:`parity_inputs` names on every input; the per-layer table; the
+    input descriptions.
+
+    The inputs of one size run as one batch, through the reference first, then the converted
+    model. ``releaser``: gives back each module's memory-mapped weight pages once it has run
+    (:mod:`msn_cli.residency`), so that the two models' weights are not resident at once.
+    """
     import torch
 
-    from .reference import run_reference
+    from .reference import run_embeddings, run_reference
 
     tol = TOLERANCES.get(dtype, TOLERANCES["float32"])
     inputs = parity_inputs(arch)
     names = _layer_names(arch.num_layers)
     acc: dict[tuple[int, int], dict[str, float]] = {}
     sizes: list[int] = []
-    descriptions = []
+    descriptions = [{"input": i.description, "size": i.size,
+                     "layers": "all" if i.every_layer else "embeddings"} for i in inputs]
+    groups: dict[tuple[int, bool], list[ParityInput]] = {}
+    for i in inputs:
+        groups.setdefault((i.size, i.every_layer), []).append(i)
     tdtype = getattr(torch, dtype)
-    for n_done, (desc, size, pixels) in enumerate(inputs):
-        descriptions.append({"input": desc, "size": size})
+    released = releaser.after_each_module if releaser is not None else \
+        (lambda _m: contextlib.nullcontext())
+    n_done = 0
+    for (size, every_layer), group in groups.items():
         if size not in sizes:
             sizes.append(size)
-        ref = run_reference(reference, pixels).all
+        pixels = torch.cat([i.pixels for i in group])
+        desc = " and ".join(i.description for i in group)
         try:
-            with torch.inference_mode():
-                out = model(pixel_values=pixels.to(tdtype), output_hidden_states=True,
-                            interpolate_pos_encoding=size != arch.image_size)
-            hf = [*out.hidden_states, out.last_hidden_state]
+            with released(reference):
+                ref = run_reference(reference, pixels).all if every_layer else \
+                    [run_embeddings(reference, pixels)]
+            with torch.inference_mode(), released(model):
+                if every_layer:
+                    out = model(pixel_values=pixels.to(tdtype), output_hidden_states=True,
+                                interpolate_pos_encoding=size != arch.image_size)
+                    hf = [*out.hidden_states, out.last_hidden_state]
+                else:  # the converted model's own embeddings module, as its forward calls it
+                    hf = [model.embeddings(pixels.to(tdtype), interpolate_pos_encoding=False)]
         except Exception as e:
             msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
             return CheckResult("parity", False, f"the converted model failed on {desc}: "
@@ -667,16 +717,17 @@ def check_parity(model: Any, reference: Any, arch: Architecture, dtype: str,
             a["scale"] = max(a["scale"], float(r.abs().max()))
             if not math.isfinite(float(diff.max())):
                 a["max"] = math.inf
-        progress("parity", n_done + 1, len(inputs))
+        del ref, hf
+        n_done += len(group)
+        progress("parity", n_done, len(inputs))
     stats = []
-    for size in sizes:
-        for li, (name, hfname, orig) in enumerate(names):
-            a = acc[(size, li)]
-            scale = max(1.0, a["scale"])
-            allowed = tol.atol * scale
-            ok = a["max"] <= allowed and a["cos"] >= tol.cosine_min
-            stats.append(LayerStat(li, name, hfname, orig, size, a["max"], a["sum"] / max(1, a["n"]),
-                                   a["cos"], scale, allowed, ok))
+    for (size, li), a in acc.items():
+        name, hfname, orig = names[li]
+        scale = max(1.0, a["scale"])
+        allowed = tol.atol * scale
+        ok = a["max"] <= allowed and a["cos"] >= tol.cosine_min
+        stats.append(LayerStat(li, name, hfname, orig, size, a["max"], a["sum"] / max(1, a["n"]),
+                               a["cos"], scale, allowed, ok))
     worst = max(stats, key=lambda s: s.max_abs_err / s.allowed)
     bad = [s for s in stats if not s.passed]
     numbers: dict[str, Any] = {
@@ -698,8 +749,10 @@ def check_parity(model: Any, reference: Any, arch: Architecture, dtype: str,
             f"first bad layer: {first.name} ({first.hf} vs original {first.original}) at "
             f"{first.size} px: {why}; {len(bad)} of {len(stats)} layer comparisons over "
             "tolerance"), numbers), stats, descriptions
+    covered = "; ".join(f"{'every layer' if every else 'the embeddings'} at {size} px "
+                        f"({len(group)} inputs)" for (size, every), group in groups.items())
     return CheckResult("parity", True, (
-        f"{len(names)} layers x {len(inputs)} inputs at {' and '.join(f'{s} px' for s in sizes)}: "
+        f"{covered}: "
         f"max abs err {numbers['max_abs_err']:.1e}, min cosine {numbers['min_cosine']:.7f}, "
         f"worst layer at {numbers['worst_ratio']:.0%} of its tolerance"), numbers), stats, descriptions
 
@@ -1093,7 +1146,8 @@ def verify_folder(
         from .reference import build_reference
 
         reference = build_reference(ckpt.state, num_heads=arch.num_heads)
-        parity, layers, inputs = check_parity(model, reference, arch, dtype, progress)
+        releaser = PageReleaser([ckpt.path, *_weights_paths(folder)])
+        parity, layers, inputs = check_parity(model, reference, arch, dtype, progress, releaser)
     else:
         reference = None
         parity = CheckResult("parity", None, "skipped: the converted model did not load")
@@ -1122,6 +1176,14 @@ def verify_folder(
                         inputs=inputs, source=src_info, variant=variant.name if variant else
                         match_variant_name(arch), notes=notes, date=_now(), versions=versions,
                         provenance=list(inferred.provenance))
+
+
+def _weights_paths(folder: Path) -> list[Path]:
+    """The weights files ``from_pretrained`` read (for :class:`PageReleaser`); none if unsure."""
+    try:
+        return list(weights_files(folder)[0])
+    except (MsnError, OSError):
+        return []
 
 
 def _recorded_heads(manifest: dict[str, Any] | None) -> Provenance | None:
