@@ -49,11 +49,11 @@ def file_mappings(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[int, in
     A file is recognised by its device and inode (as ``/proc/self/maps`` lists them), not by
     its name. Shared writable mappings are left out: their pages may hold writes.
     """
-    wanted: set[tuple[int, int]] = set()
+    wanted: set[tuple[int, int, int]] = set()
     for p in paths:
         with contextlib.suppress(OSError):
             st = os.stat(p)
-            wanted.add((os.major(st.st_dev), os.minor(st.st_dev)) + (st.st_ino,))  # type: ignore[arg-type]
+            wanted.add((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino))
     ranges: list[tuple[int, int]] = []
     if not wanted:
         return ranges
@@ -75,7 +75,7 @@ def file_mappings(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[int, in
             start, end = (int(x, 16) for x in span.split("-"))
         except ValueError:
             continue
-        if key in wanted:  # type: ignore[comparison-overlap]
+        if key in wanted:
             ranges.append((start, end))
     return ranges
 

@@ -242,7 +242,8 @@ class VerifyReport:
         text = ", ".join(ok)
         if parity is not None and parity.passed:
             n = parity.numbers
-            text += (f": {n['layers']} layers x {n['inputs']} inputs, max abs err "
+            what = n.get("coverage") or f"{n['layers']} layers x {n['inputs']} inputs"
+            text += (f": {what}, max abs err "
                      f"{n['max_abs_err']:.1e} (tol {n['tolerance']:.0e} x layer scale)")
         skipped = [c.name for c in self.checks if c.passed is None]
         if skipped:
@@ -652,6 +653,16 @@ def _layer_names(num_layers: int) -> list[tuple[str, str, str]]:
     return names
 
 
+def _coverage(groups: dict[tuple[int, bool], list[ParityInput]], n_layers: int) -> str:
+    """What parity compared: ``embeddings at 224 px, all 14 layers at 112 px, 2 inputs each``."""
+    parts = [f"all {n_layers} layers at {size} px" if every else f"embeddings at {size} px"
+             for size, every in groups]
+    counts = {len(g) for g in groups.values()}
+    each = f"{counts.pop()} inputs each" if len(counts) == 1 else \
+        f"{sum(len(g) for g in groups.values())} inputs"
+    return f"{', '.join(parts)}, {each}"
+
+
 def check_parity(model: Any, reference: Any, arch: Architecture, dtype: str,
                  progress: ProgressFn = no_progress,
                  releaser: PageReleaser | None = None) -> tuple[CheckResult, list[LayerStat], list[dict]]:
@@ -738,6 +749,7 @@ def check_parity(model: Any, reference: Any, arch: Architecture, dtype: str,
         "worst_ratio": worst.max_abs_err / worst.allowed,
         "tolerance": tol.atol,
         "first_bad_layer": None,
+        "coverage": _coverage(groups, len(names)),
     }
     if bad:
         first = min(bad, key=lambda s: (s.index, sizes.index(s.size)))
@@ -749,10 +761,8 @@ def check_parity(model: Any, reference: Any, arch: Architecture, dtype: str,
             f"first bad layer: {first.name} ({first.hf} vs original {first.original}) at "
             f"{first.size} px: {why}; {len(bad)} of {len(stats)} layer comparisons over "
             "tolerance"), numbers), stats, descriptions
-    covered = "; ".join(f"{'every layer' if every else 'the embeddings'} at {size} px "
-                        f"({len(group)} inputs)" for (size, every), group in groups.items())
     return CheckResult("parity", True, (
-        f"{covered}: "
+        f"{numbers['coverage']}: "
         f"max abs err {numbers['max_abs_err']:.1e}, min cosine {numbers['min_cosine']:.7f}, "
         f"worst layer at {numbers['worst_ratio']:.0%} of its tolerance"), numbers), stats, descriptions
 

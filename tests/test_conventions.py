@@ -258,7 +258,7 @@ def test_progress_counts_parity_inputs_not_bytes(tiny_ckpt, tmp_path):
     assert code == 0, terminal[-500:]
     plain = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", terminal)
     parity = [line for line in plain.replace(b"\r", b"\n").split(b"\n") if b"parity" in line]
-    assert parity and any(re.search(rb"\d/3 inputs", line) for line in parity), parity[-3:]
+    assert parity and any(re.search(rb"\d/4 inputs", line) for line in parity), parity[-3:]
     assert not any(b"bytes" in line for line in parity), parity[-3:]
 
 

@@ -90,8 +90,9 @@ def test_good_conversion_passes(cli, converted, arch, dtype):
     assert [c["passed"] for c in rep["checks"]] == [True, True, True, True, True, None, None, None]
     par = check(rep, "parity")
     assert par["layers"] == arch.num_layers + 2
-    assert par["inputs"] == 3 and len(par["sizes"]) == 2
-    assert len(rep["layers"]) == 2 * (arch.num_layers + 2)
+    assert par["inputs"] == 4 and len(par["sizes"]) == 2
+    # the embeddings at the native size, every layer at the smaller one
+    assert len(rep["layers"]) == 1 + (arch.num_layers + 2)
     for row in rep["layers"]:
         assert row["passed"] and row["max_abs_err"] <= row["allowed"]
         assert row["allowed"] == pytest.approx(documented[dtype][0] * max(1.0, row["scale"]))
@@ -106,14 +107,36 @@ def test_every_token_of_every_layer_is_compared(cli, converted):
     out = converted(TINY_MULTIHEAD)
     rep = verify_folder(out)
     assert rep.passed
-    names = [s.name for s in rep.layers if s.size == 35]
-    assert names == ["embeddings", "block 0", "block 1", "block 2", "final norm"]
-    assert [s.hf for s in rep.layers][:5] == ["hidden_states[0]", "hidden_states[1]",
-                                             "hidden_states[2]", "hidden_states[3]",
-                                             "last_hidden_state"]
-    # the other size uses position interpolation and a grid both implementations agree on
+    # at the native size the embeddings, where the position embeddings are used as stored
+    assert [(s.name, s.hf) for s in rep.layers if s.size == 35] == [("embeddings", "hidden_states[0]")]
+    # every layer at a smaller size, which uses position interpolation and a grid both
+    # implementations agree on
     other = {s.size for s in rep.layers} - {35}
     assert len(other) == 1 and next(iter(other)) % 7 == 0
+    deep = [s for s in rep.layers if s.size in other]
+    assert [s.name for s in deep] == ["embeddings", "block 0", "block 1", "block 2", "final norm"]
+    assert [s.hf for s in deep] == ["hidden_states[0]", "hidden_states[1]", "hidden_states[2]",
+                                    "hidden_states[3]", "last_hidden_state"]
+    assert [(i["size"], i["layers"]) for i in rep.inputs] == [
+        (35, "embeddings"), (35, "embeddings"), (min(other), "all"), (min(other), "all")]
+
+
+def test_one_position_of_the_native_grid_is_compared_as_stored(cli, converted):
+    """A change to the position embedding of one token (the last patch) shows at the native
+    size, where that row is added to that token alone."""
+    out = converted(TINY_MULTIHEAD)
+
+    def last_position(sd):
+        pos = sd["embeddings.position_embeddings"].clone()
+        pos[:, -1] += 1e-3
+        sd["embeddings.position_embeddings"] = pos
+
+    edit_weights(out, last_position)
+    r, rep = run_verify(cli, out)
+    assert r.code == 1 and rep["first_bad_layer"] == "embeddings"
+    native = next(row for row in rep["layers"] if row["size"] == 35)
+    assert native["name"] == "embeddings" and not native["passed"]
+    assert native["max_abs_err"] == pytest.approx(1e-3, rel=1e-2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,10 +168,12 @@ def test_one_tensor_perturbed_by_1e3_fails(cli, converted, key, first_bad):
     assert first_bad in par["detail"]
     assert "verify failed" in r.stderr
     # every layer before the bad one still passes
-    native = [row for row in rep["layers"] if row["size"] == 35]
-    idx = [row["name"] for row in native].index(first_bad)
-    assert all(row["passed"] for row in native[:idx])
-    assert not native[idx]["passed"]
+    deep = [row for row in rep["layers"] if row["size"] != 35]  # every layer is compared there
+    idx = [row["name"] for row in deep].index(first_bad)
+    assert all(row["passed"] for row in deep[:idx])
+    assert not deep[idx]["passed"]
+    if first_bad == "embeddings":  # and at the native size, where the embeddings are used as stored
+        assert not next(row for row in rep["layers"] if row["size"] == 35)["passed"]
 
 
 def test_query_and_key_swapped_in_one_layer(cli, converted):
@@ -417,7 +442,8 @@ def test_records_in_manifest_and_no_record(cli, converted):
     assert v["passed"] is True
     assert set(v) >= {"passed", "summary", "date", "msn_version", "transformers_version",
                       "torch_version", "dtype", "tolerance", "checks"}
-    assert v["summary"].startswith("files, loading, config, parity, preprocessing: 4 layers x 3 inputs")
+    assert v["summary"].startswith("files, loading, config, parity, preprocessing: embeddings at "
+                                   "64 px, all 4 layers at 32 px, 2 inputs each")
     assert "rows" not in v["checks"][0]
     # a later failure overwrites the record (push must see it)
     edit_weights(out, _perturb("layernorm.bias"))
@@ -607,3 +633,28 @@ def test_known_hashes_are_compared_not_trusted_blindly(converted):
     bad = verify_folder(folder, known_hashes={W: "0" * 64}).to_dict()
     assert check(bad, "files")["passed"] is False
     assert bad["passed"] is False
+
+
+def test_parity_gives_back_the_weight_pages_and_its_results_do_not_change(converted, monkeypatch):
+    """Both models' memory-mapped weights are released module by module (msn_cli.residency);
+    the comparison is the same, number for number, as without it."""
+    import sys
+
+    from msn_cli.residency import PageReleaser
+
+    out = converted(TINY_MULTIHEAD)
+    released = []
+    real = PageReleaser.release
+
+    def spy(self, tensors):
+        real(self, tensors)
+        released.append(self.released)
+
+    monkeypatch.setattr(PageReleaser, "release", spy)
+    with_release = verify_folder(out)
+    assert with_release.passed
+    if sys.platform.startswith("linux"):
+        assert released and max(released) > 100_000  # source and converted weights pages
+    monkeypatch.setattr(PageReleaser, "release", lambda self, tensors: None)
+    without = verify_folder(out)
+    assert [s.to_dict() for s in with_release.layers] == [s.to_dict() for s in without.layers]
