@@ -234,15 +234,23 @@ def original_grid_after_interpolation(grid: int, new_grid: int) -> int:
     return math.floor(grid * math.sqrt((new_grid * new_grid) / (grid * grid)))
 
 
-def other_grid(grid: int) -> int:
+def other_grid(grid: int, at_most: int | None = None) -> int:
     """A second grid side for the interpolation comparison, where both implementations agree.
 
     The original scales the position grid by ``sqrt(npatch / N)``; transformers resizes to the
     explicit ``H/P x W/P``. They produce the same grid, and the same sampling positions (a
     scale of ``new/g`` versus its reciprocal source step ``g/new``, equal to rounding), only
     where ``floor(g * sqrt(new**2 / g**2)) == new``. Half the native grid is preferred (it is
-    also the cheapest); otherwise the nearest side that satisfies the condition.
+    also the cheapest); otherwise the nearest side that satisfies the condition. With
+    ``at_most``: the native grid halved (a quarter, an eighth, ...) down to ``at_most`` a side
+    or fewer, where that satisfies the condition; else as without it.
     """
+    if at_most is not None and grid // 2 > at_most:
+        side = grid // 2
+        while side > at_most:
+            side //= 2
+        if side >= 2 and original_grid_after_interpolation(grid, side) == side:
+            return side
     candidates = [grid // 2, *(grid + d for d in (1, -1, 2, -2, 3, -3, 4, -4))]
     for c in candidates:
         if c >= 2 and c != grid and original_grid_after_interpolation(grid, c) == c:

@@ -402,14 +402,19 @@ class ParityInput:
     """True: every layer is compared; False: the embeddings alone (the native-size inputs)."""
 
 
+DEPTH_GRID_AT_MOST = 8
+"""Patches a side, at most, of the input every layer is compared on (where the grid allows)."""
+
+
 def depth_size(arch: Architecture) -> int:
-    """The image size at which every layer is compared: a smaller grid than the native one
-    (half of it where both implementations resize the position grid alike,
-    :func:`msn_cli.reference.other_grid`), so that the deep comparison costs a fraction of a
-    native-size pass."""
+    """The image size at which every layer is compared: the native grid halved until it has
+    at most :data:`DEPTH_GRID_AT_MOST` patches a side, at a size where both implementations
+    resize the position grid alike (:func:`msn_cli.reference.other_grid`): 7 x 7 patches for
+    the /16 models at 224 px, 8 x 8 for ViT-L/7, 7 x 7 for ViT-B/4. The deep comparison
+    then costs a small fraction of a native-size pass, for every layer and every weight."""
     from .reference import other_grid
 
-    return other_grid(arch.grid) * arch.patch_size
+    return other_grid(arch.grid, DEPTH_GRID_AT_MOST) * arch.patch_size
 
 
 def parity_inputs(arch: Architecture) -> list[ParityInput]:

@@ -139,9 +139,11 @@ def test_architecture_details_of_the_original():
 
 
 def test_original_interpolation_rule_and_the_chosen_second_size():
-    for g in range(2, 64):
-        n = other_grid(g)
+    for g, at_most in [(g, m) for g in range(2, 64) for m in (None, 8)]:
+        n = other_grid(g, at_most)
         assert n != g and original_grid_after_interpolation(g, n) == n
+        if at_most is not None and g // 2 > at_most:
+            assert n <= at_most  # the deep comparison's size: at most 8 patches a side here
         # at that size the original's scale-factor interpolation and transformers' explicit
         # size give the same positions
         grid = torch.randn(1, 8, g, g, generator=torch.Generator().manual_seed(g))
