@@ -1,10 +1,9 @@
-"""One forward pass of a converted model on verify's own inputs (used by bench/run.py).
+"""One forward pass of a converted model at its native size (used by bench/run.py).
 
-Loads the folder with ``ViTMSNModel.from_pretrained`` and runs the inputs verify's parity
-check uses (:func:`msn_cli.verify.parity_inputs`: three images, two at the native size and one
-at a second size with interpolated positions, one at a time, with every hidden state) through
-it once, as verify does on the converted side. Prints JSON: seconds for the import, the load
-and the forward pass.
+Loads the folder with ``ViTMSNModel.from_pretrained`` and runs one image at the native size
+(224 px for the released models: verify's own first input, seeded normal noise) through it
+once -- the yardstick issue 14 sets for ``msn verify``. Prints JSON: seconds for the import,
+the load and the forward pass.
 
 Usage: python bench/forward.py FOLDER
 """
@@ -25,21 +24,19 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import ViTMSNModel
 
     from msn_cli.architecture import Architecture
-    from msn_cli.verify import parity_inputs
+    from msn_cli.verify import noise_image
 
     t1 = time.perf_counter()
     model = ViTMSNModel.from_pretrained(str(folder))
     model.eval()
     arch = Architecture.from_hf_config(json.loads((folder / "config.json").read_text()))
-    inputs = parity_inputs(arch)
+    pixels = noise_image(arch.image_size, 0, arch.num_channels).to(model.dtype)
     t2 = time.perf_counter()
     with torch.inference_mode():
-        for _, size, pixels in inputs:
-            model(pixel_values=pixels.to(model.dtype), output_hidden_states=True,
-                  interpolate_pos_encoding=size != arch.image_size)
+        model(pixel_values=pixels)
     t3 = time.perf_counter()
     print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "forward_s": t3 - t2,
-                      "inputs": len(inputs)}))
+                      "inputs": 1, "size": arch.image_size}))
     return 0
 
 

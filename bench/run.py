@@ -3,8 +3,9 @@
 What it does (everything in ``.bench/``, which is gitignored):
 
 1. writes the synthetic checkpoints it needs with :mod:`msn_cli.synth` (real key names, shapes
-   and layouts, random weights): ViT-S/16, ViT-B/16, ViT-L/16, ViT-L/7 in the released layout
-   and ViT-L/16 in the training layout (about 5 GB); existing files are reused;
+   and layouts, random weights): ViT-S/16, ViT-B/16, ViT-L/16, ViT-B/4 (3,137 tokens) and
+   ViT-L/7 in the released layout and ViT-L/16 in the training layout (about 5 GB); existing
+   files are reused;
 2. reads each file once, so that every measured run starts with the file in the page cache
    (``--cold`` instead evicts *that file* from the page cache before every run with
    ``posix_fadvise(DONTNEED)``; nothing system-wide is ever dropped); an extra cold pass
@@ -535,10 +536,12 @@ def report(args, started: str, ended: str, load: tuple, results: list[VariantRes
     if have_verify and any(r.verify for r in results):
         lines += ["## Verify", "",
                   "`msn verify FOLDER --no-record` on msn's output (a fresh process: import, load "
-                  "of both models, file hashes, every layer on three inputs through the reference "
-                  "and the converted model) against one forward pass of the converted model on "
-                  "the same three inputs (`bench/forward.py`: forward time alone, and its whole "
-                  "process: import + `from_pretrained` + forward).", "",
+                  "of both models, the sha256 of the source and of every file, the embeddings on "
+                  "two inputs at the native size and every layer on two inputs at the smaller "
+                  "size, through the reference and the converted model) against one forward pass "
+                  "of the converted model on one image at the native size (`bench/forward.py`: "
+                  "forward time alone, and its whole process: import + `from_pretrained` + "
+                  "forward).", "",
                   "| variant | `msn verify` wall s | user+sys s | peak RSS MB | one forward pass s "
                   "| forward process wall s | verify / forward pass | verify / forward process |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -574,6 +577,24 @@ def report(args, started: str, ended: str, load: tuple, results: list[VariantRes
             r = full.wall / seedc.wall
             targets.append(("ViT-L/16 `convert` with verify faster than the seed", fmt_ratio(r),
                             "< 1.00x", r < 1))
+        if msn and seed and msn.ok() and seed.ok():
+            wr = msn.wall / seed.wall
+            targets.append(("ViT-L/16 `convert --no-verify` wall <= 0.25x seed without check "
+                            "(issue 14)", fmt_ratio(wr), "<= 0.25x", wr <= 0.25))
+        if res.verify and res.verify.ok() and res.forward:
+            r = res.verify.wall / res.forward["forward_s"]
+            targets.append(("ViT-L/16 `msn verify` <= 4x one forward pass at 224 px (issue 14)",
+                            fmt_ratio(r), "<= 4.00x", r <= 4))
+    for res in results:  # issue 14: convert with verify against the seed with its check, each
+        full, seedc = res.series.get("msn-verify"), res.series.get("seed")
+        if not (full and seedc and full.runs and seedc.runs):
+            continue
+        ok = full.ok() and seedc.ok()
+        wr, rr = (full.wall / seedc.wall, full.rss / seedc.rss) if ok else (None, None)
+        targets.append((f"{res.variant} `convert` with verify, wall <= 0.75x seed with check "
+                        "(issue 14)", fmt_ratio(wr), "<= 0.75x", None if wr is None else wr <= 0.75))
+        targets.append((f"{res.variant} `convert` with verify, peak RSS <= 0.60x seed's "
+                        "(issue 14)", fmt_ratio(rr), "<= 0.60x", None if rr is None else rr <= 0.6))
 
     if stages:
         name, nov, withv = stages
@@ -611,7 +632,7 @@ def report(args, started: str, ended: str, load: tuple, results: list[VariantRes
         lines.append("")
 
     if targets:
-        lines += ["## Targets (issue 6)", "", "| target | measured | wanted | met |",
+        lines += ["## Targets (issues 6 and 14)", "", "| target | measured | wanted | met |",
                   "|---|---:|---:|:---:|"]
         for t, got, want, ok in targets:
             lines.append(f"| {t} | {got} | {want} | {'yes' if ok else ('no' if ok is False else '?')} |")
@@ -630,9 +651,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="ViT-S/16 only (training layout also at S/16), 2 runs, small download test")
     ap.add_argument("--variants", help=f"comma-separated subset of {','.join(ALL_VARIANTS)}")
     ap.add_argument("--runs", type=int, help="runs of each command (default 3; 2 with --quick)")
-    ap.add_argument("--verify-runs", type=int, default=2,
+    ap.add_argument("--verify-runs", type=int, default=3,
                     help="rounds that include the two slow commands, `msn convert` with verify "
-                         "and the baseline with its check (default 2, at most --runs)")
+                         "and the baseline with its check (default 3, at most --runs)")
     ap.add_argument("--verify-cost-runs", type=int, default=1,
                     help="runs of `msn verify` and of one forward pass per variant (default 1)")
     ap.add_argument("--no-training", action="store_true", help="skip the training-layout file")
