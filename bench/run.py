@@ -556,20 +556,21 @@ def report(args, started: str, ended: str, load: tuple, results: list[VariantRes
                          f"{'' if fp is None else f'{fp:.2f}'} | "
                          f"{fmt_ratio(res.verify.wall / fw if fw else None)} | "
                          f"{fmt_ratio(res.verify.wall / fp if fp else None)} |")
-        lines += ["", "How verify keeps its cost down (issue 14; README, `msn verify`): only the "
-                  "embeddings depend on the input size (the position embeddings are used as "
-                  "stored at the native size, interpolated at any other), so the embeddings -- "
-                  "patch projection, class token, position embeddings, every token -- are "
-                  "compared on two inputs at the native size, and every layer (embeddings, each "
-                  "block, the final norm, every token) on two inputs at the native grid halved to "
-                  "at most 8 patches a side (56 px for the /16 and /4 models, 56 px = 8 x 8 "
-                  "patches for ViT-L/7), each size as one batch: every weight tensor takes part "
-                  "at a fraction of a native-size pass (ViT-B/4's 3,137 tokens never go through "
-                  "the blocks). Memory: both models' weights are memory-mapped from their files "
-                  "(the source checkpoint, `model.safetensors`), and after each module has run "
-                  "its weight pages are given back to the kernel (`madvise(MADV_DONTNEED)` on "
-                  "clean file-backed pages only; they stay in the page cache), so the process "
-                  "holds about one layer of each model, not both models.", ""]
+        lines += ["", (
+            'How verify keeps its cost down (issue 14; README, `msn verify`): only the embeddings'
+            ' depend on the input size (the position embeddings are used as stored at the native '
+            'size, interpolated at any other), so the embeddings -- patch projection, class '
+            'token, position embeddings, every token -- are compared on two inputs at the native '
+            'size, and every layer (embeddings, each block, the final norm, every token) on two '
+            'inputs at the native grid halved to at most 8 patches a side (7 x 7 patches: 112 px '
+            'for the /16 models, 28 px for ViT-B/4; 8 x 8 = 56 px for ViT-L/7), each size as one '
+            "batch: every weight tensor takes part at a fraction of a native-size pass (ViT-B/4's"
+            " 3,137 tokens never go through the blocks). Memory: both models' weights are memory-"
+            'mapped from their files (the source checkpoint, `model.safetensors`), and after each'
+            ' module has run its weight pages are given back to the kernel '
+            '(`madvise(MADV_DONTNEED)` on clean file-backed pages only; they stay in the page '
+            'cache), so the process holds about one layer of each model, not both models.'
+        ), ""]
 
     for res in results:
         if res.variant != "vitl16":
