@@ -29,11 +29,16 @@ exception -- exceptions mean verify could not run at all):
     The independent reference (:mod:`msn_cli.reference`, float32, on the source checkpoint's
     own tensors in their original names) and the converted model (in the folder's dtype) run on
     the same deterministic inputs -- a seeded normal-noise image and a smooth
-    natural-image-like image (low-frequency noise, 8-bit quantised, ImageNet-normalised) at the
-    native size; a natural-image-like one at a second size with position interpolation -- and every layer's
-    output is compared on all tokens: the embeddings (``hidden_states[0]``), each block
-    (``hidden_states[i + 1]`` against ``blocks.i``) and the final norm (``last_hidden_state``).
-    The first layer over tolerance is named.
+    natural-image-like image (low-frequency noise, 8-bit quantised, ImageNet-normalised) -- at
+    two sizes (:func:`parity_inputs`). At the native size the embeddings (``hidden_states[0]``:
+    patch projection, class token, the position embeddings as stored) are compared on all
+    tokens; at a smaller size with position interpolation (:func:`depth_size`) every layer's
+    output is compared on all tokens: the embeddings, each block (``hidden_states[i + 1]``
+    against ``blocks.i``) and the final norm (``last_hidden_state``). Only the embeddings
+    depend on the size, so the full depth, which holds every other weight, costs a fraction
+    of a native pass. Both models' weights are memory-mapped from their files, and each
+    module's pages are handed back after it has run (:mod:`msn_cli.residency`): verify holds
+    about one layer of each model at a time. The first layer over tolerance is named.
 ``preprocessing``
     The folder's image processor, loaded as a user loads it, against an independent
     implementation of the transform it declares (MSN's own evaluation transform by default),
@@ -71,11 +76,12 @@ models; in float16/bfloat16 parity catches structural errors (a swapped or trans
 matrix, a wrong split) but not a 1e-3 perturbation, which is below their own rounding -- the
 ``files`` hashes and ``--against`` cover bit-level identity there.
 
-The second size: the original resizes the position grid by ``scale_factor=sqrt(npatch/N)``,
+The smaller size: the original resizes the position grid by ``scale_factor=sqrt(npatch/N)``,
 transformers to an explicit ``(H/P, W/P)``. Where ``floor(g * sqrt(n^2/g^2)) == n`` both give
-the same grid at the same sampling positions and agree to float rounding, so the second size
-is held to the same tolerance; :func:`msn_cli.reference.other_grid` picks such a size (half
-the native grid where possible, e.g. 112 px for the 224 px /16 models).
+the same grid at the same sampling positions and agree to float rounding, so the smaller size
+is held to the same tolerance; :func:`msn_cli.reference.other_grid` picks such a size (the
+native grid halved until at most 8 patches a side, e.g. 112 px for the 224 px /16 models,
+56 px for ViT-L/7, 28 px for ViT-B/4).
 
 Golden tolerance: 1e-4 in float32 (the seed's), ``atol[dtype] * max(1, max|expected|)`` in
 float16/bfloat16.

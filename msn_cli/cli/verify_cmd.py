@@ -47,7 +47,8 @@ def verify(
     loading: from_pretrained reports no missing/unexpected/mismatched keys.
     config: every computation-relevant value matches the source checkpoint.
     parity: an independent original ViT on the source vs the converted model,
-    every layer, all tokens, seeded inputs at two sizes; names the first bad layer.
+    all tokens: the embeddings at the native size, every layer at a smaller one
+    (seeded inputs); names the first bad layer.
     golden: published values of the five released models (needs --image).
     against: tensor-by-tensor comparison with another folder or Hub repo.
 
