@@ -1098,6 +1098,7 @@ def verify_folder(
     known: Known | None = None,
     known_hashes: dict[str, str] | None = None,
     progress: ProgressFn = no_progress,
+    preprocessing_effect: bool = False,
 ) -> VerifyReport:
     """Run every check on ``folder``; see the module docstring.
 
@@ -1107,6 +1108,10 @@ def verify_folder(
     by width > what the manifest records as given by the user or a run config > hidden size /
     64, reported as assumed. ``known``: all of that already resolved (``convert`` passes its
     own).
+
+    ``preprocessing_effect``: also run the converted model on the processor's and the
+    transform's pixels of every photo whose pixels differ (the ``preprocessing`` check's output
+    effect; two native-size forward passes per such photo, so off by default).
 
     A failed check is part of the returned report. Raises :class:`FolderError`,
     :class:`CheckpointError` (exit 3) or a network error (exit 4) when verify cannot run.
@@ -1175,7 +1180,8 @@ def verify_folder(
     checks.append(parity)
     from . import verify_preprocessing as vp
 
-    checks.append(vp.check_preprocessing(folder, model, arch, dtype, [image] if image else []))
+    checks.append(vp.check_preprocessing(folder, model, arch, dtype, [image] if image else [],
+                                         effect=preprocessing_effect))
     variant = None
     if manifest and manifest.get("variant") in VARIANTS:
         variant = VARIANTS[manifest["variant"]]

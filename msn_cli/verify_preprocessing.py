@@ -9,7 +9,8 @@
     (:mod:`msn_cli.preprocess`; ``msn``: MSN's own evaluation transform). Per photo: max and
     mean absolute pixel difference (normalised units) and the effect on the converted model's
     output (``last_hidden_state`` on the processor's pixels vs on the transform's: max abs
-    error and cosine of the cls token, and of all tokens).
+    error and cosine of the cls token, and of all tokens) -- with ``msn verify --effect``
+    only: it costs two forward passes at the native size per photo whose pixels differ.
 
     Tolerance (:data:`PIXEL_ATOL`): every pixel within one 8-bit level of the independent
     transform, ``1 / (255 * min(std)) = 0.0175`` in normalised units (torchvision's tensor
@@ -17,7 +18,7 @@
     whose crop margin is 3 mod 4 pixels is cropped one pixel off by transformers, which floors
     the offset where torchvision rounds it; such a photo passes when the processor's pixels are
     the original transform's with the floored offset (within the same tolerance), and the row
-    says so with its measured output effect. Anything else fails.
+    says so (with its measured output effect under ``--effect``). Anything else fails.
 
 ``image`` (with ``--image``)
     End to end: the photo through the folder's processor and the converted model, against the
@@ -281,8 +282,10 @@ def _folder_processor(folder: Path, check: str) -> tuple[Any, str] | Any:
 
 
 def check_preprocessing(folder: Path, model: Any, arch: Architecture, dtype: str,
-                        images: list[Path] | None = None) -> Any:
-
+                        images: list[Path] | None = None, effect: bool = False) -> Any:
+    """The processor's pixels against the independent transform on every photo; with
+    ``effect``, each differing photo's effect on ``model``'s output too (two forward passes
+    at the native size per photo: seconds on a ViT-L/7, so only on request)."""
     choice = declared_choice(folder, arch.image_size)
     loaded = _folder_processor(folder, "preprocessing")
     if not isinstance(loaded, tuple):
@@ -293,7 +296,7 @@ def check_preprocessing(folder: Path, model: Any, arch: Architecture, dtype: str
     for photo in photos:
         try:
             rows.append(compare_photo(processor, backend, photo, choice, arch.image_size,
-                                      model, dtype).row)
+                                      model if effect else None, dtype).row)
         except Exception as e:  # a processor that crashes on an image is a failed row
             rows.append({"photo": photo.name, "backend": backend, "ok": False,
                          "status": f"the processor failed: {_first_line(e)}"})

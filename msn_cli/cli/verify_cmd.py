@@ -35,6 +35,11 @@ def verify(
     config: ConfigOpt = None,
     no_record: Annotated[bool, typer.Option(
         "--no-record", help="Do not store the result in msn_manifest.json.")] = False,
+    effect: Annotated[bool, typer.Option(
+        "--effect", help="Also measure, for each bundled photo whose processor pixels differ "
+        "from the independent transform's, the effect on the converted model's output (two "
+        "forward passes at the native size per such photo: minutes for ViT-L/7 and ViT-B/4 on "
+        "a laptop).")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
@@ -88,7 +93,7 @@ def verify(
     with term.progress() as progress:
         report = verify_folder(out, source=source, image=image, against=against,
                                cache_dir=cache_dir, base_url=base_url, num_heads=num_heads,
-                               config=config, progress=progress)
+                               config=config, progress=progress, preprocessing_effect=effect)
     recorded = False
     if not no_record and (out / MANIFEST).is_file():
         record_in_manifest(out, report)
