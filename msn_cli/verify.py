@@ -707,10 +707,10 @@ def check_parity(model: Any, reference: Any, arch: Architecture, dtype: str,
             sizes.append(size)
         pixels = torch.cat([i.pixels for i in group])
         desc = " and ".join(i.description for i in group)
+        with released(reference):
+            ref = run_reference(reference, pixels).all if every_layer else \
+                [run_embeddings(reference, pixels)]
         try:
-            with released(reference):
-                ref = run_reference(reference, pixels).all if every_layer else \
-                    [run_embeddings(reference, pixels)]
             with torch.inference_mode(), released(model):
                 if every_layer:
                     out = model(pixel_values=pixels.to(tdtype), output_hidden_states=True,
