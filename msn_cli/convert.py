@@ -526,10 +526,6 @@ def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, *, d
         "preprocessing": _preprocessing_record(preprocessing, plan.arch.image_size),
         "verify": None,
     }
-    if verify:
-        from .verify import preload_transformers
-
-        preload_transformers()  # verify's one slow import, alongside the writing
     with atomic_output_dir(out, force) as tmp:
         # the source check (zip: every member's CRC-32; the sha256) finishes while the tensors
         # are written; write_folder waits for it before the header is final

@@ -94,7 +94,6 @@ import datetime as _dt
 import json
 import math
 import os
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -320,25 +319,6 @@ def _versions() -> dict[str, str]:
 
     return {"msn": __version__, "transformers": transformers.__version__,
             "torch": str(torch.__version__)}
-
-
-def preload_transformers() -> threading.Thread:
-    """Import transformers and the ``ViTMSNModel`` code in a daemon thread, now.
-
-    Most of ``from_pretrained``'s time on the smaller models is that import (about 2 s on 2
-    cores: transformers pulls in ``torch.distributed.tensor``); ``convert`` starts it before
-    writing the folder, whose work is mostly file I/O and hashing that leave the interpreter
-    free, so verify finds it done. Any error is left for verify's own import to raise.
-    """
-
-    def run() -> None:
-        with contextlib.suppress(Exception):
-            import transformers  # noqa: F401
-            from transformers import ViTMSNModel  # noqa: F401
-
-    thread = threading.Thread(target=run, name="msn-import-transformers", daemon=True)
-    thread.start()
-    return thread
 
 
 def _could_not_run(message: str, hint: str | None = None) -> MsnError:
