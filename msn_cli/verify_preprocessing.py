@@ -9,8 +9,9 @@
     (:mod:`msn_cli.preprocess`; ``msn``: MSN's own evaluation transform). Per photo: max and
     mean absolute pixel difference (normalised units) and the effect on the converted model's
     output (``last_hidden_state`` on the processor's pixels vs on the transform's: max abs
-    error and cosine of the cls token, and of all tokens) -- with ``msn verify --effect``
-    only: it costs two forward passes at the native size per photo whose pixels differ.
+    error and cosine of the cls token, and of all tokens) -- ``msn verify`` measures it unless
+    ``--no-effect``; convert's own verify does not: it costs two forward passes at the native
+    size per photo whose pixels differ, and never decides the check.
 
     Tolerance (:data:`PIXEL_ATOL`): every pixel within one 8-bit level of the independent
     transform, ``1 / (255 * min(std)) = 0.0175`` in normalised units (torchvision's tensor
@@ -18,7 +19,7 @@
     whose crop margin is 3 mod 4 pixels is cropped one pixel off by transformers, which floors
     the offset where torchvision rounds it; such a photo passes when the processor's pixels are
     the original transform's with the floored offset (within the same tolerance), and the row
-    says so (with its measured output effect under ``--effect``). Anything else fails.
+    says so (with its measured output effect where it was measured). Anything else fails.
 
 ``image`` (with ``--image``)
     End to end: the photo through the folder's processor and the converted model, against the
