@@ -786,20 +786,13 @@ def golden_pixels(image: Path, size: int = GOLDEN_IMAGE_SIZE) -> torch.Tensor:
     transformers 5.x picks a torchvision backend when one is installed, whose resize differs,
     so verify does not delegate it.
     """
-    import numpy as np
     import torch
-    from PIL import Image, UnidentifiedImageError
 
-    try:
-        with Image.open(image) as im:
-            rgb = im.convert("RGB").resize((size, size), resample=Image.Resampling.BILINEAR)
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise _could_not_run(f"cannot read the image {image}: {e}") from e
-    scaled = (np.asarray(rgb, dtype=np.float64) * (1 / 255)).astype(np.float32)
-    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
-    std = np.asarray(IMAGENET_STD, dtype=np.float32)
-    normed = ((scaled - mean) / std).astype(np.float32)
-    return torch.from_numpy(np.ascontiguousarray(normed.transpose(2, 0, 1)))[None]
+    from .preprocess import seed_transform
+    from .verify_preprocessing import load_photo
+
+    # read as --image is everywhere: a regular file only, within PIL's pixel limit
+    return torch.from_numpy(seed_transform(load_photo(image).image, size))[None]
 
 
 def check_golden(model: Any, variant: Variant | None, image: Path | None, dtype: str) -> CheckResult:
