@@ -5,9 +5,9 @@ in separate processes (kernel sendfile, so the server is not the bottleneck): on
 that caps every connection at ``--rate-mbs`` MB/s as a long congested path does. Each case
 downloads the file with ``curl -o`` and with ``msn_cli.download.fetch`` (what ``msn download``
 runs: split over ``--connections`` ranged requests, sha256 of the whole file, the rename and
-the index update), alternating the two. Times are whole-process wall times (start to exit);
-each msn process reports its own peak memory (VmHWM), and a second, 16x smaller file shows
-whether that peak depends on the file size.
+the index update), alternating the two, with a ``sync`` (untimed) before every run. Times
+are whole-process wall times (start to exit); each msn process reports its own peak memory
+(VmHWM), and a second, 16x smaller file shows whether that peak depends on the file size.
 
 Prints a markdown section on stdout (``make bench`` includes it). Standalone:
 
@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
                 for i in range(runs):
                     order = tools if i % 2 == 0 else tools[::-1]
                     for tool, in_order in order:
+                        # Untimed: write out what the previous run left dirty, so that no run
+                        # pays for another's write-back (make bench does the same for convert).
+                        os.sync()
                         res = (run_curl(url, SCRATCH / "curl.bin") if in_order is None else
                                run_msn(url, SCRATCH / "cache", args.connections, in_order))
                         results.setdefault((case, tool), []).append(res)

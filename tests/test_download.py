@@ -378,23 +378,23 @@ def test_disk_write_failure_is_a_cache_error_and_keeps_the_partial(cli, served, 
     import errno
 
     _, url, data = served
-    real_put = dl._Sink.put
+    real_pwrite = dl._pwrite
     seen = []
 
-    def put(self, chunk):
-        seen.append(len(chunk))
+    def pwrite(fd, view, pos):
+        seen.append(len(view))
         if sum(seen) > 1_000_000:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_put(self, chunk)
+        return real_pwrite(fd, view, pos)
 
-    monkeypatch.setattr(dl._Sink, "put", put)
+    monkeypatch.setattr(dl, "_pwrite", pwrite)
     r = cli("download", url)
     assert r.code == 3
     assert "No space left on device" in r.stderr and "Traceback" not in r.stderr
     assert cache().get("run_a.pth.tar") is None
     have = cache().partial_path("run_a.pth.tar").stat().st_size
     assert 0 < have < len(data)
-    monkeypatch.setattr(dl._Sink, "put", real_put)
+    monkeypatch.setattr(dl, "_pwrite", real_pwrite)
     r = cli("download", url, "--json")
     assert r.code == 0 and r.json()["files"][0]["resumed_from"] == have
 
