@@ -491,6 +491,10 @@ def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, *, d
     ckpt = load_checkpoint(source.path, encoder)
     plan = build_plan(ckpt, dtype, known=known)
     plan.require_ok()
+    if verify and not dry_run:
+        from .verify import preload_transformers
+
+        preload_transformers()  # verify's largest fixed cost, alongside the writing
     wrong = plan.fetched_as(source.name) if source.kind == "variant" else None
     if wrong:
         raise CheckpointError(wrong, hint="the mirror or cache holds the wrong file: "

@@ -38,7 +38,9 @@ exception -- exceptions mean verify could not run at all):
     depend on the size, so the full depth, which holds every other weight, costs a fraction
     of a native pass. Both models' weights are memory-mapped from their files, and each
     module's pages are handed back after it has run (:mod:`msn_cli.residency`): verify holds
-    about one layer of each model at a time. The first layer over tolerance is named.
+    about one layer of each model at a time. The reference runs first (:func:`reference_pass`)
+    while transformers is still being imported in a thread (:func:`preload_transformers`).
+    The first layer over tolerance is named.
 ``preprocessing``
     The folder's image processor, loaded as a user loads it, against an independent
     implementation of the transform it declares (MSN's own evaluation transform by default),
@@ -319,6 +321,33 @@ def _versions() -> dict[str, str]:
 
     return {"msn": __version__, "transformers": transformers.__version__,
             "torch": str(torch.__version__)}
+
+
+_PRELOAD: list[Any] = []
+
+
+def preload_transformers() -> None:
+    """Start importing transformers' ``ViTMSNModel`` in a daemon thread (once per process).
+
+    That import is the largest fixed cost of verify (2.3 s and 93 MB here: transformers pulls
+    in ``torch.distributed.tensor`` and ``torch._dynamo``). Started as soon as torch is in,
+    it runs while the source is read, the folder written and hashed and the reference run:
+    work that mostly leaves the interpreter free (file I/O, hashing, torch kernels). Verify's
+    own import then finds it done, or waits on the import lock for the rest. Any error is
+    left for that import to raise.
+    """
+    import threading
+
+    if _PRELOAD:
+        return
+
+    def run() -> None:
+        with contextlib.suppress(BaseException):
+            from transformers import ViTMSNModel  # noqa: F401
+
+    thread = threading.Thread(target=run, name="msn-import-transformers", daemon=True)
+    _PRELOAD.append(thread)
+    thread.start()
 
 
 def _could_not_run(message: str, hint: str | None = None) -> MsnError:
@@ -674,42 +703,73 @@ def _coverage(groups: dict[tuple[int, bool], list[ParityInput]], n_layers: int) 
     return f"{', '.join(parts)}, {each}"
 
 
-def check_parity(model: Any, reference: Any, arch: Architecture, dtype: str,
-                 progress: ProgressFn = no_progress,
-                 releaser: PageReleaser | None = None) -> tuple[CheckResult, list[LayerStat], list[dict]]:
-    """Compare the layers :func:`parity_inputs` names on every input; the per-layer table; the
-    input descriptions.
+@dataclass
+class ReferencePass:
+    """The reference's outputs on every parity input, grouped as :func:`check_parity` runs
+    them: ``(size, every_layer) -> (inputs, outputs)``."""
 
-    The inputs of one size run as one batch, through the reference first, then the converted
-    model. ``releaser``: gives back each module's memory-mapped weight pages once it has run
-    (:mod:`msn_cli.residency`), so that the two models' weights are not resident at once.
-    """
+    groups: dict[tuple[int, bool], tuple[list[ParityInput], list[Any]]]
+
+
+def _released(releaser: PageReleaser | None) -> Any:
+    return releaser.after_each_module if releaser is not None else \
+        (lambda _m: contextlib.nullcontext())
+
+
+def reference_pass(reference: Any, arch: Architecture,
+                   releaser: PageReleaser | None = None) -> ReferencePass:
+    """Run the reference on every parity input (one batch per size); needs no transformers,
+    so verify runs it while transformers is still being imported."""
     import torch
 
     from .reference import run_embeddings, run_reference
 
+    groups: dict[tuple[int, bool], list[ParityInput]] = {}
+    for i in parity_inputs(arch):
+        groups.setdefault((i.size, i.every_layer), []).append(i)
+    released = _released(releaser)
+    out: dict[tuple[int, bool], tuple[list[ParityInput], list[Any]]] = {}
+    for (size, every_layer), group in groups.items():
+        pixels = torch.cat([i.pixels for i in group])
+        with released(reference):
+            ref = run_reference(reference, pixels).all if every_layer else \
+                [run_embeddings(reference, pixels)]
+        out[(size, every_layer)] = (group, ref)
+    return ReferencePass(out)
+
+
+def check_parity(model: Any, reference: Any, arch: Architecture, dtype: str,
+                 progress: ProgressFn = no_progress,
+                 releaser: PageReleaser | None = None,
+                 ref_pass: ReferencePass | None = None) -> tuple[CheckResult, list[LayerStat], list[dict]]:
+    """Compare the layers :func:`parity_inputs` names on every input; the per-layer table; the
+    input descriptions.
+
+    The inputs of one size run as one batch, through the reference (``ref_pass``, when the
+    caller ran it already), then the converted model. ``releaser``: gives back each module's
+    memory-mapped weight pages once it has run (:mod:`msn_cli.residency`), so that the two
+    models' weights are not resident at once.
+    """
+    import torch
+
     tol = TOLERANCES.get(dtype, TOLERANCES["float32"])
-    inputs = parity_inputs(arch)
+    if ref_pass is None:
+        ref_pass = reference_pass(reference, arch, releaser)
+    inputs = [i for group, _ in ref_pass.groups.values() for i in group]
     names = _layer_names(arch.num_layers)
     acc: dict[tuple[int, int], dict[str, float]] = {}
     sizes: list[int] = []
     descriptions = [{"input": i.description, "size": i.size,
                      "layers": "all" if i.every_layer else "embeddings"} for i in inputs]
-    groups: dict[tuple[int, bool], list[ParityInput]] = {}
-    for i in inputs:
-        groups.setdefault((i.size, i.every_layer), []).append(i)
+    groups = {key: group for key, (group, _) in ref_pass.groups.items()}
     tdtype = getattr(torch, dtype)
-    released = releaser.after_each_module if releaser is not None else \
-        (lambda _m: contextlib.nullcontext())
+    released = _released(releaser)
     n_done = 0
-    for (size, every_layer), group in groups.items():
+    for (size, every_layer), (group, ref) in list(ref_pass.groups.items()):
         if size not in sizes:
             sizes.append(size)
         pixels = torch.cat([i.pixels for i in group])
         desc = " and ".join(i.description for i in group)
-        with released(reference):
-            ref = run_reference(reference, pixels).all if every_layer else \
-                [run_embeddings(reference, pixels)]
         try:
             with torch.inference_mode(), released(model):
                 if every_layer:
@@ -740,6 +800,7 @@ def check_parity(model: Any, reference: Any, arch: Architecture, dtype: str,
             if not math.isfinite(float(diff.max())):
                 a["max"] = math.inf
         del ref, hf
+        ref_pass.groups[(size, every_layer)] = (group, [])  # freed as soon as compared
         n_done += len(group)
         progress("parity", n_done, len(inputs))
     stats = []
@@ -1136,11 +1197,11 @@ def verify_folder(
         known, _ = run_context(ckpt.path, config, num_heads, _recorded_heads(manifest))
     elif num_heads is not None:
         known = replace(known, num_heads=num_heads)
+    preload_transformers()  # torch is in: transformers' import runs alongside what follows
     inferred = infer_architecture(ckpt.state, known=known)
     arch = inferred.arch
     summary = assumed_warning(inferred.provenance)
     notes += [*inferred.warnings, *([summary] if summary else [])]
-    versions = _versions()
 
     files, wdtype, unloadable = check_files(folder, manifest, progress, known_hashes)
     if src_info.get("mismatch"):
@@ -1154,19 +1215,26 @@ def verify_folder(
     checks = [files]
     layers: list[LayerStat] = []
     inputs: list[dict[str, Any]] = []
-    model = None
+    model = reference = ref_pass = None
     if unloadable is None:
+        from .reference import build_reference
+
+        # the reference first: it needs no transformers, whose import is still running
+        reference = build_reference(ckpt.state, num_heads=arch.num_heads)
+        ref_pass = reference_pass(reference, arch, PageReleaser([ckpt.path]))
+        versions = _versions()
         model, loading = load_hf_model(folder, dtype)
     else:
+        versions = _versions()
         loading = CheckResult("loading", False, f"not loaded: {unloadable}")
     checks.append(loading)
     checks.append(check_config(folder, arch, dtype, inferred.provenance))
     if model is not None:
-        from .reference import build_reference
-
-        reference = build_reference(ckpt.state, num_heads=arch.num_heads)
+        # the mappings from_pretrained made exist only now
         releaser = PageReleaser([ckpt.path, *_weights_paths(folder)])
-        parity, layers, inputs = check_parity(model, reference, arch, dtype, progress, releaser)
+        parity, layers, inputs = check_parity(model, reference, arch, dtype, progress, releaser,
+                                              ref_pass)
+        del ref_pass
     else:
         reference = None
         parity = CheckResult("parity", None, "skipped: the converted model did not load")
