@@ -1124,6 +1124,7 @@ def _source_checkpoint(manifest: dict[str, Any] | None, folder: Path, source: st
                               "released variant or URL to fetch it again",
                               hint="pass it with --source PATH|NAME|URL")
     ckpt = load_checkpoint(resolved.path, enc)  # type: ignore[arg-type]
+    preload_transformers()  # torch is in: the import runs while the source is hashed
     want_sha = src.get("sha256")
     have = None
     if want_sha and not (src.get("size") and ckpt.file_size != src.get("size")):
