@@ -79,6 +79,20 @@ CONNECTIONS = 4
 MAX_CONNECTIONS = 16
 SPLIT_MIN = 64 * 1024 * 1024
 """Files smaller than this use one stream whatever ``connections`` says; ``MSN_DOWNLOAD_SPLIT_MIN``."""
+SPLIT_BELOW = 150.0
+"""MB/s. A large file starts as one stream; only when that stream brings less than this in its
+first ``SPLIT_PROBE`` seconds is the rest split (``MSN_DOWNLOAD_SPLIT_BELOW``; 0: never split).
+Splitting pays where one connection is capped below the link (a long or congested path: 3-4x
+with 4 connections); where one stream already runs this fast, the link or the CPU is the limit
+and more connections only add receive threads and a second read of every byte to hash it
+(measured on 2 cores: 0.62x curl split in 4 against 0.75x as one stream). 150 MB/s sits above
+a saturated 1 Gbit/s link and well below what one stream does on a fast local path."""
+SPLIT_PROBE = 0.5
+"""Seconds of the first stream, from its first byte, measured before deciding
+(``MSN_DOWNLOAD_SPLIT_PROBE``; 0: split at once, without measuring). Long enough that a rate
+of hundreds of MB/s is seen as such and short enough that a slow link loses little: at 25 MB/s
+per connection, the other connections of a 1.2 GB file start 0.5 s late (about 3% of its time).
+A path still in TCP slow start measures slow and is split, which is what a long path needs."""
 SEGMENT_MIN = 256 * 1024
 SEGMENT_MAX = 32 * 1024 * 1024
 NOTE_EVERY = 8 * 1024 * 1024
@@ -112,12 +126,18 @@ class CachedFile:
     """Bytes of an earlier partial download that this call kept."""
     verified: bool = False
     """The file was re-hashed by this call (``verify=True`` or just downloaded)."""
+    split: bool = False
+    """This call fetched ranges of the file over several connections."""
+    first_rate: float | None = None
+    """Bytes per second of the first stream over ``SPLIT_PROBE`` seconds, when a large file's
+    first stream was measured to decide whether to split (None: not measured)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "variant": self.variant, "path": str(self.path), "url": self.url,
                 "size": self.size, "sha256": self.sha256, "downloaded_at": self.downloaded_at,
                 "downloaded": self.downloaded, "resumed_from": self.resumed_from,
-                "verified": self.verified}
+                "verified": self.verified, "split": self.split,
+                "first_stream_mb_s": None if self.first_rate is None else round(self.first_rate / 1e6, 1)}
 
 
 def offline_variable() -> str | None:
@@ -447,9 +467,14 @@ def _download(cache: Cache, target: _Target, pinned: str | None, progress: Progr
 
     session = new_session()
     failures = attempts = 0
-    state: dict[str, Any] = {"restarted": False, "single": False}
+    state: dict[str, Any] = {"restarted": False, "single": False, "split": False, "rate": None}
+    below = _env_number("MSN_DOWNLOAD_SPLIT_BELOW", SPLIT_BELOW)
+    probe = _env_number("MSN_DOWNLOAD_SPLIT_PROBE", SPLIT_PROBE)
+    for var, value in (("MSN_DOWNLOAD_SPLIT_BELOW", below), ("MSN_DOWNLOAD_SPLIT_PROBE", probe)):
+        if not 0 <= value < float("inf"):
+            raise UsageError(f"{var} must be a number of 0 or more, not '{os.environ[var]}'")
     split = _Split(connections, int(_env_number("MSN_DOWNLOAD_SPLIT_MIN", SPLIT_MIN)), retries,
-                   new_session, slots)
+                   new_session, slots, below * 1e6, probe)
     # Attempts that gained bytes do not use up the retries, but the total stays bounded.
     max_attempts = 1 if retries <= 0 else 4 * (retries + 1)
     try:
@@ -514,7 +539,7 @@ def _download(cache: Cache, target: _Target, pinned: str | None, progress: Progr
         meta_path.unlink()
     return CachedFile(entry.name, final, entry.url, digest, size, entry.downloaded_at, target.variant,
                       downloaded=True, resumed_from=0 if state["restarted"] else resumed_from,
-                      verified=True)
+                      verified=True, split=state["split"], first_rate=state["rate"])
 
 
 def _open_partial(part: Path) -> Any:
@@ -562,6 +587,7 @@ def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout
         except DamagedNote:
             raise _StartOver() from None
         if note is not None and note.segments is not None:  # a segmented transfer: resume it
+            state["split"] = True
             return _segmented(_Job(target, part, meta_path, timeout, progress, say, split, note))
     headers = {}
     if note is not None:
@@ -622,15 +648,16 @@ def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout
                     f"{total - have:,} more bytes and {free:,} are free",
                     hint="free some space (msn cache rm ...) or use --cache-dir / MSN_CACHE elsewhere")
         etag, modified = r.headers.get("ETag"), r.headers.get("Last-Modified")
-        if (status == 200 and not have and not state["single"] and total is not None
-                and split.connections > 1 and total >= split.split_min
-                and r.headers.get("Accept-Ranges", "").strip().lower() == "bytes"
-                and _validator(etag, modified)):
-            note = PartialNote(target.shown, etag, modified, total, now_iso(), ())
-            return _segmented(_Job(target, part, meta_path, timeout, progress, say, split, note), r)
+        # A large file from a server that offers ranges and a validator may be split, but only
+        # if its first stream turns out slow: it is measured while it runs (see SPLIT_BELOW).
+        measure = (not state["single"] and total is not None and split.connections > 1
+                   and total >= split.split_min and split.below > 0
+                   and (status == 206 or r.headers.get("Accept-Ranges", "").strip().lower() == "bytes")
+                   and _validator(etag, modified) is not None)
+        started_at = (note.started_at if note else None) or now_iso()
         write_partial_meta(meta_path, {"url": target.shown, "etag": etag,
                                        "last_modified": modified, "total": total,
-                                       "started_at": (note.started_at if note else None) or now_iso()})
+                                       "started_at": started_at})
         h = hashlib.sha256()
         if have:
             if _hash_into(h, part, progress, f"checking partial {target.name}", have) != have:
@@ -638,6 +665,8 @@ def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout
         done = start = have
         progress(target.name, done, total)
         read = _body_reader(r)
+        split_now = measure and split.probe <= 0
+        since: tuple[float, int] | None = None  # (time, bytes) where the measured window starts
         fd = _open_partial_fd(part)
         try:
             os.ftruncate(fd, have)
@@ -645,7 +674,7 @@ def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout
             buf, fill = None, 0
             try:
                 buf = pipe.take()
-                while True:
+                while not split_now:
                     # Each arrival is written at once (a broken connection loses nothing that
                     # came); the hash gets the buffer when it is full.
                     n = read(memoryview(buf)[fill:])
@@ -659,6 +688,15 @@ def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout
                         progress(target.name, done, total)
                         buf, fill = None, 0
                         buf = pipe.take()
+                    if measure:
+                        now = time.monotonic()
+                        if since is None:
+                            since = (now, done)  # from the first byte: the request's round
+                            # trip and the server's start are not the stream's rate
+                        elif now - since[0] >= split.probe:
+                            measure = False
+                            state["rate"] = rate = (done - since[1]) / (now - since[0])
+                            split_now = rate < split.below and done < (total or 0)
             finally:
                 if buf is not None:
                     pipe.put(buf, fill)
@@ -669,6 +707,17 @@ def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout
                          gained=done - start) from None
         finally:
             os.close(fd)
+        if split_now:  # the rest of the file over several connections, this one included
+            assert total is not None
+            rate = state["rate"]
+            if rate is not None:
+                say(f"{target.name} comes at {rate / 1e6:.1f} MB/s over one connection; "
+                    f"fetching the rest over {split.connections}")
+            note = PartialNote(target.shown, etag, modified, total, started_at,
+                               ((0, done),) if done else ())
+            job = _Job(target, part, meta_path, timeout, progress, say, split, note, fresh=True)
+            state["split"] = True
+            return _segmented(job, (r, read), h)
     if total is not None and done != total:
         if done < total:
             raise _Retry(f"the body ended after {done:,} of {total:,} bytes", gained=done - start)
@@ -695,6 +744,10 @@ class _Split:
     new_session: Callable[[], Any]
     slots: Any = None
     """Connections shared with other files fetched at once (a semaphore), or None."""
+    below: float = SPLIT_BELOW * 1e6
+    """Bytes per second: a first stream slower than this has the rest of its file split."""
+    probe: float = SPLIT_PROBE
+    """Seconds of the first stream measured before deciding (0: split at once)."""
 
 
 @dataclass(frozen=True)
@@ -708,6 +761,9 @@ class _Job:
     split: _Split
     note: PartialNote
     """The transfer's note: url, validators, total, and the ranges already written."""
+    fresh: bool = False
+    """The ranges in ``note`` came from this run's first stream (not from an earlier run), so a
+    range answered with 200 means the server ignores ranges, not that the file changed."""
 
 
 def _validator(etag: str | None, last_modified: str | None) -> str | None:
@@ -715,6 +771,16 @@ def _validator(etag: str | None, last_modified: str | None) -> str | None:
     if etag and not etag.startswith("W/"):
         return etag
     return last_modified or None
+
+
+def _cut(gaps: list[tuple[int, int]], seg: int) -> Iterator[tuple[int, int]]:
+    """The ranges of ``gaps`` cut at every multiple of ``seg`` (the same grid whatever was
+    there before: a range that starts midway ends where a whole one would)."""
+    for a, b in gaps:
+        while a < b:
+            end = min((a // seg + 1) * seg, b)
+            yield a, end
+            a = end
 
 
 def _missing(done: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
@@ -789,13 +855,16 @@ class _Ledger:
             self.cond.notify_all()
 
 
-def _segmented(job: _Job, first: Any = None) -> tuple[str, int]:
+def _segmented(job: _Job, first: tuple[Any, Callable[[memoryview], int]] | None = None,
+               digest: Any = None) -> tuple[str, int]:
     """Fetch the missing ranges of ``job.part`` over ``job.split.connections`` connections.
 
-    ``first``: the answer (200, whole body) to the request that found the file large enough;
-    it supplies the first segment. Without it, an earlier run's partial file is resumed. Each
-    range is written at its offset into the preallocated partial file; the sha256 covers the
-    whole file, in order. Returns (sha256, size).
+    ``first``: this run's first stream, measured and found slow: its response and body reader,
+    whose next byte is the first one ``job.note`` lacks (the file holds the bytes before it,
+    and ``digest`` is their sha256). It goes on as the first range; the other connections take
+    the rest. Without it, an earlier run's partial file is resumed. Each range is written at its
+    offset into the preallocated partial file; the sha256 covers the whole file, in order.
+    Returns (sha256, size).
     """
     import threading
     from collections import deque
@@ -808,23 +877,28 @@ def _segmented(job: _Job, first: Any = None) -> tuple[str, int]:
     fd = _open_partial_fd(job.part)
     closing = True
     try:
-        if first is not None:
-            os.ftruncate(fd, 0)
-            os.ftruncate(fd, total)  # sparse: the disk check before this made sure it fits
-        elif os.fstat(fd).st_size != total:
+        ledger = _Ledger(job, total)
+        size = os.fstat(fd).st_size
+        if first is None and size != total and not (
+                size < total and all(b <= size for _, b in ledger.done)):
             say(f"the partial {name} is not the size its note says; starting over")
             raise _StartOver()
-        ledger = _Ledger(job, total)
         if first is None:
             say(f"resuming {name}: {ledger.bytes:,} of {total:,} bytes are there")
+        # The note lists the ranges before the file grows to its full size: a run killed in
+        # between leaves a short file whose note is right (extended when resumed), never a
+        # full-size file of zeros that a one-stream note would take for complete.
         ledger.write_note()
+        if size != total:
+            os.ftruncate(fd, total)  # sparse: the disk check before this made sure it fits
         conns = job.split.connections
         seg = max(SEGMENT_MIN, min(SEGMENT_MAX, total // (conns * 4) or 1))
-        pieces: deque[tuple[int, int]] = deque()
-        for a, b in _missing(ledger.done, total):
-            for s in range(a, b, seg):
-                pieces.append((s, min(s + seg, b)))
-        head = pieces.popleft() if first is not None and pieces and pieces[0][0] == 0 else None
+        pieces = deque(_cut(_missing(ledger.done, total), seg))
+        head = None
+        if first is not None and pieces and pieces[0][0] == ledger.prefix():
+            head = pieces.popleft()
+            if head[1] - head[0] < seg // 2 and pieces and pieces[0][0] == head[1]:
+                head = (head[0], pieces.popleft()[1])  # no request for a sliver
         job.progress(name, ledger.bytes, total)
 
         slots = job.split.slots
@@ -866,11 +940,13 @@ def _segmented(job: _Job, first: Any = None) -> tuple[str, int]:
                                     args=(i == 0, *((head, first) if i == 0 and head else (None, None))))
                    for i in range(max(1, min(conns, len(pieces) + (head is not None))))]
         if first is not None and head is None:
-            first.close()
-        digest: Any = hashlib.sha256() if HASH_IN_ORDER else None
+            first[0].close()
+        hashed = ledger.prefix() if digest is not None else 0  # what ``digest`` covers
+        digest = (digest or hashlib.sha256()) if HASH_IN_ORDER else None
         hasher = None
         if digest is not None:
-            hasher = threading.Thread(target=_hash_prefix, args=(job.part, ledger, digest, threads),
+            hasher = threading.Thread(target=_hash_prefix,
+                                      args=(job.part, ledger, digest, threads, hashed),
                                       name="msn-download-hash", daemon=True)
         try:
             for t in threads:
@@ -909,9 +985,9 @@ def _segmented(job: _Job, first: Any = None) -> tuple[str, int]:
     return digest.hexdigest(), total
 
 
-def _hash_prefix(part: Path, ledger: _Ledger, h: Any, workers: list[Any]) -> None:
-    """Hash the file in order as its contiguous start grows (reads what the workers wrote,
-    from the page cache)."""
+def _hash_prefix(part: Path, ledger: _Ledger, h: Any, workers: list[Any], pos: int = 0) -> None:
+    """Hash the file in order from ``pos`` (``h`` holds the bytes before it) as its contiguous
+    start grows (reads what the workers wrote, from the page cache)."""
     import threading
 
     with contextlib.suppress(AttributeError, OSError):  # Linux: a thread has its own nice value
@@ -920,7 +996,6 @@ def _hash_prefix(part: Path, ledger: _Ledger, h: Any, workers: list[Any]) -> Non
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     buf = bytearray(CHUNK)
     view = memoryview(buf)
-    pos = 0
     try:
         with open_regular(part, follow_links=False) as f:
             while pos < ledger.total:
@@ -947,8 +1022,12 @@ def _hash_prefix(part: Path, ledger: _Ledger, h: Any, workers: list[Any]) -> Non
 
 
 def _fetch_range(job: _Job, session: Any, fd: int, ledger: _Ledger, piece: tuple[int, int],
-                 validator: str, buf: bytearray, response: Any = None) -> None:
-    """Fetch ``[start, end)`` into ``fd`` at its offset through ``buf``, retrying with backoff."""
+                 validator: str, buf: bytearray,
+                 response: tuple[Any, Callable[[memoryview], int]] | None = None) -> None:
+    """Fetch ``[start, end)`` into ``fd`` at its offset through ``buf``, retrying with backoff.
+
+    ``response``: an open answer (and its body reader) whose body goes on at ``start``, used
+    for the first try."""
     import requests
 
     broken = _broken_errors()
@@ -959,17 +1038,18 @@ def _fetch_range(job: _Job, session: Any, fd: int, ledger: _Ledger, piece: tuple
     while pos < end and not ledger.stop.is_set():
         gained = 0
         try:
-            r = response
-            response = None
-            if r is None:
+            if response is not None:
+                r, read = response
+                response = None
+            else:
                 r = session.get(url, headers={"Range": f"bytes={pos}-{end - 1}", "If-Range": validator},
                                 stream=True, timeout=job.timeout)
                 _check_range(job, r, pos)
+                read = _body_reader(r)
             with ledger.cond:
                 ledger.responses.add(r)
             fill = 0  # written into the file but not yet in the ledger
             try:
-                read = _body_reader(r)
                 while pos < end:
                     if ledger.stop.is_set():
                         return
@@ -1031,7 +1111,8 @@ def _check_range(job: _Job, r: Any, start: int) -> None:
         return
     r.close()
     if status == 200:
-        if job.note.segments:  # resumed: the file changed (If-Range) or ranges stopped working
+        if job.note.segments and not job.fresh:  # resumed: the file changed (If-Range) or
+            # ranges stopped working
             job.say(f"{name} changed on the server (or it no longer serves ranges); starting over")
             raise _StartOver()
         raise _FallBack("the server answered a ranged request with the whole file")

@@ -1,7 +1,9 @@
 """Segmented downloads: one large file over several ranged requests, and every fault of a segment.
 
 The split threshold is lowered (``MSN_DOWNLOAD_SPLIT_MIN``) so that a 6 MB file is "large": it
-is fetched in 16 ranges of 375,000 bytes over 4 connections.
+is fetched in 16 ranges of 375,000 bytes over 4 connections. These tests split at once
+(``MSN_DOWNLOAD_SPLIT_PROBE=0``: no measuring of the first stream); the adaptive decision
+(measure the first stream, split only a slow one) has its own tests at the end.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ NAME = "run_c.pth.tar"
 def _split_small_files(monkeypatch):
     monkeypatch.setattr(dl, "BACKOFF", 0.01)
     monkeypatch.setenv("MSN_DOWNLOAD_SPLIT_MIN", "1000000")
+    monkeypatch.setenv("MSN_DOWNLOAD_SPLIT_PROBE", "0")
     monkeypatch.delenv("MSN_DOWNLOAD_CONNECTIONS", raising=False)
 
 
