@@ -9,6 +9,7 @@ is fetched in 16 ranges of 375,000 bytes over 4 connections. These tests split a
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import signal
@@ -415,3 +416,108 @@ def test_ctrl_c_stops_several_downloads_at_once(server):
     assert p.returncode == 130, err
     assert "interrupted while getting 2 files" in err
     assert {x.name for x in Cache().partials()} == {"k0.bin", "k1.bin"}
+
+
+# -- adaptive splitting: one stream first, the rest split only when it is slow ----------------
+
+
+@pytest.fixture
+def measured(monkeypatch):
+    """The default (measure the first stream) with a short window: 8 MB/s is 'slow' against a
+    threshold of 50 MB/s and 'fast' against one of 2."""
+    monkeypatch.setenv("MSN_DOWNLOAD_SPLIT_PROBE", "0.3")
+
+
+def test_a_fast_first_stream_is_never_split(cli, served, measured, monkeypatch):
+    server, url, data = served
+    server.rate = 8_000_000
+    monkeypatch.setenv("MSN_DOWNLOAD_SPLIT_BELOW", "2")
+    r = cli("download", url, "--json")
+    assert r.code == 0, r.stderr
+    assert [(x.range, x.status, x.done) for x in server.requests(PATH)] == [(None, 200, True)]
+    f = r.json()["files"][0]
+    assert f["split"] is False and 2 < f["first_stream_mb_s"] < 12  # measured, then kept
+    assert f["sha256"] == sha(data) and Path(f["path"]).read_bytes() == data
+
+
+def test_a_slow_first_stream_goes_on_and_the_rest_is_split(cli, served, measured, monkeypatch):
+    server, url, data = served
+    server.rate = 8_000_000
+    monkeypatch.setenv("MSN_DOWNLOAD_SPLIT_BELOW", "50")
+    r = cli("download", url, "--json")
+    assert r.code == 0, r.stderr
+    assert "over one connection; fetching the rest over 4" in r.stderr
+    first, *rest = server.requests(PATH)
+    assert first.range is None and not first.done  # the first stream, ended at its boundary
+    spans = sorted(span(x.range) for x in rest)
+    assert rest and all(x.status == 206 and x.done for x in rest)
+    # the first stream ran for the measured 0.3 s (~2.4 MB) before the others began, and it
+    # kept what came after: the ranges asked for are the rest of the file, on the grid
+    assert spans[0][0] >= 1_000_000 and spans[0][0] % SEG == 0
+    assert all(a == b for (_, b), (a, _) in itertools.pairwise(spans)) and spans[-1][1] == SIZE
+    assert server.peak >= 3
+    f = r.json()["files"][0]
+    assert f["split"] is True and 2 < f["first_stream_mb_s"] < 12
+    assert f["sha256"] == sha(data) and Path(f["path"]).read_bytes() == data
+
+
+def test_ranges_ignored_after_the_split_fall_back_to_one_stream(cli, served, measured, monkeypatch):
+    server, url, data = served
+    server.rate = 8_000_000
+    monkeypatch.setenv("MSN_DOWNLOAD_SPLIT_BELOW", "50")
+    server.fault(PATH, "ignore_range", times=None, ranged=True)
+    r = cli("download", url, "--json")
+    assert r.code == 0, r.stderr
+    assert "fetching the rest over 4" in r.stderr and "again with one connection" in r.stderr
+    assert "changed on the server" not in r.stderr  # the ranges came from this very run
+    last = server.requests(PATH)[-1]
+    assert last.range is None and last.status == 200 and last.done
+    f = r.json()["files"][0]
+    assert f["sha256"] == sha(data) and Path(f["path"]).read_bytes() == data
+
+
+def test_split_thresholds_must_be_numbers_of_zero_or_more(cli, served, monkeypatch):
+    server, url, _ = served
+    monkeypatch.setenv("MSN_DOWNLOAD_SPLIT_BELOW", "-1")
+    r = cli("download", url)
+    assert r.code == 2 and "MSN_DOWNLOAD_SPLIT_BELOW" in r.stderr
+    monkeypatch.setenv("MSN_DOWNLOAD_SPLIT_BELOW", "0")  # never split
+    monkeypatch.setenv("MSN_DOWNLOAD_SPLIT_PROBE", "soon")
+    r = cli("download", url)
+    assert r.code == 2 and "MSN_DOWNLOAD_SPLIT_PROBE" in r.stderr
+    monkeypatch.setenv("MSN_DOWNLOAD_SPLIT_PROBE", "0")  # would split at once, but BELOW is 0
+    assert cli("download", url).code == 0
+    assert [x.range for x in server.requests(PATH)] == [None]
+
+
+@pytest.mark.slow
+def test_sigkill_after_an_adaptive_split_resumes_from_the_note(served, monkeypatch):
+    server, url, data = served
+    monkeypatch.setenv("MSN_DOWNLOAD_SPLIT_PROBE", "0.3")
+    monkeypatch.setenv("MSN_DOWNLOAD_SPLIT_BELOW", "50")
+    server.rate = 1_000_000
+    p = start(url)
+    wait_for(lambda: sum(b - a for a, b in noted()) >= 2 * SEG, "two segments noted")
+    p.send_signal(signal.SIGKILL)
+    p.communicate(timeout=60)
+    kept = noted()
+    assert kept[0][0] == 0 and kept[0][1] >= 200_000  # what the first stream brought alone
+    assert len(server.requests(PATH)) > 1  # it was split
+    have = sum(b - a for a, b in kept)
+    body = Cache().partial_path(NAME).read_bytes()
+    assert len(body) == SIZE and all(body[a:b] == data[a:b] for a, b in kept)
+
+    server.rate = None
+    n = len(server.requests(PATH))
+    q = start(url, "--json")
+    out, err = q.communicate(timeout=120)
+    assert q.returncode == 0, err
+    again = server.requests(PATH)[n:]
+    assert again and all(x.range for x in again)  # resumed from the note, not started over
+    for x in again:
+        a, b = span(x.range)
+        assert all(b <= s or a >= e for s, e in kept), (x.range, kept)
+    assert sum(x.sent for x in again) == SIZE - have
+    f = json.loads(out)["files"][0]
+    assert f["resumed_from"] == have and f["sha256"] == sha(data) and f["split"] is True
+    assert Path(f["path"]).read_bytes() == data
