@@ -111,6 +111,9 @@ def download(
         if f.downloaded:
             resumed = f" (resumed from {human_bytes(f.resumed_from)})" if f.resumed_from else ""
             term.success(f"downloaded {f.name}, {human_bytes(f.size)}{resumed}, sha256 {f.sha256}")
+            if f.first_rate is not None and not f.split:  # a split is said when it happens
+                term.detail(f"{f.name}: one connection brought {f.first_rate / 1e6:.1f} MB/s, "
+                            "fast enough not to split it")
         elif f.verified:
             term.success(f"{f.name} is cached and its sha256 matches the index")
         else:
