@@ -4,7 +4,8 @@ Generates a file of random bytes under .bench/download/ and serves it from tests
 in separate processes (kernel sendfile, so the server is not the bottleneck): one uncapped, one
 that caps every connection at ``--rate-mbs`` MB/s as a long congested path does. Each case
 downloads the file with ``curl -o`` and with ``msn_cli.download.fetch`` (what ``msn download``
-runs: split over ``--connections`` ranged requests, sha256 of the whole file, the rename and
+runs: one stream, the rest split over ``--connections`` ranged requests when that stream is
+slow, sha256 of the whole file, the rename and
 the index update), alternating the two, with a ``sync`` (untimed) before every run. Times
 are whole-process wall times (start to exit); each msn process reports its own peak memory
 (VmHWM), and a second, 16x smaller file shows whether that peak depends on the file size.
@@ -53,6 +54,7 @@ t0, c0 = time.perf_counter(), time.process_time()
 f = fetch(url, cache_dir=cache, force=True, connections=conns)
 dt, cpu = time.perf_counter() - t0, time.process_time() - c0
 print(json.dumps({"seconds": dt, "cpu": cpu, "size": f.size, "sha256": f.sha256,
+                  "split": f.split, "first_rate": f.first_rate,
                   "hwm_before": before, "hwm_after": hwm()}))
 """
 
@@ -206,8 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     print("### Download throughput (`msn download` vs `curl -o`)\n")
     print(f"One {size / 1e9:.2f} GB file of random bytes served from 127.0.0.1 by the test server "
           "(sendfile) in another process. Whole-process wall time, start to exit, alternating "
-          f"the tools. msn splits the file over {args.connections} ranged requests and its time "
-          "covers the sha256 of the whole file, the rename and the index update.\n")
+          f"the tools. msn starts one stream and splits the rest over {args.connections} ranged "
+          "requests if that stream is slow (below `MSN_DOWNLOAD_SPLIT_BELOW` MB/s in its first "
+          "`SPLIT_PROBE` seconds); its time covers the sha256 of the whole file, the rename and "
+          "the index update.\n")
     print("| case | tool | MB/s, median (each run) | x curl | goal | CPU s per GB | peak RSS |")
     print("|---|---|---|---|---|---|---|")
     verdicts = []
@@ -226,6 +230,15 @@ def main(argv: list[str] | None = None) -> int:
                 verdicts.append(ok)
             print(f"| {case} | {tool} | {fmt(speeds)} | {ratio:.2f}x | {mark} | {cpu:.2f} | {peak} |")
     print()
+    for case, _rate, _runs, _goal in cases:
+        for tool, in_order in tools:
+            if in_order is None:
+                continue
+            rs = results[(case, tool)]
+            rates = [r["first_rate"] / 1e6 for r in rs if r.get("first_rate") is not None]
+            first = f"; first stream {', '.join(f'{x:,.0f}' for x in rates)} MB/s" if rates else ""
+            print(f"- {case}, {tool}: split in {sum(bool(r.get('split')) for r in rs)} of "
+                  f"{len(rs)} runs{first}.")
     if small is not None:
         growth = max(r["hwm_after"] - r["hwm_before"] for rs in results.values() for r in rs
                      if "hwm_after" in r)
