@@ -34,26 +34,38 @@ def convert_all(
     cache_dir: str | os.PathLike[str] | None = None,
     base_url: str | None = None,
     progress: ProgressFn = no_progress,
+    notify: Callable[[str], None] | None = None,
     on_item: Callable[[BatchItem], None] | None = None,
     **convert_options: Any,
 ) -> list[BatchItem]:
     """Download (through the cache) and convert each released checkpoint; never stop early.
 
-    A failure of one checkpoint (network, bad file, failed verify) is recorded in its
-    :class:`BatchItem` and the next one is converted.
+    Every checkpoint not in the cache is fetched first, all at once within one budget of
+    connections (:func:`msn_cli.download.fetch_many`: ``progress`` shows each file and the
+    total); then each is converted in turn. A failure of one checkpoint (network, bad file,
+    failed verify) is recorded in its :class:`BatchItem` and the next one is converted.
+    ``notify`` receives the downloads' one-line messages (resuming, retrying, splitting).
     """
     from .convert import convert
-    from .sources import resolve_source
+    from .download import fetch_many
+    from .sources import is_url, resolve_source
 
     outdir = Path(outdir)
+    names = list(names or VARIANTS)
+    remote = [n for n in names if is_url(n) or not Path(n).expanduser().exists()]  # a path is read
+    fetched = dict(zip(remote, fetch_many(remote, cache_dir=cache_dir, base_url=base_url,
+                                          progress=progress, notify=notify), strict=True))
     items: list[BatchItem] = []
-    for name in names or list(VARIANTS):
+    for name in names:
         out = outdir / name
 
         def scoped(stage: str, done: int, total: int | None, _name: str = name) -> None:
             progress(f"{_name}: {stage}", done, total)
 
+        got = fetched.get(name)
         try:
+            if isinstance(got, MsnError):
+                raise got
             src = resolve_source(name, cache_dir=cache_dir, base_url=base_url, progress=scoped)
             res = convert(src, out, progress=scoped, **convert_options)
             ok = res.verify is None or bool(res.verify.get("passed"))
@@ -61,7 +73,10 @@ def convert_all(
             item = BatchItem(name, out, ok, 0 if ok else 1,
                              summary if ok else f"verify failed: {summary}", res.to_dict())
         except MsnError as e:
-            item = BatchItem(name, out, False, e.exit_code, e.message)
+            message = e.message
+            if got is e and "download" not in message.lower():
+                message = f"download failed: {message}"
+            item = BatchItem(name, out, False, e.exit_code, message)
         items.append(item)
         if on_item:
             on_item(item)

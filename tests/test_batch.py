@@ -40,3 +40,35 @@ def test_convert_all_offline_fails_each_with_a_network_error(cli, tmp_path, monk
     assert r.code == 4
     items = r.json()["items"]
     assert len(items) == 5 and all(not i["ok"] and i["exit_code"] == 4 for i in items)
+
+
+def test_convert_all_fetches_every_checkpoint_at_once_then_converts(cli, tmp_path, monkeypatch):
+    from msn_cli import download
+    from msn_cli.variants import VARIANTS
+
+    mirror = tmp_path / "mirror"
+    for name in ("vits16", "vitb16", "vitl16", "vitb4"):  # vitl7 is missing: a 404
+        write_checkpoint(mirror / VARIANTS[name].filename, TINY)
+    calls: list[list[str]] = []
+    real = download.fetch_many
+
+    def spy(specs, **options):
+        calls.append(list(specs))
+        return real(specs, **options)
+
+    monkeypatch.setattr(download, "fetch_many", spy)
+    monkeypatch.setenv("MSN_DOWNLOAD_CONNECTIONS", "2")
+    with FileServer(mirror, rate=2_000_000).start() as server:  # ~0.5 s a file
+        r = cli("convert", "all", tmp_path / "models", "--base-url", server.url("/"), "--json")
+        gets = server.requests()
+    assert calls == [list(VARIANTS)]  # one fetch of all five, before any conversion
+    assert server.peak == 2  # two at once: the whole budget, never more
+    assert len(gets) == 5  # each fetched once (the conversions found them in the cache)
+    by_name = {i["name"]: i for i in r.json()["items"]}
+    missing = by_name["vitl7"]
+    assert missing["exit_code"] == 4 and missing["message"].startswith("download failed: ")
+    assert "vitl7_200ep.pth.tar: HTTP 404" in missing["message"]
+    assert "vitl7: download failed: " in r.stderr
+    for name in ("vits16", "vitb16", "vitl16", "vitb4"):  # fetched, then refused (tiny shapes)
+        assert by_name[name]["exit_code"] == 3 and "shapes" in by_name[name]["message"]
+    assert r.code == 4

@@ -157,7 +157,7 @@ def _convert_all(term: Term, outdir: Path, *, cache_dir, base_url, **options) ->
 
     with term.progress() as progress:
         items = convert_all(outdir, cache_dir=cache_dir, base_url=base_url, progress=progress,
-                            on_item=said, **options)
+                            notify=term.info, on_item=said, **options)
     if term.json_mode:
         term.emit_json({"outdir": str(outdir), "items": [i.to_dict() for i in items],
                         "failed": sum(not i.ok for i in items)})
