@@ -17,11 +17,14 @@
    timeouts and 5xx answers are retried a bounded number of times with exponential backoff,
    resuming each time from what arrived.
    A file of at least ``SPLIT_MIN`` bytes, from a server that offers ranges and a validator,
-   is split instead (:func:`_segmented`): ``connections`` workers fetch ranges of it with
-   ``Range`` + ``If-Range`` requests and write each at its offset into the preallocated partial
-   file, while a hasher thread follows the contiguous start; the note lists the finished ranges
-   so that a later run fetches only the missing ones. A 206 of another size or ETag starts over;
-   a range answered with 200 falls back to one stream; each range retries on its own.
+   starts the same way, but its stream is measured over its first ``SPLIT_PROBE`` seconds;
+   below ``SPLIT_BELOW`` MB/s the rest is split (:func:`_segmented`): the first stream goes on
+   as the first range and ``connections`` workers in all fetch the others with ``Range`` +
+   ``If-Range`` requests, each written at its offset into the preallocated partial file, while
+   a hasher thread carries the first stream's digest on along the contiguous start; the note
+   lists the finished ranges so that a later run fetches only the missing ones. A 206 of
+   another size or ETag starts over; a range answered with 200 falls back to one stream; each
+   range retries on its own.
 6. Check the length against Content-Length / Content-Range and, when pinned, the sha256; then
    rename the file into ``files/`` (atomic) and record it in the index.
 
@@ -202,7 +205,8 @@ def fetch(spec: str, *, cache_dir: str | os.PathLike[str] | None = None, base_ur
     re-hashes a cached file (a damaged one is downloaded again). ``progress`` receives
     ``(file name, bytes done, total or None)``; ``notify`` receives one-line messages (resuming,
     retrying, waiting for another process). ``connections``: concurrent ranged requests for a
-    file of at least ``SPLIT_MIN`` bytes (None: ``MSN_DOWNLOAD_CONNECTIONS``, else 4).
+    file of at least ``SPLIT_MIN`` bytes whose first stream is slower than ``SPLIT_BELOW``
+    (None: ``MSN_DOWNLOAD_CONNECTIONS``, else 4).
     """
     say = notify or (lambda message: None)
     conns = download_connections(connections)

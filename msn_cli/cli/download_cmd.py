@@ -34,8 +34,9 @@ def download(
         "again.")] = False,
     connections: Annotated[Optional[int], typer.Option(
         "--connections", "-c", metavar="N", help="Connections at once: ranged requests for a file "
-        "of 64 MiB or more, shared by all the files of one command (1: one stream, one file at "
-        "a time) \\[default: $MSN_DOWNLOAD_CONNECTIONS, else 4].",
+        "of 64 MiB or more whose first stream is slow (below $MSN_DOWNLOAD_SPLIT_BELOW MB/s, "
+        "else 150), shared by all the files of one command (1: one stream, one file at a time) "
+        "\\[default: $MSN_DOWNLOAD_CONNECTIONS, else 4].",
         show_default=False)] = None,
     base_url: BaseUrlOpt = None,
     cache_dir: CacheDirOpt = None,
@@ -47,10 +48,11 @@ def download(
 
     Prints the cached path of each file on stdout. A file that is already cached is not
     downloaded again (no network at all). An interrupted download resumes where it stopped
-    the next time. A large file is fetched over several connections at once (--connections),
-    each writing its own byte ranges; the sha256 always covers the whole file. Several files
-    (--all) are fetched at once within the same budget of connections. Other commands
-    (inspect, convert) download through the same cache.
+    the next time. A large file starts as one stream; if that stream is slow, the rest is
+    fetched over several connections at once (--connections), each writing its own byte
+    ranges; the sha256 always covers the whole file. Several files (--all) are fetched at
+    once within the same budget of connections. Other commands (inspect, convert) download
+    through the same cache.
 
     Exit codes: 0 done, 2 usage, 3 cache folder unusable or disk full, 4 network or server
     error (or offline with the file not cached), 130 interrupted (Ctrl-C), 143 terminated
