@@ -477,6 +477,29 @@ def test_ranges_ignored_after_the_split_fall_back_to_one_stream(cli, served, mea
     assert f["sha256"] == sha(data) and Path(f["path"]).read_bytes() == data
 
 
+def test_a_resumed_single_stream_that_is_slow_is_split_too(cli, served, measured, monkeypatch):
+    server, url, data = served
+    server.fault(PATH, "cut", after=1_000_000)  # a one-stream run that breaks (killed in its probe)
+    monkeypatch.setenv("MSN_DOWNLOAD_RETRIES", "0")
+    assert cli("download", url, "--connections", "1").code == 4
+    monkeypatch.delenv("MSN_DOWNLOAD_RETRIES")
+    note = read_partial_note(Cache().partial_meta_path(NAME))
+    assert note is not None and note.segments is None  # a one-stream note
+    have = Cache().partial_path(NAME).stat().st_size
+    assert 0 < have <= 1_000_000
+    server.rate = 8_000_000
+    monkeypatch.setenv("MSN_DOWNLOAD_SPLIT_BELOW", "50")
+    r = cli("download", url, "--json")
+    assert r.code == 0, r.stderr
+    resumed, *rest = server.requests(PATH)[1:]
+    assert resumed.range == f"bytes={have}-" and resumed.status == 206
+    assert rest and all(x.range and x.status == 206 for x in rest)
+    assert min(span(x.range)[0] for x in rest) > have + 1_000_000  # after the measured 0.3 s
+    f = r.json()["files"][0]
+    assert f["split"] is True and f["resumed_from"] == have
+    assert f["sha256"] == sha(data) and Path(f["path"]).read_bytes() == data
+
+
 def test_split_thresholds_must_be_numbers_of_zero_or_more(cli, served, monkeypatch):
     server, url, _ = served
     monkeypatch.setenv("MSN_DOWNLOAD_SPLIT_BELOW", "-1")
