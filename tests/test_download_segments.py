@@ -153,6 +153,27 @@ def test_a_failed_segment_is_resumed_in_the_next_run_without_refetching_the_rest
     assert Path(f["path"]).read_bytes() == data
 
 
+def test_a_short_partial_whose_note_fits_is_extended_not_restarted(cli, served, monkeypatch):
+    """A run killed after noting its first ranges but before growing the file to full size."""
+    server, url, data = served
+    fail_one_segment(cli, server, url, monkeypatch)
+    part, meta = Cache().partial_path(NAME), Cache().partial_meta_path(NAME)
+    with open(part, "r+b") as f:
+        f.truncate(5 * SEG)
+    d = json.loads(meta.read_text())
+    d["segments"] = [[0, 5 * SEG]]
+    meta.write_text(json.dumps(d))
+    n = len(server.requests(PATH))
+    r = cli("download", url, "--json")
+    assert r.code == 0, r.stderr
+    assert "starting over" not in r.stderr
+    again = server.requests(PATH)[n:]
+    assert again and min(span(x.range)[0] for x in again) == 5 * SEG
+    assert sum(x.sent for x in again) == SIZE - 5 * SEG
+    f = r.json()["files"][0]
+    assert f["resumed_from"] == 5 * SEG and Path(f["path"]).read_bytes() == data
+
+
 def test_a_file_changed_between_runs_starts_over_instead_of_splicing(cli, served, monkeypatch):
     server, url, _old = served
     fail_one_segment(cli, server, url, monkeypatch)
