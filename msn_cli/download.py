@@ -716,7 +716,7 @@ def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout
             rate = state["rate"]
             if rate is not None:
                 say(f"{target.name} comes at {rate / 1e6:.1f} MB/s over one connection; "
-                    f"fetching the rest over {split.connections}")
+                    f"splitting the rest over up to {split.connections} connections")
             note = PartialNote(target.shown, etag, modified, total, started_at,
                                ((0, done),) if done else ())
             job = _Job(target, part, meta_path, timeout, progress, say, split, note, fresh=True)
@@ -946,7 +946,7 @@ def _segmented(job: _Job, first: tuple[Any, Callable[[memoryview], int]] | None 
         if first is not None and head is None:
             first[0].close()
         hashed = ledger.prefix() if digest is not None else 0  # what ``digest`` covers
-        digest = (digest or hashlib.sha256()) if HASH_IN_ORDER else None
+        digest = (hashlib.sha256() if digest is None else digest) if HASH_IN_ORDER else None
         hasher = None
         if digest is not None:
             hasher = threading.Thread(target=_hash_prefix,

@@ -468,7 +468,7 @@ def test_a_slow_first_stream_goes_on_and_the_rest_is_split(cli, served, measured
     monkeypatch.setenv("MSN_DOWNLOAD_SPLIT_BELOW", "50")
     r = cli("download", url, "--json")
     assert r.code == 0, r.stderr
-    assert "over one connection; fetching the rest over 4" in r.stderr
+    assert "over one connection; splitting the rest over up to 4 connections" in r.stderr
     first, *rest = server.requests(PATH)
     assert first.range is None and not first.done  # the first stream, ended at its boundary
     spans = sorted(span(x.range) for x in rest)
@@ -490,7 +490,7 @@ def test_ranges_ignored_after_the_split_fall_back_to_one_stream(cli, served, mea
     server.fault(PATH, "ignore_range", times=None, ranged=True)
     r = cli("download", url, "--json")
     assert r.code == 0, r.stderr
-    assert "fetching the rest over 4" in r.stderr and "again with one connection" in r.stderr
+    assert "splitting the rest over up to 4" in r.stderr and "again with one connection" in r.stderr
     assert "changed on the server" not in r.stderr  # the ranges came from this very run
     last = server.requests(PATH)[-1]
     assert last.range is None and last.status == 200
