@@ -698,9 +698,15 @@ def _attempt(session: Any, target: _Target, part: Path, meta_path: Path, timeout
                             since = (now, done)  # from the first byte: the request's round
                             # trip and the server's start are not the stream's rate
                         elif now - since[0] >= split.probe:
-                            measure = False
                             state["rate"] = rate = (done - since[1]) / (now - since[0])
-                            split_now = rate < split.below and done < (total or 0)
+                            if rate >= split.below or done >= (total or 0):
+                                measure = False  # fast: one stream to the end
+                            elif _free_slot(split.slots):
+                                split_now = True
+                            else:  # the shared budget is all in use (other files): this
+                                # stream goes on and is measured again, since its rate may
+                                # have been low only because others shared the link
+                                since = (now, done)
             finally:
                 if buf is not None:
                     pipe.put(buf, fill)
@@ -775,6 +781,16 @@ def _validator(etag: str | None, last_modified: str | None) -> str | None:
     if etag and not etag.startswith("W/"):
         return etag
     return last_modified or None
+
+
+def _free_slot(slots: Any) -> bool:
+    """Whether a connection of the shared budget is free now (always, without one)."""
+    if slots is None:
+        return True
+    if not slots.acquire(blocking=False):
+        return False
+    slots.release()
+    return True
 
 
 def _cut(gaps: list[tuple[int, int]], seg: int) -> Iterator[tuple[int, int]]:

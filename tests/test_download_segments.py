@@ -566,3 +566,22 @@ def test_sigkill_after_an_adaptive_split_resumes_from_the_note(served, monkeypat
     f = json.loads(out)["files"][0]
     assert f["resumed_from"] == have and f["sha256"] == sha(data) and f["split"] is True
     assert Path(f["path"]).read_bytes() == data
+
+
+def test_at_once_a_slow_file_splits_only_when_a_connection_of_the_budget_is_free(cli, server,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("MSN_DOWNLOAD_SPLIT_PROBE", "0.2")
+    monkeypatch.setenv("MSN_DOWNLOAD_SPLIT_BELOW", "50")
+    short, long = payload(seed=50)[:2_000_000], payload(seed=51)
+    urls = [server.add("/many/s.bin", short), server.add("/many/l.bin", long)]
+    server.rate = 4_000_000  # both first streams are slow, and both connections are in use
+    count = open_responses(monkeypatch)
+    r = cli("download", *urls, "--connections", "2", "--json")
+    assert r.code == 0, r.stderr
+    assert [Path(f["path"]).read_bytes() for f in r.json()["files"]] == [short, long]
+    assert count["peak"] == 2
+    assert [x.range for x in server.requests("/many/s.bin")] == [None]  # never a free connection
+    first, *rest = server.requests("/many/l.bin")
+    assert first.range is None and rest  # split once the short file had handed its connection on
+    assert min(span(x.range)[0] for x in rest) >= 2_000_000  # ~0.5 s at 4 MB/s: after s.bin ended
+    assert [f["split"] for f in r.json()["files"]] == [False, True]
