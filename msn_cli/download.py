@@ -89,7 +89,9 @@ Splitting pays where one connection is capped below the link (a long or congeste
 with 4 connections); where one stream already runs this fast, the link or the CPU is the limit
 and more connections only add receive threads and a second read of every byte to hash it
 (measured on 2 cores: 0.62x curl split in 4 against 0.75x as one stream). 150 MB/s sits above
-a saturated 1 Gbit/s link and well below what one stream does on a fast local path."""
+a saturated 1 Gbit/s link and well below what one stream does on a fast local path. Under a
+budget shared by several files (:func:`fetch_many`) a slow stream splits only once a connection
+is free, and is measured again every ``SPLIT_PROBE`` seconds until then."""
 SPLIT_PROBE = 0.5
 """Seconds of the first stream, from its first byte, measured before deciding
 (``MSN_DOWNLOAD_SPLIT_PROBE``; 0: split at once, without measuring). Long enough that a rate
