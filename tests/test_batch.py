@@ -43,6 +43,9 @@ def test_convert_all_offline_fails_each_with_a_network_error(cli, tmp_path, monk
 
 
 def test_convert_all_fetches_every_checkpoint_at_once_then_converts(cli, tmp_path, monkeypatch):
+    import threading
+    import time
+
     from msn_cli import download
     from msn_cli.variants import VARIANTS
 
@@ -58,11 +61,26 @@ def test_convert_all_fetches_every_checkpoint_at_once_then_converts(cli, tmp_pat
 
     monkeypatch.setattr(download, "fetch_many", spy)
     monkeypatch.setenv("MSN_DOWNLOAD_CONNECTIONS", "2")
-    with FileServer(mirror, rate=2_000_000).start() as server:  # ~0.5 s a file
+    held = "/" + VARIANTS["vits16"].filename
+    others_while_held: list[int] = []
+    with FileServer(mirror).start() as server:
+        server.fault(held, "hold", after=1000)  # vits16's body stalls until released
+
+        def release_when_the_others_came() -> None:
+            server.holding.wait(30)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                if len([x for x in server.requests() if x.path != held]) >= 4:
+                    break
+                time.sleep(0.02)
+            others_while_held.append(len([x for x in server.requests() if x.path != held]))
+            server.release()
+
+        threading.Thread(target=release_when_the_others_came, daemon=True).start()
         r = cli("convert", "all", tmp_path / "models", "--base-url", server.url("/"), "--json")
         gets = server.requests()
     assert calls == [list(VARIANTS)]  # one fetch of all five, before any conversion
-    assert server.peak == 2  # two at once: the whole budget, never more
+    assert others_while_held == [4]  # the other four were asked for while vits16 was held
     assert len(gets) == 5  # each fetched once (the conversions found them in the cache)
     by_name = {i["name"]: i for i in r.json()["items"]}
     missing = by_name["vitl7"]
