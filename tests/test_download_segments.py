@@ -267,6 +267,26 @@ def wait_for(predicate, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+def resume_after_kill(server, url: str, data: bytes, kept, have: int) -> dict:
+    """Run the download again, uncapped, after a killed one: it must resume from the note
+    (ranged requests only), never ask for a noted byte again, fetch exactly the rest, and end
+    with the right file. Returns the file's --json record."""
+    server.rate = None
+    n = len(server.requests(PATH))
+    q = start(url, "--json")
+    out, err = q.communicate(timeout=120)
+    assert q.returncode == 0, err
+    again = server.requests(PATH)[n:]
+    assert again and all(x.range for x in again)  # resumed from the note, not started over
+    for x in again:  # no noted byte is asked for again
+        a, b = span(x.range)
+        assert all(b <= s or a >= e for s, e in kept), (x.range, kept)
+    assert sum(x.sent for x in again) == SIZE - have
+    f = json.loads(out)["files"][0]
+    assert f["sha256"] == sha(data) and Path(f["path"]).read_bytes() == data
+    return f
+
+
 def noted() -> tuple[tuple[int, int], ...]:
     try:
         note = read_partial_note(Cache().partial_meta_path(NAME))
@@ -291,20 +311,8 @@ def test_sigkill_then_resume_keeps_every_noted_segment(served):
     assert all(body[a:b] == data[a:b] for a, b in kept)
     assert Cache().get(NAME) is None  # a partial is never marked good
 
-    server.rate = None
-    n = len(server.requests(PATH))
-    q = start(url, "--json")
-    out, err = q.communicate(timeout=120)
-    assert q.returncode == 0, err
-    again = server.requests(PATH)[n:]
-    assert again and all(x.range for x in again)  # resumed, not started over
-    for x in again:  # no noted byte is asked for again
-        a, b = span(x.range)
-        assert all(b <= s or a >= e for s, e in kept), (x.range, kept)
-    assert sum(x.sent for x in again) == SIZE - have
-    f = json.loads(out)["files"][0]
-    assert f["resumed_from"] == have and f["sha256"] == sha(data)
-    assert Path(f["path"]).read_bytes() == data
+    f = resume_after_kill(server, url, data, kept, have)
+    assert f["resumed_from"] == have
 
 
 @pytest.mark.slow
@@ -552,20 +560,8 @@ def test_sigkill_after_an_adaptive_split_resumes_from_the_note(served, monkeypat
     body = Cache().partial_path(NAME).read_bytes()
     assert len(body) == SIZE and all(body[a:b] == data[a:b] for a, b in kept)
 
-    server.rate = None
-    n = len(server.requests(PATH))
-    q = start(url, "--json")
-    out, err = q.communicate(timeout=120)
-    assert q.returncode == 0, err
-    again = server.requests(PATH)[n:]
-    assert again and all(x.range for x in again)  # resumed from the note, not started over
-    for x in again:
-        a, b = span(x.range)
-        assert all(b <= s or a >= e for s, e in kept), (x.range, kept)
-    assert sum(x.sent for x in again) == SIZE - have
-    f = json.loads(out)["files"][0]
-    assert f["resumed_from"] == have and f["sha256"] == sha(data) and f["split"] is True
-    assert Path(f["path"]).read_bytes() == data
+    f = resume_after_kill(server, url, data, kept, have)
+    assert f["resumed_from"] == have and f["split"] is True
 
 
 def test_at_once_a_slow_file_splits_only_when_a_connection_of_the_budget_is_free(cli, server,
