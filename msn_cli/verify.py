@@ -329,8 +329,8 @@ _PRELOAD: list[Any] = []
 def preload_transformers() -> None:
     """Start importing transformers' ``ViTMSNModel`` in a daemon thread (once per process).
 
-    That import is the largest fixed cost of verify (2.3 s and 110 MB on top of torch here: transformers pulls
-    in ``torch.distributed.tensor`` and ``torch._dynamo``). Started as soon as torch is in,
+    That import is the largest fixed cost of verify (2.3 s and 110 MB on top of torch here:
+    transformers pulls in ``torch.distributed.tensor`` and ``torch._dynamo``). Started as soon as torch is in,
     it runs while the source is read, the folder written and hashed and the reference run:
     work that mostly leaves the interpreter free (file I/O, hashing, torch kernels). Verify's
     own import then finds it done, or waits on the import lock for the rest. Any error is
