@@ -88,8 +88,9 @@ first ``SPLIT_PROBE`` seconds is the rest split (``MSN_DOWNLOAD_SPLIT_BELOW``; 0
 Splitting pays where one connection is capped below the link (a long or congested path: 3-4x
 with 4 connections); where one stream already runs this fast, the link or the CPU is the limit
 and more connections only add receive threads and a second read of every byte to hash it
-(measured on 2 cores: 0.62x curl split in 4 against 0.75x as one stream). 150 MB/s sits above
-a saturated 1 Gbit/s link and well below what one stream does on a fast local path. Under a
+(measured on 2 cores, 1.2 GB uncapped: 0.74x curl split in 4 against 0.93x as one stream).
+150 MB/s sits above a saturated 1 Gbit/s link and well below what one stream does on a fast
+local path. Under a
 budget shared by several files (:func:`fetch_many`) a slow stream splits only once a connection
 is free, and is measured again every ``SPLIT_PROBE`` seconds until then."""
 SPLIT_PROBE = 0.5
@@ -548,13 +549,9 @@ def _download(cache: Cache, target: _Target, pinned: str | None, progress: Progr
                       verified=True, split=state["split"], first_rate=state["rate"])
 
 
-def _open_partial(part: Path) -> Any:
-    """``part`` for writing, created if missing, never through a link; only a regular file."""
-    return os.fdopen(_open_partial_fd(part), "wb")
-
-
 def _open_partial_fd(part: Path) -> int:
-    """The descriptor :func:`_open_partial` wraps (written with ``os.pwrite`` by segments)."""
+    """``part`` for writing (``os.pwrite``), created if missing, never through a link; only a
+    regular file."""
     flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(part, flags, 0o644)
@@ -1196,9 +1193,6 @@ class _HashPipe:
 
     def put(self, buf: bytearray, n: int) -> None:
         self._full.put((buf, n))
-
-    def give_back(self, buf: bytearray) -> None:
-        self._free.put(buf)
 
     def close(self) -> None:
         self._full.put(None)
