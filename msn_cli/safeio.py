@@ -104,22 +104,28 @@ def open_regular(path: str | os.PathLike[str], *, follow_links: bool = True):
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     if not follow_links:
         flags |= getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as e:
-        if not follow_links and os.path.islink(path):
-            raise UnsafeInput(f"{path} is a symbolic link") from e
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UnsafeInput(f"{path} is {_kind(st.st_mode)}, not a regular file")
-        os.set_blocking(fd, True)
-        f = os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-    with f:
+
+    def opener(name: str, _flags: int) -> int:
+        try:
+            fd = os.open(name, flags)
+        except OSError as e:
+            if not follow_links and os.path.islink(name):
+                raise UnsafeInput(f"{name} is a symbolic link") from e
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise UnsafeInput(f"{name} is {_kind(st.st_mode)}, not a regular file")
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    # The file object owns the descriptor from the moment the opener returns it: a Ctrl-C or
+    # SIGTERM raised as ``open`` returns drops the object, which closes it once. (Closing it
+    # here as well used to fail with EBADF, and that OSError replaced the interrupt.)
+    with open(os.fspath(path), "rb", opener=opener) as f:
         yield f
 
 

@@ -87,6 +87,45 @@ def test_read_caps_size_and_depth(tmp_path):
         safeio.parse_json(b"{not json")
 
 
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_an_interrupt_as_the_file_is_opened_stays_an_interrupt(tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM raised the moment the file object is handed over (Python runs signal
+    handlers as a call returns) must reach the caller as itself, with the descriptor closed once.
+    It used to be closed twice: the second close failed with EBADF, and that OSError replaced
+    the interrupt, so a SIGTERM during verify became "config.json is unreadable (Bad file
+    descriptor)" and the conversion went on."""
+    import builtins
+
+    path = tmp_path / "config.json"
+    path.write_text("{}")
+
+    def interrupting(real):
+        def call(*args, **kwargs):
+            f = real(*args, **kwargs)
+            assert f.fileno() >= 0
+            del f  # as the interpreter drops the call's result when the handler raises
+            raise KeyboardInterrupt
+
+        return call
+
+    # whichever call hands the descriptor to a file object (open now, os.fdopen before)
+    monkeypatch.setattr(safeio, "open", interrupting(builtins.open), raising=False)
+    monkeypatch.setattr(safeio.os, "fdopen", interrupting(os.fdopen))
+    before = _open_fds()
+    with pytest.raises(KeyboardInterrupt):
+        with safeio.open_regular(path):
+            pass
+    with pytest.raises(KeyboardInterrupt):
+        safeio.read_json(path)
+    monkeypatch.undo()
+    assert _open_fds() == before  # nothing leaked
+    assert safeio.read_json(path) == {}
+
+
 def test_replace_file_never_writes_through_a_planted_link(tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
