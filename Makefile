@@ -25,7 +25,7 @@ lint: install
 	$(BIN)/mypy
 
 demo: install
-	$(BIN)/python -m msn_cli.demo demo-out
+	$(BIN)/python -m msn_cli.dev.demo demo-out
 
 bench: install
 	$(BIN)/python bench/run.py
@@ -33,8 +33,8 @@ bench: install
 # docs/cli.md, the command reference, generated from the Typer app, and the README's tour,
 # generated from a real run of the demo's commands (tests/test_docs.py checks both)
 docs: install
-	$(BIN)/python -m msn_cli.cli.docs > docs/cli.md.tmp && mv docs/cli.md.tmp docs/cli.md
-	$(BIN)/python -m msn_cli.tour README.md
+	$(BIN)/python -m msn_cli.dev.clidocs > docs/cli.md.tmp && mv docs/cli.md.tmp docs/cli.md
+	$(BIN)/python -m msn_cli.dev.tour README.md
 
 # A second environment with transformers 4.57 (and the huggingface_hub<1.0 it requires): the
 # conversion, verify and compatibility tests run there too.

@@ -3,7 +3,7 @@
 Generates a file of random bytes under .bench/download/ and serves it from tests/http_server.py
 in separate processes (kernel sendfile, so the server is not the bottleneck): one uncapped, one
 that caps every connection at ``--rate-mbs`` MB/s as a long congested path does. Each case
-downloads the file with ``curl -o`` and with ``msn_cli.download.fetch`` (what ``msn download``
+downloads the file with ``curl -o`` and with ``msn_cli.transfer.download.fetch`` (what ``msn download``
 runs: one stream, the rest split over ``--connections`` ranged requests when that stream is
 slow, sha256 of the whole file, the rename and
 the index update), alternating the two, with a ``sync`` (untimed) before every run. Times
@@ -38,7 +38,7 @@ MiB = 1024 * 1024
 DRIVER = r"""
 import json, sys, time
 import filelock, requests  # imported once per process by msn; not part of a transfer
-from msn_cli.download import fetch
+from msn_cli.transfer.download import fetch
 
 def hwm():
     for line in open("/proc/self/status"):
@@ -46,7 +46,7 @@ def hwm():
             return int(line.split()[1]) * 1024
     return 0
 
-import msn_cli.download as dl
+import msn_cli.transfer.download as dl
 url, cache, conns, in_order = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 dl.HASH_IN_ORDER = in_order
 before = hwm()

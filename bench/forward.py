@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import ViTMSNModel
 
-    from msn_cli.architecture import Architecture
-    from msn_cli.verify import noise_image
+    from msn_cli.original.architecture import Architecture
+    from msn_cli.verify.checks import noise_image
 
     t1 = time.perf_counter()
     model = ViTMSNModel.from_pretrained(str(folder))

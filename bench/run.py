@@ -2,7 +2,7 @@
 
 What it does (everything in ``.bench/``, which is gitignored):
 
-1. writes the synthetic checkpoints it needs with :mod:`msn_cli.synth` (real key names, shapes
+1. writes the synthetic checkpoints it needs with :mod:`msn_cli.dev.synth` (real key names, shapes
    and layouts, random weights): ViT-S/16, ViT-B/16, ViT-L/16, ViT-B/4 (3,137 tokens) and
    ViT-L/7 in the released layout and ViT-L/16 in the training layout (about 5 GB); existing
    files are reused;
@@ -164,7 +164,7 @@ def read_through(path: Path) -> None:
 GEN = """
 import sys
 from pathlib import Path
-from msn_cli.synth import arch_for, write_checkpoint
+from msn_cli.dev.synth import arch_for, write_checkpoint
 name, layout, dest = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 tmp = dest.with_name(dest.name + ".part")
 write_checkpoint(tmp, arch_for(name), layout)
@@ -744,9 +744,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = args.scratch.resolve()
     files = scratch / "files"
     (scratch / "out").mkdir(parents=True, exist_ok=True)
-    have_verify = (REPO / "msn_cli" / "verify.py").is_file() and not args.no_verify
-    if not have_verify and not args.no_verify:
-        log("msn_cli/verify.py does not exist yet: the verify measurements are skipped")
+    have_verify = not args.no_verify
 
     sources = {v: ensure_file(files, v, "released") for v in variants}
     train_src = None if args.no_training else ensure_file(files, args.training_variant, "training")

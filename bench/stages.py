@@ -1,6 +1,6 @@
 """Where ``msn convert``'s time goes: one in-process run with its stages timed (bench/run.py).
 
-Wraps the functions ``msn_cli.convert`` calls (load, plan, the source check in its thread,
+Wraps the functions ``msn_cli.conversion.convert`` calls (load, plan, the source check in its thread,
 the writer, fsync, the read-back check, verify) with timers -- wall time and the process's
 CPU time over the stage (all threads together) -- and runs ``convert`` once. Prints JSON: a
 list of stages with start, wall seconds and CPU seconds; nested or overlapping stages (the
@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     verify = "--no-verify" not in args
     src, out = [a for a in args if not a.startswith("--")][:2]
     w0, c0 = time.perf_counter(), time.process_time()
-    import msn_cli.convert as C
-    from msn_cli.sources import ResolvedSource
+    import msn_cli.conversion.convert as C
+    from msn_cli.transfer.sources import ResolvedSource
 
     RECORDS.append({"stage": "import msn_cli", "start": round(w0 - T0, 3),
                     "wall_s": round(time.perf_counter() - w0, 3),
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     timed(os, "fsync", "fsync")
     timed(C, "readback_check", "read-back check + sha256 of the file")
     if verify:
-        import msn_cli.verify as V
+        import msn_cli.verify.checks as V
 
         timed(V, "verify_folder", "verify")
     w1, c1 = time.perf_counter(), time.process_time()

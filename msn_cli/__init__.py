@@ -12,7 +12,7 @@ The library API: what each command does, as typed functions that return data::
 
 Names are imported on first use, so ``import msn_cli`` loads neither torch, transformers,
 Typer nor Rich. The conversion function is ``convert_checkpoint`` (the name ``convert`` is
-the submodule :mod:`msn_cli.convert`, which would shadow a function of that name).
+the submodule :mod:`msn_cli.conversion.convert`, which would shadow a function of that name).
 Long steps take ``progress=callable(stage, done, total)``. Failures raise
 :class:`MsnError` subclasses (``message``, ``hint``, ``exit_code``).
 """
@@ -27,40 +27,40 @@ __version__ = "0.1.0"
 # public name -> (module, attribute)
 _LAZY: dict[str, tuple[str, str]] = {
     # functions
-    "resolve_source": ("msn_cli.sources", "resolve_source"),
-    "fetch": ("msn_cli.download", "fetch"),
-    "fetch_many": ("msn_cli.download", "fetch_many"),
-    "load_checkpoint": ("msn_cli.checkpoint", "load_checkpoint"),
-    "infer_architecture": ("msn_cli.checkpoint", "infer_architecture"),
-    "inspect_checkpoint": ("msn_cli.inspect", "inspect_checkpoint"),
-    "build_plan": ("msn_cli.plan", "build_plan"),
-    "convert_checkpoint": ("msn_cli.convert", "convert"),
-    "verify_folder": ("msn_cli.verify", "verify_folder"),
-    "push_folder": ("msn_cli.push", "push_folder"),
-    "convert_all": ("msn_cli.batch", "convert_all"),
-    "read_run_config": ("msn_cli.runconfig", "read_run_config"),
-    "inspect_run": ("msn_cli.runfolder", "inspect_run"),
-    "export_checkpoint": ("msn_cli.export", "export"),
-    "plan_export": ("msn_cli.export", "plan_export"),
+    "resolve_source": ("msn_cli.transfer.sources", "resolve_source"),
+    "fetch": ("msn_cli.transfer.download", "fetch"),
+    "fetch_many": ("msn_cli.transfer.download", "fetch_many"),
+    "load_checkpoint": ("msn_cli.original.checkpoint", "load_checkpoint"),
+    "infer_architecture": ("msn_cli.original.checkpoint", "infer_architecture"),
+    "inspect_checkpoint": ("msn_cli.conversion.inspect", "inspect_checkpoint"),
+    "build_plan": ("msn_cli.conversion.plan", "build_plan"),
+    "convert_checkpoint": ("msn_cli.conversion.convert", "convert"),
+    "verify_folder": ("msn_cli.verify.checks", "verify_folder"),
+    "push_folder": ("msn_cli.transfer.push", "push_folder"),
+    "convert_all": ("msn_cli.conversion.batch", "convert_all"),
+    "read_run_config": ("msn_cli.original.runconfig", "read_run_config"),
+    "inspect_run": ("msn_cli.original.runfolder", "inspect_run"),
+    "export_checkpoint": ("msn_cli.conversion.export", "export"),
+    "plan_export": ("msn_cli.conversion.export", "plan_export"),
     # the data they return
-    "ResolvedSource": ("msn_cli.sources", "ResolvedSource"),
-    "Checkpoint": ("msn_cli.checkpoint", "Checkpoint"),
-    "Inferred": ("msn_cli.checkpoint", "Inferred"),
-    "Architecture": ("msn_cli.architecture", "Architecture"),
-    "InspectReport": ("msn_cli.inspect", "InspectReport"),
-    "ConversionPlan": ("msn_cli.plan", "ConversionPlan"),
-    "ConvertResult": ("msn_cli.convert", "ConvertResult"),
-    "VerifyReport": ("msn_cli.verify", "VerifyReport"),
-    "PushResult": ("msn_cli.push", "PushResult"),
-    "CachedFile": ("msn_cli.download", "CachedFile"),
-    "BatchItem": ("msn_cli.batch", "BatchItem"),
-    "ExportPlan": ("msn_cli.export", "ExportPlan"),
-    "ExportResult": ("msn_cli.export", "ExportResult"),
+    "ResolvedSource": ("msn_cli.transfer.sources", "ResolvedSource"),
+    "Checkpoint": ("msn_cli.original.checkpoint", "Checkpoint"),
+    "Inferred": ("msn_cli.original.checkpoint", "Inferred"),
+    "Architecture": ("msn_cli.original.architecture", "Architecture"),
+    "InspectReport": ("msn_cli.conversion.inspect", "InspectReport"),
+    "ConversionPlan": ("msn_cli.conversion.plan", "ConversionPlan"),
+    "ConvertResult": ("msn_cli.conversion.convert", "ConvertResult"),
+    "VerifyReport": ("msn_cli.verify.checks", "VerifyReport"),
+    "PushResult": ("msn_cli.transfer.push", "PushResult"),
+    "CachedFile": ("msn_cli.transfer.download", "CachedFile"),
+    "BatchItem": ("msn_cli.conversion.batch", "BatchItem"),
+    "ExportPlan": ("msn_cli.conversion.export", "ExportPlan"),
+    "ExportResult": ("msn_cli.conversion.export", "ExportResult"),
     "ProgressFn": ("msn_cli.progress", "ProgressFn"),
-    "Provenance": ("msn_cli.provenance", "Provenance"),
-    "Known": ("msn_cli.provenance", "Known"),
-    "RunConfig": ("msn_cli.runconfig", "RunConfig"),
-    "RunReport": ("msn_cli.runfolder", "RunReport"),
+    "Provenance": ("msn_cli.conversion.provenance", "Provenance"),
+    "Known": ("msn_cli.conversion.provenance", "Known"),
+    "RunConfig": ("msn_cli.original.runconfig", "RunConfig"),
+    "RunReport": ("msn_cli.original.runfolder", "RunReport"),
     # errors
     "MsnError": ("msn_cli.errors", "MsnError"),
     "UsageError": ("msn_cli.errors", "UsageError"),
@@ -120,48 +120,48 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .architecture import Architecture as Architecture
-    from .batch import BatchItem as BatchItem
-    from .batch import convert_all as convert_all
-    from .checkpoint import Checkpoint as Checkpoint
-    from .checkpoint import Inferred as Inferred
-    from .checkpoint import infer_architecture as infer_architecture
-    from .checkpoint import load_checkpoint as load_checkpoint
-    from .convert import ConvertResult as ConvertResult
-    from .convert import convert as convert_checkpoint
-    from .download import CachedFile as CachedFile
-    from .download import fetch as fetch
-    from .download import fetch_many as fetch_many
-    from .errors import CheckpointError as CheckpointError
-    from .errors import ConfigError as ConfigError
-    from .errors import FolderError as FolderError
-    from .errors import MappingError as MappingError
-    from .errors import MsnError as MsnError
-    from .errors import NetworkError as NetworkError
-    from .errors import OutputExistsError as OutputExistsError
-    from .errors import UsageError as UsageError
-    from .errors import VerificationFailed as VerificationFailed
-    from .export import ExportPlan as ExportPlan
-    from .export import ExportResult as ExportResult
-    from .export import export as export_checkpoint
-    from .export import plan_export as plan_export
-    from .inspect import InspectReport as InspectReport
-    from .inspect import inspect_checkpoint as inspect_checkpoint
-    from .plan import ConversionPlan as ConversionPlan
-    from .plan import build_plan as build_plan
-    from .progress import ProgressFn as ProgressFn
-    from .provenance import Known as Known
-    from .provenance import Provenance as Provenance
-    from .push import PushResult as PushResult
-    from .push import push_folder as push_folder
-    from .runconfig import RunConfig as RunConfig
-    from .runconfig import read_run_config as read_run_config
-    from .runfolder import RunReport as RunReport
-    from .runfolder import inspect_run as inspect_run
-    from .sources import ResolvedSource as ResolvedSource
-    from .sources import resolve_source as resolve_source
-    from .verify import VerifyReport as VerifyReport
-    from .verify import verify_folder as verify_folder
+    from msn_cli.conversion.batch import BatchItem as BatchItem
+    from msn_cli.conversion.batch import convert_all as convert_all
+    from msn_cli.conversion.convert import ConvertResult as ConvertResult
+    from msn_cli.conversion.convert import convert as convert_checkpoint
+    from msn_cli.conversion.export import ExportPlan as ExportPlan
+    from msn_cli.conversion.export import ExportResult as ExportResult
+    from msn_cli.conversion.export import export as export_checkpoint
+    from msn_cli.conversion.export import plan_export as plan_export
+    from msn_cli.conversion.inspect import InspectReport as InspectReport
+    from msn_cli.conversion.inspect import inspect_checkpoint as inspect_checkpoint
+    from msn_cli.conversion.plan import ConversionPlan as ConversionPlan
+    from msn_cli.conversion.plan import build_plan as build_plan
+    from msn_cli.conversion.provenance import Known as Known
+    from msn_cli.conversion.provenance import Provenance as Provenance
+    from msn_cli.errors import CheckpointError as CheckpointError
+    from msn_cli.errors import ConfigError as ConfigError
+    from msn_cli.errors import FolderError as FolderError
+    from msn_cli.errors import MappingError as MappingError
+    from msn_cli.errors import MsnError as MsnError
+    from msn_cli.errors import NetworkError as NetworkError
+    from msn_cli.errors import OutputExistsError as OutputExistsError
+    from msn_cli.errors import UsageError as UsageError
+    from msn_cli.errors import VerificationFailed as VerificationFailed
+    from msn_cli.original.architecture import Architecture as Architecture
+    from msn_cli.original.checkpoint import Checkpoint as Checkpoint
+    from msn_cli.original.checkpoint import Inferred as Inferred
+    from msn_cli.original.checkpoint import infer_architecture as infer_architecture
+    from msn_cli.original.checkpoint import load_checkpoint as load_checkpoint
+    from msn_cli.original.runconfig import RunConfig as RunConfig
+    from msn_cli.original.runconfig import read_run_config as read_run_config
+    from msn_cli.original.runfolder import RunReport as RunReport
+    from msn_cli.original.runfolder import inspect_run as inspect_run
+    from msn_cli.progress import ProgressFn as ProgressFn
+    from msn_cli.transfer.download import CachedFile as CachedFile
+    from msn_cli.transfer.download import fetch as fetch
+    from msn_cli.transfer.download import fetch_many as fetch_many
+    from msn_cli.transfer.push import PushResult as PushResult
+    from msn_cli.transfer.push import push_folder as push_folder
+    from msn_cli.transfer.sources import ResolvedSource as ResolvedSource
+    from msn_cli.transfer.sources import resolve_source as resolve_source
+    from msn_cli.verify.checks import VerifyReport as VerifyReport
+    from msn_cli.verify.checks import verify_folder as verify_folder
 
 
 def __getattr__(name: str) -> Any:

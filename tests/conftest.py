@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from msn_cli.architecture import Architecture
-from msn_cli.manifest import read_manifest
-from msn_cli.synth import TINY, write_checkpoint
+from msn_cli.dev.synth import TINY, write_checkpoint
+from msn_cli.hf.manifest import read_manifest
+from msn_cli.original.architecture import Architecture
 
 if TYPE_CHECKING:
     from tests.hub_server import HubServer
@@ -150,8 +150,8 @@ _VERIFIED: dict[str, Path] = {}
 def verified_source_path(tmp_path_factory) -> Path:
     """One tiny checkpoint converted with the real verify, once per session (read-only: copy it)."""
     if "folder" not in _VERIFIED:
-        from msn_cli.convert import convert
-        from msn_cli.sources import resolve_source
+        from msn_cli.conversion.convert import convert
+        from msn_cli.transfer.sources import resolve_source
 
         base = tmp_path_factory.mktemp("push-src")
         ckpt = write_checkpoint(base / "vit-tiny.pth.tar", TINY, "released")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import msn_cli
-from msn_cli.synth import TINY, write_checkpoint
+from msn_cli.dev.synth import TINY, write_checkpoint
 from tests.conftest import REPO, run_msn_process
 from tests.http_server import FileServer
 
@@ -35,7 +35,7 @@ def test_import_is_light_and_names_load_on_first_use():
     # one name pulls in only what it needs
     loaded = _modules_after("from msn_cli import MsnError, Architecture")
     assert not [m for m in HEAVY if m in loaded]
-    assert "msn_cli.errors" in loaded and "msn_cli.convert" not in loaded
+    assert "msn_cli.errors" in loaded and "msn_cli.conversion.convert" not in loaded
 
 
 def test_every_public_name_resolves():
@@ -49,13 +49,13 @@ def test_every_public_name_resolves():
 
 
 def test_convert_checkpoint_is_the_function_even_after_the_submodule_is_imported():
-    import msn_cli.convert as module
+    import msn_cli.conversion.convert as module
     from msn_cli import convert_checkpoint
 
     assert convert_checkpoint is module.convert and callable(convert_checkpoint)
-    code = "import msn_cli.convert, msn_cli; print(msn_cli.convert_checkpoint.__module__)"
+    code = "import msn_cli.conversion.convert, msn_cli; print(msn_cli.convert_checkpoint.__module__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and out.stdout.strip() == "msn_cli.convert"
+    assert out.returncode == 0 and out.stdout.strip() == "msn_cli.conversion.convert"
 
 
 def test_pipeline_end_to_end_returns_data(tmp_path):

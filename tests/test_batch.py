@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from msn_cli.synth import TINY, arch_for, write_checkpoint
+from msn_cli.dev.synth import TINY, arch_for, write_checkpoint
 from tests.http_server import FileServer
 
 
@@ -46,8 +46,8 @@ def test_convert_all_fetches_every_checkpoint_at_once_then_converts(cli, tmp_pat
     import threading
     import time
 
-    from msn_cli import download
-    from msn_cli.variants import VARIANTS
+    from msn_cli.original.variants import VARIANTS
+    from msn_cli.transfer import download
 
     mirror = tmp_path / "mirror"
     for name in ("vits16", "vitb16", "vitl16", "vitb4"):  # vitl7 is missing: a 404

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from msn_cli.synth import TINY
+from msn_cli.dev.synth import TINY
 from tests.conftest import REPO, TINY_MULTIHEAD
 
 
@@ -79,7 +79,7 @@ def test_baseline_and_msn_write_identical_tensors(cli, make_ckpt, tmp_path, arch
 
 
 def test_readback_check_catches_a_byte_changed_on_disk(cli, tiny_ckpt, tmp_path, monkeypatch):
-    import msn_cli.convert as C
+    import msn_cli.conversion.convert as C
 
     real = C.write_safetensors
 
@@ -101,7 +101,7 @@ def test_readback_check_catches_a_byte_changed_on_disk(cli, tiny_ckpt, tmp_path,
 
 
 def test_readback_check_passes_untouched_output(cli, tiny_ckpt, tmp_path, monkeypatch):
-    import msn_cli.convert as C
+    import msn_cli.conversion.convert as C
 
     calls = []
     real = C.readback_check
@@ -112,7 +112,7 @@ def test_readback_check_passes_untouched_output(cli, tiny_ckpt, tmp_path, monkey
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_finite_check_matches_elementwise_test(dtype):
-    from msn_cli.convert import _all_finite
+    from msn_cli.conversion.convert import _all_finite
 
     dt = getattr(torch, dtype)
     big = torch.full((4096,), 60000.0).to(dt)  # finite values whose sum overflows float16
@@ -137,7 +137,7 @@ def _rss_kb() -> int:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_release_drops_mapped_pages_and_keeps_values(tmp_path):
-    from msn_cli.checkpoint import load_checkpoint
+    from msn_cli.original.checkpoint import load_checkpoint
 
     big = torch.randn(64, 1024, 1024)  # 256 MiB, mapped from the file when loaded
     path = tmp_path / "big.pth.tar"
@@ -159,7 +159,7 @@ def test_release_drops_mapped_pages_and_keeps_values(tmp_path):
 
 @pytest.mark.parametrize("libc", [True, False], ids=["memcmp", "numpy-fallback"])
 def test_same_bytes_finds_a_difference_anywhere(libc, monkeypatch):
-    import msn_cli.convert as C
+    import msn_cli.conversion.convert as C
 
     if not libc:
         monkeypatch.setattr(C, "_MEMCMP", [None])
@@ -178,7 +178,7 @@ def test_same_bytes_finds_a_difference_anywhere(libc, monkeypatch):
 def test_final_metadata_is_written_last_in_the_reserved_room(tmp_path):
     from safetensors import safe_open
 
-    from msn_cli.safetensors_io import PendingTensor, write_safetensors
+    from msn_cli.hf.safetensors_io import PendingTensor, write_safetensors
 
     a, b = torch.randn(3, 5), torch.arange(7, dtype=torch.float32)
     tensors = [PendingTensor("a", "float32", (3, 5), lambda: a),
@@ -223,8 +223,8 @@ def test_a_damaged_source_is_reported_as_damage_even_when_it_reads_as_nan(cli, t
                          ids=["cli", "cli-torch-first", "library"])
 def test_gc_freeze_only_in_the_cli_when_msn_imports_torch(tiny_ckpt, torch_first, cli):
     code = ("import gc, sys\n" + ("import torch\n" if torch_first else "")
-            + ("import msn_cli.checkpoint as c; c.FREEZE_GC_AFTER_TORCH = True\n" if cli else "")
-            + "from msn_cli.checkpoint import load_checkpoint\n"
+            + ("import msn_cli.original.checkpoint as c; c.FREEZE_GC_AFTER_TORCH = True\n" if cli else "")
+            + "from msn_cli.original.checkpoint import load_checkpoint\n"
             + f"load_checkpoint({str(tiny_ckpt)!r})\n"
             + "print(gc.get_freeze_count())\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
@@ -240,8 +240,8 @@ def test_the_source_check_finds_damage_with_either_crc32(tiny_ckpt, monkeypatch)
     import builtins
     import zlib
 
-    from msn_cli import checkpoint as ck
     from msn_cli.errors import CheckpointError
+    from msn_cli.original import checkpoint as ck
 
     data = tiny_ckpt.read_bytes()
     fast = ck._crc32()

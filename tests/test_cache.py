@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from msn_cli import download as dl
-from msn_cli.cache import Cache, default_cache_dir
-from msn_cli.variants import VARIANTS
+from msn_cli.original.variants import VARIANTS
+from msn_cli.transfer import download as dl
+from msn_cli.transfer.cache import Cache, default_cache_dir
 
 
 @pytest.fixture(autouse=True)

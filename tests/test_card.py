@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from msn_cli.card import build_card, code_blocks
 from msn_cli.errors import UsageError
-from msn_cli.manifest import read_manifest
+from msn_cli.hf.card import build_card, code_blocks
+from msn_cli.hf.manifest import read_manifest
 from tests.conftest import copy_verified, verified_source_path
 
 
@@ -20,7 +20,7 @@ def manifest(tmp_path_factory):
 
 def as_released(manifest: dict, name: str = "vitb16") -> dict:
     """The manifest of Meta's release ``name`` fetched by its name (shapes from the registry)."""
-    from msn_cli.variants import VARIANTS
+    from msn_cli.original.variants import VARIANTS
 
     v = VARIANTS[name]
     m = copy.deepcopy(manifest)

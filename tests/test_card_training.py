@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from msn_cli.card import build_card, check_license, origin
+from msn_cli.dev.synth import run_config, write_run_config
 from msn_cli.errors import UsageError
-from msn_cli.manifest import MANIFEST, read_manifest, write_manifest
-from msn_cli.runconfig import FIELD_BY_KEY, read_run_config
-from msn_cli.synth import run_config, write_run_config
+from msn_cli.hf.card import build_card, check_license, origin
+from msn_cli.hf.manifest import MANIFEST, read_manifest, write_manifest
+from msn_cli.original.runconfig import FIELD_BY_KEY, read_run_config
 from tests.conftest import verified_source_path
 from tests.test_card import as_released, table
 
@@ -92,7 +92,7 @@ def test_local_paths_are_never_published(manifest, training, tmp_path):
     for local in LOCAL:
         assert local not in card
     assert "| Model constructor" not in card  # the path-like model name is dropped, not shown
-    from msn_cli.push import public_manifest
+    from msn_cli.transfer.push import public_manifest
 
     published = json.loads(public_manifest(m))
     text = json.dumps(published)
@@ -194,7 +194,7 @@ def test_push_license_option(cli, hub, folder):
 
 
 def test_push_publishes_the_training_record_without_paths(cli, hub, folder, training):
-    from msn_cli.push import plan_push
+    from msn_cli.transfer.push import plan_push
 
     m = read_manifest(folder)
     m["source"]["layout"] = "training"

@@ -23,7 +23,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 from safetensors import safe_open
 
-from msn_cli.synth import TINY
+from msn_cli.dev.synth import TINY
 from tests.conftest import TINY_MULTIHEAD
 
 

@@ -24,7 +24,7 @@ import pytest
 import typer
 
 from msn_cli.cli.app import app
-from msn_cli.synth import TINY, write_checkpoint
+from msn_cli.dev.synth import TINY, write_checkpoint
 from tests.http_server import FileServer
 
 # Commands where a convention does not apply, with the reason. Keep this empty unless it truly

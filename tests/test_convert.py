@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from msn_cli.synth import TINY, make_checkpoint
+from msn_cli.dev.synth import TINY, make_checkpoint
 from tests.conftest import TINY_MULTIHEAD
 
 
@@ -193,7 +193,7 @@ def test_real_vits16_shapes_convert_and_load(cli, make_ckpt, tmp_path):
     """A full-size ViT-S/16 (88 MB) in the released layout: variant recognised, loads cleanly."""
     from transformers import ViTMSNModel
 
-    from msn_cli.synth import arch_for
+    from msn_cli.dev.synth import arch_for
 
     ck = make_ckpt(arch_for("vits16"), name="vits16_800ep.pth.tar")
     out = tmp_path / "small"

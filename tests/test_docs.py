@@ -1,7 +1,7 @@
 """docs/cli.md and the README's tour: generated, complete, free of markup, and never stale.
 
 When test_cli_md_is_up_to_date or test_readme_tour_is_up_to_date fails, regenerate with
-``make docs`` (``python -m msn_cli.cli.docs > docs/cli.md`` and ``python -m msn_cli.tour``)
+``make docs`` (``python -m msn_cli.dev.clidocs > docs/cli.md`` and ``python -m msn_cli.dev.tour``)
 and commit the result.
 """
 
@@ -16,7 +16,7 @@ import pytest
 import typer
 
 from msn_cli.cli.app import app
-from msn_cli.cli.docs import plain, render
+from msn_cli.dev.clidocs import plain, render
 from tests.conftest import REPO, run_msn_process
 
 DOC = REPO / "docs" / "cli.md"
@@ -30,7 +30,7 @@ def _commands(cmd, path):
 
 
 def test_cli_md_is_up_to_date():
-    r = subprocess.run([sys.executable, "-m", "msn_cli.cli.docs"], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "msn_cli.dev.clidocs"], capture_output=True, text=True,
                        timeout=120, cwd=REPO)
     assert r.returncode == 0, r.stderr
     fresh = r.stdout
@@ -97,14 +97,14 @@ def test_shell_completion_as_documented():
 @pytest.mark.slow
 def test_readme_tour_is_up_to_date():
     """The README's tour is what the demo's commands print now (a real run, ~25 s)."""
-    from msn_cli.tour import BEGIN, END
+    from msn_cli.dev.tour import BEGIN, END
 
     readme = REPO / "README.md"
     text = readme.read_text(encoding="utf-8")
     tour = text[text.index(BEGIN):text.index(END)]
     assert "$ msn convert" in tour and "$ msn verify" in tour and "Parity per layer" in tour
     assert str(REPO) not in tour and "/tmp" not in tour and "msn-tour-" not in tour
-    r = subprocess.run([sys.executable, "-m", "msn_cli.tour", "--check", str(readme)],
+    r = subprocess.run([sys.executable, "-m", "msn_cli.dev.tour", "--check", str(readme)],
                        capture_output=True, text=True, timeout=600, cwd=REPO)
     assert r.returncode == 0, f"{r.stderr}\n{r.stdout[:3000]}"
     assert readme.read_text(encoding="utf-8") == text  # --check writes nothing

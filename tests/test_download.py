@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from http_server import FileServer
 
-from msn_cli import download as dl
-from msn_cli.cache import Cache
+from msn_cli.transfer import download as dl
+from msn_cli.transfer.cache import Cache
 
 SIZE = 3 * 1024 * 1024 + 12345
 
@@ -297,7 +297,7 @@ def test_file_changed_on_server_restarts_instead_of_mixing(cli, server, monkeypa
 def test_released_names_through_base_url_and_env(cli, server, monkeypatch):
     files = {}
     for i, name in enumerate(["vits16", "vitb16", "vitl16", "vitb4", "vitl7"]):
-        from msn_cli.variants import VARIANTS
+        from msn_cli.original.variants import VARIANTS
 
         files[name] = payload(50_000 + i, seed=10 + i)
         server.add(f"/mirror/msn/{VARIANTS[name].filename}", files[name])
@@ -317,7 +317,7 @@ def test_released_names_through_base_url_and_env(cli, server, monkeypatch):
 
 
 def test_one_failure_among_several_still_downloads_the_rest(cli, server):
-    from msn_cli.variants import VARIANTS
+    from msn_cli.original.variants import VARIANTS
 
     server.add(f"/m/{VARIANTS['vits16'].filename}", b"x" * 1000)
     r = cli("download", "vits16", "vitb16", "--base-url", server.url("/m"), "--json")
@@ -411,7 +411,7 @@ def test_unusable_cache_folder_is_a_clear_error(cli, served, tmp_path):
 def test_complete_partial_left_before_the_rename_is_finished_without_a_body(cli, served):
     # A run killed after the last byte arrived but before the rename: the server answers the
     # Range request with 416, and the partial is checked and moved into place.
-    from msn_cli.cache import write_partial_meta
+    from msn_cli.transfer.cache import write_partial_meta
 
     server, url, data = served
     c = cache()
@@ -428,7 +428,7 @@ def test_complete_partial_left_before_the_rename_is_finished_without_a_body(cli,
 
 
 def test_partial_from_another_url_is_not_spliced(cli, served):
-    from msn_cli.cache import write_partial_meta
+    from msn_cli.transfer.cache import write_partial_meta
 
     server, url, data = served
     c = cache()

@@ -18,7 +18,7 @@ import pytest
 from conftest import run_msn_process
 from http_server import FileServer
 
-from msn_cli.cache import Cache
+from msn_cli.transfer.cache import Cache
 
 pytestmark = pytest.mark.slow
 SIZE = 4 * 1024 * 1024

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from http_server import FileServer
 
-from msn_cli import download as dl
-from msn_cli.cache import Cache, DamagedNote, read_partial_note
+from msn_cli.transfer import download as dl
+from msn_cli.transfer.cache import Cache, DamagedNote, read_partial_note
 
 SIZE = 6_000_000
 SEG = SIZE // 16  # what download.py picks for 4 connections

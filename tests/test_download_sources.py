@@ -8,9 +8,9 @@ import json
 import pytest
 from http_server import FileServer
 
-from msn_cli.cache import Cache
-from msn_cli.synth import TINY, write_checkpoint
-from msn_cli.variants import VARIANTS
+from msn_cli.dev.synth import TINY, write_checkpoint
+from msn_cli.original.variants import VARIANTS
+from msn_cli.transfer.cache import Cache
 
 FILENAME = VARIANTS["vits16"].filename
 
@@ -45,7 +45,7 @@ def test_convert_url_records_url_and_sha256_from_the_index(cli, mirror, tmp_path
     assert cli("download", url).code == 0
     digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()
 
-    import msn_cli.convert as conv
+    import msn_cli.conversion.convert as conv
 
     def no_rehash(*args, **kwargs):
         raise AssertionError("convert hashed a source whose sha256 the cache index knows")

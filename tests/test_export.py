@@ -19,11 +19,11 @@ import pytest
 import torch
 from torch import nn
 
-from msn_cli.architecture import Architecture
-from msn_cli.export import HeadOptions, export, plan_export
-from msn_cli.safetensors_io import read_header
-from msn_cli.sources import resolve_source
-from msn_cli.synth import TINY, write_checkpoint
+from msn_cli.conversion.export import HeadOptions, export, plan_export
+from msn_cli.dev.synth import TINY, write_checkpoint
+from msn_cli.hf.safetensors_io import read_header
+from msn_cli.original.architecture import Architecture
+from msn_cli.transfer.sources import resolve_source
 from tests.conftest import TINY_MULTIHEAD
 
 # -- the harness: the original model and optimizer, from the documented formats ---------------
@@ -520,8 +520,8 @@ def test_the_groups_are_what_torch_adamw_writes_for_the_original_layout(released
 
 
 def test_the_read_back_catches_a_changed_bit(tmp_path):
+    from msn_cli.conversion.export import _readback
     from msn_cli.errors import CheckpointError
-    from msn_cli.export import _readback
 
     meant = {"encoder": {"a": torch.arange(10.0)}, "opt": {"state": {}, "param_groups": []},
              "prototypes": torch.zeros(2, 2), "target_encoder": {"a": torch.arange(10.0)},
@@ -541,7 +541,7 @@ def test_the_read_back_catches_a_changed_bit(tmp_path):
 def test_names_and_urls_resolve_like_convert(cli, tmp_path, monkeypatch):
     """A released name through the mirror and the cache (a wrong file is refused, as convert
     refuses it), a URL as the source and a name as --head-from."""
-    from msn_cli.variants import VARIANTS
+    from msn_cli.original.variants import VARIANTS
     from tests.http_server import FileServer
 
     name = VARIANTS["vits16"].filename

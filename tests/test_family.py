@@ -1,6 +1,6 @@
 """The original model family table (facts: shared/msn-facts.md, "The original model family")."""
 
-from msn_cli import family
+from msn_cli.original import family
 
 
 def test_heads_by_width_follow_the_family_not_width_over_64():

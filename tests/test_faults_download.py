@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-import msn_cli.download as dl
-from msn_cli.cache import Cache
-from msn_cli.synth import TINY, write_checkpoint
+import msn_cli.transfer.download as dl
+from msn_cli.dev.synth import TINY, write_checkpoint
+from msn_cli.transfer.cache import Cache
 
 pytestmark = pytest.mark.slow
 PATH = "/msn/run_c.pth.tar"

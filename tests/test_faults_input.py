@@ -18,9 +18,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from msn_cli.checkpoint import check_zip_integrity, infer_architecture, load_checkpoint
+from msn_cli.dev.synth import TINY, backbone_state, make_checkpoint, write_checkpoint
 from msn_cli.errors import CheckpointError
-from msn_cli.synth import TINY, backbone_state, make_checkpoint, write_checkpoint
+from msn_cli.original.checkpoint import check_zip_integrity, infer_architecture, load_checkpoint
 from tests.test_convert import _expected
 
 P = "module."

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-import msn_cli.safetensors_io as st_io
-from msn_cli.outdir import lock_path
+import msn_cli.hf.safetensors_io as st_io
+from msn_cli.util.outdir import lock_path
 from tests.conftest import FileWrapper
 
 MARKS = (".msn-tmp-", ".msn-old-", ".msn-lock")  # the lock file goes too

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from msn_cli.architecture import Architecture
-from msn_cli.outdir import lock_path
-from msn_cli.synth import write_checkpoint
+from msn_cli.dev.synth import write_checkpoint
+from msn_cli.original.architecture import Architecture
+from msn_cli.util.outdir import lock_path
 from tests.conftest import FileWrapper
 
 pytestmark = pytest.mark.slow
@@ -168,7 +168,7 @@ def test_sigint_before_writing_leaves_nothing(tmp_path, make_ckpt):
     p.send_signal(signal.SIGINT)
     _, stderr = p.communicate(timeout=120)
     # it used to finish with exit 0 when the signal came while torch imported numpy (torch
-    # clears the error); msn_cli.interrupts holds signals back across that import
+    # clears the error); msn_cli.util.interrupts holds signals back across that import
     assert p.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert not out.exists() and _temporaries(out) == []
@@ -241,7 +241,7 @@ def test_two_converts_started_together_never_mix(medium_ckpt, medium_ckpt_b, tmp
 
 def test_ctrl_c_in_process_removes_the_temp_folder(cli, tiny_ckpt, tmp_path, monkeypatch):
     """main()'s Ctrl-C path: KeyboardInterrupt mid-write -> 'interrupted', 130, nothing on disk."""
-    import msn_cli.safetensors_io as st_io
+    import msn_cli.hf.safetensors_io as st_io
 
     real_open = open
     seen: list[Path] = []
@@ -292,7 +292,7 @@ def test_signal_during_verify_leaves_nothing(tiny_ckpt, tmp_path, sig, code):
 def test_out_lock_is_exclusive_and_removed_on_release(tmp_path, monkeypatch):
     import fcntl
 
-    from msn_cli.outdir import _OutLock
+    from msn_cli.util.outdir import _OutLock
 
     path = tmp_path / ".out.msn-lock"
     a, b = _OutLock(path), _OutLock(path)
@@ -340,7 +340,7 @@ def test_an_interrupt_as_the_output_is_set_up_leaves_nothing(tmp_path, monkeypat
     are now taken with the interrupt held back until the cleanup that removes them is armed."""
     import tempfile
 
-    from msn_cli import outdir
+    from msn_cli.util import outdir
 
     if step == "lock":
         monkeypatch.setattr(outdir._OutLock, "acquire", _signalled_on_return(outdir._OutLock.acquire))

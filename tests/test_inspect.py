@@ -6,7 +6,7 @@ import re
 
 import torch
 
-from msn_cli.synth import TINY, make_checkpoint
+from msn_cli.dev.synth import TINY, make_checkpoint
 
 
 def test_inspect_json_describes_a_released_file(cli, tiny_ckpt):

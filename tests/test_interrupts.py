@@ -1,4 +1,4 @@
-"""``msn_cli.interrupts.deferred``: Ctrl-C and SIGTERM held back across code that would
+"""``msn_cli.util.interrupts.deferred``: Ctrl-C and SIGTERM held back across code that would
 swallow them (torch's start-up clears an exception raised while it imports numpy), then
 delivered to the handler that was there before."""
 
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from msn_cli.interrupts import deferred
+from msn_cli.util.interrupts import deferred
 
 
 def _swallowing(signum: int) -> bool:

@@ -15,8 +15,8 @@ import os
 import pytest
 import torch
 
-from msn_cli.checkpoint import Checkpoint
-from msn_cli.synth import TINY
+from msn_cli.dev.synth import TINY
+from msn_cli.original.checkpoint import Checkpoint
 from tests.conftest import TINY_MULTIHEAD
 
 
@@ -126,11 +126,11 @@ def test_a_dtype_change_goes_through_memory(cli, tiny_ckpt, tmp_path, sendfile_c
 
 
 def test_the_legacy_format_has_no_spans(tmp_path, sendfile_calls, cli):
-    from msn_cli.synth import make_checkpoint
+    from msn_cli.dev.synth import make_checkpoint
 
     path = tmp_path / "legacy.pth.tar"
     torch.save(make_checkpoint(TINY), path, _use_new_zipfile_serialization=False)
-    from msn_cli.checkpoint import load_checkpoint
+    from msn_cli.original.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     assert ckpt.mapped_inode is None
@@ -141,7 +141,7 @@ def test_the_legacy_format_has_no_spans(tmp_path, sendfile_calls, cli):
 
 
 def test_spans_point_at_the_tensor_bytes_in_the_file(tiny_ckpt):
-    from msn_cli.checkpoint import load_checkpoint
+    from msn_cli.original.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(tiny_ckpt)
     raw = tiny_ckpt.read_bytes()

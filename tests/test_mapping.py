@@ -8,12 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from msn_cli import mapping
-from msn_cli.checkpoint import infer_architecture
+from msn_cli.conversion import mapping
+from msn_cli.conversion.plan import plan_from_state
+from msn_cli.dev.synth import arch_for, backbone_state
 from msn_cli.errors import CheckpointError, MappingError
-from msn_cli.plan import plan_from_state
-from msn_cli.synth import arch_for, backbone_state
-from msn_cli.variants import VARIANTS
+from msn_cli.original.checkpoint import infer_architecture
+from msn_cli.original.variants import VARIANTS
 
 
 def meta_state(name: str, head: bool = True) -> dict[str, torch.Tensor]:
@@ -56,7 +56,7 @@ def test_qkv_split_rows_are_query_key_value_in_order():
     w = torch.arange(3 * 4 * 2, dtype=torch.float32).reshape(12, 2)
     rows = [t for t in mapping.expected_targets(arch_for("tiny")) if t[1] == "blocks.0.attn.qkv.weight"]
     assert [r[0].rsplit(".", 2)[-2] for r in rows] == ["query", "key", "value"]
-    from msn_cli.plan import TensorPlan
+    from msn_cli.conversion.plan import TensorPlan
 
     parts = [TensorPlan(r[0], r[1], "split_qkv", r[3], (4, 2), "float32", "float32").take(w)
              for r in rows]

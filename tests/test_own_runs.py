@@ -14,12 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from msn_cli import family
-from msn_cli.checkpoint import infer_architecture, refuse_unconvertible
-from msn_cli.errors import CheckpointError
-from msn_cli.manifest import read_manifest
-from msn_cli.provenance import HEADS, Known, Provenance
-from msn_cli.synth import (
+from msn_cli.conversion.provenance import HEADS, Known, Provenance
+from msn_cli.dev.synth import (
     TINY,
     backbone_state,
     family_arch,
@@ -28,6 +24,10 @@ from msn_cli.synth import (
     write_checkpoint,
     write_run_config,
 )
+from msn_cli.errors import CheckpointError
+from msn_cli.hf.manifest import read_manifest
+from msn_cli.original import family
+from msn_cli.original.checkpoint import infer_architecture, refuse_unconvertible
 
 WIDTHS = (192, 384, 768, 1024, 1280)
 SMALL = {"moments": False, "proj_hidden": 256, "proj_out": 64, "num_prototypes": 64}
@@ -183,7 +183,7 @@ def test_heads_messages_say_what_was_given(cli, tmp_path):
 def test_a_manifests_heads_are_not_mistaken_for_the_users():
     """``verify --source vits16`` on a 64-wide folder used to say "1 heads given": the
     manifest's heads were passed on as if given. Now they are only a record, below the family."""
-    from msn_cli.synth import arch_for
+    from msn_cli.dev.synth import arch_for
 
     with torch.device("meta"):
         state = backbone_state(arch_for("vits16"))
@@ -331,7 +331,7 @@ def test_a_backbone_without_qkv_bias_converts_with_qkv_bias_false(cli, tmp_path)
 
 
 def test_qkv_bias_in_some_blocks_only_is_a_problem(tmp_path):
-    from msn_cli.plan import plan_from_state
+    from msn_cli.conversion.plan import plan_from_state
 
     arch = family_arch(192, 2, image_size=32, qkv_bias=False)
     state = backbone_state(arch, head=False)
@@ -343,7 +343,7 @@ def test_qkv_bias_in_some_blocks_only_is_a_problem(tmp_path):
 # -- the model card ------------------------------------------------------------------------------------
 
 def test_the_card_says_where_the_heads_come_from(cli, tmp_path):
-    from msn_cli.card import build_card
+    from msn_cli.hf.card import build_card
 
     known = tmp_path / "known"
     assert cli("convert", training_ckpt(tmp_path, 384), known, "--no-verify").code == 0
@@ -365,7 +365,7 @@ def test_the_card_says_where_the_heads_come_from(cli, tmp_path):
 
 def test_the_converted_epoch_and_loss_reach_the_manifest_and_the_card(cli, tmp_path):
     """A training checkpoint says which epoch it is; the card of an own run says so too."""
-    from msn_cli.card import build_card
+    from msn_cli.hf.card import build_card
 
     run = tmp_path / "run"
     ckpt = training_ckpt(run, 192)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from msn_cli import preprocess
-from msn_cli.architecture import Architecture
-from msn_cli.synth import TINY
-from msn_cli.verify_preprocessing import PHOTOS_DIR, PIXEL_ATOL, bundled_photos, compare_photo, load_processor
+from msn_cli.dev.synth import TINY
+from msn_cli.original import preprocess
+from msn_cli.original.architecture import Architecture
+from msn_cli.verify.preprocessing import PHOTOS_DIR, PIXEL_ATOL, bundled_photos, compare_photo, load_processor
 from tests.test_verify import check, refresh_hashes, run_verify
 
 # 224 px like every released model (the odd crop margin of the 640x427 photo shows at 224),
@@ -40,7 +40,7 @@ def _processor(folder, backend):
     import transformers
     from transformers import AutoImageProcessor
 
-    from msn_cli.verify_preprocessing import backend_name
+    from msn_cli.verify.preprocessing import backend_name
 
     if backend == "torchvision" and _torchvision_transforms() is None:
         pytest.skip("torchvision is not installed (or does not import) here")

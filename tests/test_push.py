@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from msn_cli.manifest import MANIFEST, read_manifest
+from msn_cli.hf.manifest import MANIFEST, read_manifest
 from tests.conftest import TOKEN
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from msn_cli.manifest import MANIFEST
+from msn_cli.hf.manifest import MANIFEST
 from tests.conftest import run_msn_process
 
 

@@ -12,16 +12,16 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from msn_cli.architecture import Architecture
-from msn_cli.checkpoint import load_checkpoint
+from msn_cli.dev.synth import TINY, backbone_state
 from msn_cli.errors import CheckpointError
-from msn_cli.reference import (
+from msn_cli.original.architecture import Architecture
+from msn_cli.original.checkpoint import load_checkpoint
+from msn_cli.original.reference import (
     build_reference,
     original_grid_after_interpolation,
     other_grid,
     run_reference,
 )
-from msn_cli.synth import TINY, backbone_state
 from tests.conftest import REPO, TINY_MULTIHEAD
 
 
@@ -161,8 +161,8 @@ def test_original_interpolation_rule_and_the_chosen_second_size():
 
 
 def test_reference_imports_nothing_from_transformers():
-    code = ("import sys; from msn_cli.reference import build_reference, run_reference; "
-            "from msn_cli.synth import TINY, backbone_state; import torch; "
+    code = ("import sys; from msn_cli.original.reference import build_reference, run_reference; "
+            "from msn_cli.dev.synth import TINY, backbone_state; import torch; "
             "m = build_reference(backbone_state(TINY), num_heads=1); "
             "run_reference(m, torch.zeros(1, 3, 64, 64)); "
             "assert not [k for k in sys.modules if k.startswith('transformers')], 'imported'")

@@ -1,4 +1,4 @@
-"""msn_cli.residency: mapped weight pages are given back after use, and nothing else is."""
+"""msn_cli.util.residency: mapped weight pages are given back after use, and nothing else is."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from msn_cli.residency import PageReleaser, file_mappings
+from msn_cli.util.residency import PageReleaser, file_mappings
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/maps, madvise")
 

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
+from msn_cli.dev.synth import run_config, write_run_config
 from msn_cli.errors import EXIT_BAD_INPUT, ConfigError
-from msn_cli.runconfig import (
+from msn_cli.original.runconfig import (
     CONFIG_NAME,
     FIELDS,
     MAX_BYTES,
@@ -16,7 +17,6 @@ from msn_cli.runconfig import (
     looks_like_path,
     read_run_config,
 )
-from msn_cli.synth import run_config, write_run_config
 
 PATHS = ("/datasets01/", "imagenet_full_size/061417/", "/checkpoint/msn_logs/", "/runs/old/latest.pth.tar")
 

@@ -8,10 +8,10 @@ import shutil
 import pytest
 
 from msn_cli.cli import main
+from msn_cli.dev.synth import run_loss, write_checkpoint, write_run_folder
 from msn_cli.errors import CheckpointError, ConfigError
-from msn_cli.runconfig import CONFIG_NAME
-from msn_cli.runfolder import inspect_run, is_run_folder
-from msn_cli.synth import run_loss, write_checkpoint, write_run_folder
+from msn_cli.original.runconfig import CONFIG_NAME
+from msn_cli.original.runfolder import inspect_run, is_run_folder
 
 LOCAL = ("/datasets01/", "imagenet_full_size/061417/")
 
@@ -76,7 +76,7 @@ def test_reads_no_tensor_data(run, monkeypatch):
     """Listing must not page in weights: every tensor stays a view of the file's mapping."""
     import torch
 
-    from msn_cli.checkpoint import _MappedPages
+    from msn_cli.original.checkpoint import _MappedPages
 
     seen: list[bool] = []
     real = torch.load
@@ -104,7 +104,7 @@ def test_without_config_and_single_process_run(tmp_path, capsys):
 
 
 def test_a_folder_without_checkpoints_is_not_a_run(tmp_path, capsys):
-    write_checkpoint(tmp_path / "vits16_800ep.pth.tar", __import__("msn_cli.synth").synth.TINY)
+    write_checkpoint(tmp_path / "vits16_800ep.pth.tar", __import__("msn_cli.dev.synth").synth.TINY)
     assert not is_run_folder(tmp_path)
     assert main(["inspect", str(tmp_path)]) == 3
     err = capsys.readouterr().err

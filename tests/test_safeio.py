@@ -1,12 +1,12 @@
-"""The shared rules for planted files and names (msn_cli/safeio.py)."""
+"""The shared rules for planted files and names (msn_cli/util/safeio.py)."""
 
 import os
 import threading
 
 import pytest
 
-from msn_cli import safeio
-from msn_cli.safeio import UnsafeInput
+from msn_cli.util import safeio
+from msn_cli.util.safeio import UnsafeInput
 
 
 @pytest.mark.parametrize("name", ["", ".", "..", "a/b", "../x", "/abs", "a\\b", "a\x00b", "a\nb", 7, None])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from msn_cli.synth import TINY, write_checkpoint
+from msn_cli.dev.synth import TINY, write_checkpoint
 from tests.http_server import FileServer
 from tests.test_conventions import _in_a_terminal
 
@@ -331,7 +331,7 @@ def test_a_url_that_looks_like_markup_in_the_cache(cli, tmp_path, tiny_ckpt, mon
 
 
 def test_names_in_tables_are_never_cut_short(cli, tmp_path, monkeypatch):
-    from msn_cli.synth import write_run_folder
+    from msn_cli.dev.synth import write_run_folder
 
     monkeypatch.setenv("COLUMNS", "80")
     run_folder = tmp_path / "run [v2]"

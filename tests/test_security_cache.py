@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from msn_cli import download as dl
-from msn_cli.cache import Cache
+from msn_cli.dev.synth import TINY, arch_for, write_checkpoint
 from msn_cli.errors import CacheError
-from msn_cli.synth import TINY, arch_for, write_checkpoint
-from msn_cli.variants import VARIANTS
+from msn_cli.original.variants import VARIANTS
+from msn_cli.transfer import download as dl
+from msn_cli.transfer.cache import Cache
 
 SECRET = "S3cretPW"
 PRECIOUS = b"precious data that is not msn's\n"
@@ -331,7 +331,7 @@ def test_manifest_card_and_commit_description_name_no_secret_and_no_mirror(cli, 
     r = cli("push", out, "alice/my-run", "--dry-run", "--json")
     assert r.code == 0, r.stderr
     assert SECRET not in r.stdout + r.stderr
-    from msn_cli.push import plan_push
+    from msn_cli.transfer.push import plan_push
 
     plan = plan_push(out, "alice/my-run")
     published = plan.card + plan.commit_description + "".join(
@@ -351,7 +351,7 @@ def test_a_released_checkpoint_from_a_mirror_publishes_the_canonical_url(cli, se
     canonical = VARIANTS["vits16"].url()
     manifest = json.loads((out / "msn_manifest.json").read_text())
     assert manifest["source"]["url"] == canonical
-    from msn_cli.push import plan_push
+    from msn_cli.transfer.push import plan_push
 
     plan = plan_push(out, "alice/vits16", skip_verify_check=True)
     assert f"Source checkpoint: <{canonical}>" in plan.card

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from msn_cli import safeio
+from msn_cli.util import safeio
 from tests.conftest import run_msn_process
 from tests.test_faults_input import assert_clean_failure
 
@@ -355,7 +355,7 @@ def test_safetensors_header_reader_refuses_malformed_headers(tmp_path, case):
         text = '{"\udcff": 1}'
     else:
         text = json.dumps(BAD_HEADERS[case])
-    from msn_cli.safetensors_io import HeaderError, read_header
+    from msn_cli.hf.safetensors_io import HeaderError, read_header
 
     path = tmp_path / "x.safetensors"
     if case == "not-utf8":
@@ -368,7 +368,7 @@ def test_safetensors_header_reader_refuses_malformed_headers(tmp_path, case):
 
 
 def test_safetensors_header_reader_keeps_good_headers(tmp_path):
-    from msn_cli.safetensors_io import read_header
+    from msn_cli.hf.safetensors_io import read_header
 
     path = _header_file(tmp_path / "x.safetensors",
                         json.dumps({"__metadata__": {"format": "pt"}, "a": GOOD_ENTRY}))

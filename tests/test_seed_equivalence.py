@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from msn_cli.synth import TINY, arch_for
+from msn_cli.dev.synth import TINY, arch_for
 from tests.conftest import TINY_MULTIHEAD
 
 SEED = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "000_2126801676a814e6.txt"

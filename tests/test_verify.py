@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from msn_cli.synth import TINY
-from msn_cli.verify import verify_folder
+from msn_cli.dev.synth import TINY
+from msn_cli.verify.checks import verify_folder
 from tests.conftest import TINY_MULTIHEAD
 
 W = "model.safetensors"
@@ -554,7 +554,7 @@ def test_golden_preprocessing_is_the_seeds(tmp_path):
     import transformers
     from PIL import Image
 
-    from msn_cli.verify import golden_pixels
+    from msn_cli.verify.checks import golden_pixels
 
     proc_cls = getattr(transformers, "ViTImageProcessorPil", None) or transformers.ViTImageProcessor
     img = (torch.rand(480, 640, 3, generator=torch.Generator().manual_seed(0)) * 255).byte()
@@ -574,10 +574,10 @@ def test_golden_check(cli, converted, monkeypatch, tmp_path):
     computed by the independent reference on the same image and preprocessing."""
     from PIL import Image
 
-    import msn_cli.verify as verify_mod
-    from msn_cli.checkpoint import load_checkpoint
-    from msn_cli.reference import build_reference, run_reference
-    from msn_cli.variants import Variant
+    import msn_cli.verify.checks as verify_mod
+    from msn_cli.original.checkpoint import load_checkpoint
+    from msn_cli.original.reference import build_reference, run_reference
+    from msn_cli.original.variants import Variant
 
     out = converted(TINY)
     img = (torch.rand(3, 50, 70, generator=torch.Generator().manual_seed(0)) * 255).byte()
@@ -636,11 +636,11 @@ def test_known_hashes_are_compared_not_trusted_blindly(converted):
 
 
 def test_parity_gives_back_the_weight_pages_and_its_results_do_not_change(converted, monkeypatch):
-    """Both models' memory-mapped weights are released module by module (msn_cli.residency);
+    """Both models' memory-mapped weights are released module by module (msn_cli.util.residency);
     the comparison is the same, number for number, as without it."""
     import sys
 
-    from msn_cli.residency import PageReleaser
+    from msn_cli.util.residency import PageReleaser
 
     out = converted(TINY_MULTIHEAD)
     released = []

@@ -7,7 +7,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from ..errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, MsnError
+from msn_cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, MsnError
 
 
 class Terminated(BaseException):
@@ -23,8 +23,8 @@ def _debug() -> bool:
 
 
 def _error(message: str, hint: str | None = None) -> None:
-    from ..safeio import redact
-    from .term import Term
+    from msn_cli.cli.term import Term
+    from msn_cli.util.safeio import redact
 
     # the last line of defence: no URL credentials in any message, whatever raised it
     Term().error(redact(message), redact(hint) if hint else hint)
@@ -39,14 +39,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:  # older typer is built on click itself
         from click import ClickException  # type: ignore[assignment]
 
-    from . import completion
-    from .app import app
+    from msn_cli.cli import completion
+    from msn_cli.cli.app import app
 
     try:
         signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread (e.g. called from a test runner thread)
         pass
-    from .. import checkpoint
+    from msn_cli.original import checkpoint
 
     checkpoint.FREEZE_GC_AFTER_TORCH = True  # a short-lived process: see checkpoint.import_torch
     command = typer.main.get_command(app)

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import UsageError
+from msn_cli.errors import UsageError
 
 SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
 PROG = "msn"

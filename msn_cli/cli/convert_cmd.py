@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .inspect_cmd import _encoder
-from .options import (
+from msn_cli.cli.inspect_cmd import _encoder
+from msn_cli.cli.options import (
     BaseUrlOpt,
     CacheDirOpt,
     ConfigOpt,
@@ -19,8 +19,8 @@ from .options import (
     QuietOpt,
     VerboseOpt,
 )
-from .render import arch_table, assumption_warnings, counts_line, human_bytes, keydiff_table
-from .term import Term, styled
+from msn_cli.cli.render import arch_table, assumption_warnings, counts_line, human_bytes, keydiff_table
+from msn_cli.cli.term import Term, styled
 
 
 def convert(
@@ -73,14 +73,14 @@ def convert(
 
       msn convert vits16 ./out --preprocessing seed   # the official uploads' processor
     """
-    from ..convert import convert as run_convert
-    from ..errors import VerificationFailed
-    from ..sources import resolve_source
+    from msn_cli.conversion.convert import convert as run_convert
+    from msn_cli.errors import VerificationFailed
+    from msn_cli.transfer.sources import resolve_source
 
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
     if source.lower() == "all" and not Path(source).exists():
         if config is not None:
-            from ..errors import UsageError
+            from msn_cli.errors import UsageError
 
             raise UsageError("--config applies to one checkpoint of one run, not to 'all'",
                              hint="the five released checkpoints need no run config")
@@ -127,8 +127,8 @@ def convert(
 
 
 def _preprocessing(name: str) -> str:
-    from ..errors import UsageError
-    from ..preprocess import PREPROCESSING
+    from msn_cli.errors import UsageError
+    from msn_cli.original.preprocess import PREPROCESSING
 
     if name not in PREPROCESSING:
         raise UsageError(f"--preprocessing {name}: not one of {', '.join(PREPROCESSING)}",
@@ -146,8 +146,8 @@ def _say_verify(term: Term, v: dict) -> None:
 def _convert_all(term: Term, outdir: Path, *, cache_dir, base_url, **options) -> None:
     from rich.table import Table
 
-    from ..batch import BatchItem, convert_all
-    from ..errors import MsnError
+    from msn_cli.conversion.batch import BatchItem, convert_all
+    from msn_cli.errors import MsnError
 
     def said(item: BatchItem) -> None:
         if item.ok:

@@ -9,12 +9,12 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import EXIT_INTERRUPTED, EXIT_TERMINATED, MsnError, UsageError, VerificationFailed
-from . import Terminated
-from .docs import MsnCommand, MsnGroup
-from .options import BaseUrlOpt, CacheDirOpt, JsonOpt, QuietOpt, VerboseOpt
-from .render import human_bytes
-from .term import Term
+from msn_cli.cli import Terminated
+from msn_cli.cli.options import BaseUrlOpt, CacheDirOpt, JsonOpt, QuietOpt, VerboseOpt
+from msn_cli.cli.render import human_bytes
+from msn_cli.cli.term import Term
+from msn_cli.dev.clidocs import MsnCommand, MsnGroup
+from msn_cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, MsnError, UsageError, VerificationFailed
 
 RELEASED_HELP = "vits16, vitb16, vitl16, vitb4, vitl7"
 
@@ -66,10 +66,10 @@ def download(
 
       msn download https://example.org/my_msn_run.pth.tar --sha256 0123...cdef
     """
-    from ..cache import Cache
-    from ..download import download_connections, fetch, fetch_many
-    from ..safeio import strip_credentials
-    from ..variants import VARIANTS
+    from msn_cli.original.variants import VARIANTS
+    from msn_cli.transfer.cache import Cache
+    from msn_cli.transfer.download import download_connections, fetch, fetch_many
+    from msn_cli.util.safeio import strip_credentials
 
     specs = list(dict.fromkeys(names or []))
     if all_released:
@@ -174,7 +174,7 @@ def cache_ls(
 
       msn cache ls --json
     """
-    from ..cache import Cache
+    from msn_cli.transfer.cache import Cache
 
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
     summary = Cache(cache_dir).summary()
@@ -220,7 +220,7 @@ def _printable(text: str) -> str:
 def _warn_damaged(term: Term, damaged: list[dict[str, Any]]) -> None:
     """One warning per index record msn ignores (its key is shown as text, never followed)."""
 
-    from ..safeio import redact
+    from msn_cli.util.safeio import redact
 
     for d in damaged:
         term.warn(f"damaged index entry '{_printable(d['key'])}': {redact(d['problem'])}")
@@ -281,7 +281,7 @@ def cache_rm(
 
       msn cache rm --all --yes
     """
-    from ..cache import Cache
+    from msn_cli.transfer.cache import Cache
 
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
     cache = Cache(cache_dir)
@@ -336,7 +336,7 @@ def cache_check(
 
       msn cache check vitb16 --json
     """
-    from ..cache import Cache
+    from msn_cli.transfer.cache import Cache
 
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
     cache = Cache(cache_dir)

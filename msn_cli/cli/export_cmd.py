@@ -8,10 +8,19 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from .inspect_cmd import _encoder
-from .options import BaseUrlOpt, CacheDirOpt, EncoderOpt, ForceOpt, JsonOpt, NumHeadsOpt, QuietOpt, VerboseOpt
-from .render import human_bytes
-from .term import Term
+from msn_cli.cli.inspect_cmd import _encoder
+from msn_cli.cli.options import (
+    BaseUrlOpt,
+    CacheDirOpt,
+    EncoderOpt,
+    ForceOpt,
+    JsonOpt,
+    NumHeadsOpt,
+    QuietOpt,
+    VerboseOpt,
+)
+from msn_cli.cli.render import human_bytes
+from msn_cli.cli.term import Term
 
 
 def export(
@@ -89,9 +98,9 @@ def export(
 
       msn export vitb16 ./resume.pth.tar --dry-run --all-keys
     """
-    from ..export import HeadOptions, resolve_export_source
-    from ..export import export as run_export
-    from ..sources import resolve_source
+    from msn_cli.conversion.export import HeadOptions, resolve_export_source
+    from msn_cli.conversion.export import export as run_export
+    from msn_cli.transfer.sources import resolve_source
 
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
     with term.progress() as progress:

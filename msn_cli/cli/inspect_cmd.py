@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .options import (
+from msn_cli.cli.options import (
     BaseUrlOpt,
     CacheDirOpt,
     ConfigOpt,
@@ -17,8 +17,8 @@ from .options import (
     QuietOpt,
     VerboseOpt,
 )
-from .render import arch_table, assumption_warnings, counts_line, human_bytes, keydiff_table
-from .term import Term
+from msn_cli.cli.render import arch_table, assumption_warnings, counts_line, human_bytes, keydiff_table
+from msn_cli.cli.term import Term
 
 
 def inspect(
@@ -62,8 +62,8 @@ def inspect(
                      ignored={"--encoder": encoder.lower() != "target", "--num-heads": num_heads is not None,
                               "--all-keys": all_keys})
         return
-    from ..inspect import inspect_checkpoint
-    from ..sources import resolve_source
+    from msn_cli.conversion.inspect import inspect_checkpoint
+    from msn_cli.transfer.sources import resolve_source
 
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
     with term.progress() as progress:
@@ -99,9 +99,9 @@ def inspect(
 
 
 def _inspect_run(folder, json_out: bool, quiet: bool, verbose: int, ignored: dict[str, bool]) -> None:
-    from ..errors import UsageError
-    from ..runfolder import inspect_run
-    from .render import run_checkpoints_table, run_config_table
+    from msn_cli.cli.render import run_checkpoints_table, run_config_table
+    from msn_cli.errors import UsageError
+    from msn_cli.original.runfolder import inspect_run
 
     given = [name for name, on in ignored.items() if on]
     if given:
@@ -120,7 +120,7 @@ def _inspect_run(folder, json_out: bool, quiet: bool, verbose: int, ignored: dic
 def _encoder(value: str):
     v = value.lower()
     if v not in ("target", "online"):
-        from ..errors import UsageError
+        from msn_cli.errors import UsageError
 
         raise UsageError(f"unknown encoder '{value}'", hint="choose target or online")
     return v

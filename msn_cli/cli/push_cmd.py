@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import JsonOpt, QuietOpt, VerboseOpt
-from .render import human_bytes
-from .term import Term, styled
+from msn_cli.cli.options import JsonOpt, QuietOpt, VerboseOpt
+from msn_cli.cli.render import human_bytes
+from msn_cli.cli.term import Term, styled
 
 
 def push(
@@ -71,7 +71,7 @@ def push(
 
       HF_TOKEN=hf_... msn push ./out my-org/vit-msn-small --json
     """
-    from ..push import plan_push, send_push
+    from msn_cli.transfer.push import plan_push, send_push
 
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
     with term.progress() as progress:
@@ -81,7 +81,7 @@ def push(
     for w in plan.warnings:
         term.warn(w)
     if dry_run:
-        from ..push import PushResult, hub_endpoint
+        from msn_cli.transfer.push import PushResult, hub_endpoint
 
         result = PushResult(plan, hub_endpoint(), dry_run=True)
         if json_out:

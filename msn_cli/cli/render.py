@@ -11,9 +11,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..plan import ConversionPlan
-from ..provenance import HEADS, assumed_warning
-from ..runfolder import RunReport
+from msn_cli.conversion.plan import ConversionPlan
+from msn_cli.conversion.provenance import HEADS, assumed_warning
+from msn_cli.original.runfolder import RunReport
 
 _STYLE = {"renamed": "green", "split": "cyan", "dropped": "yellow", "unaccounted": "bold red",
           "missing": "bold red", "bad-shape": "bold red"}
@@ -263,7 +263,7 @@ def run_checkpoints_table(report: RunReport) -> Table:
 
 def run_config_table(report: RunReport) -> Table | str:
     """The run config's publishable hyperparameters, grouped as the model card shows them."""
-    from ..runconfig import CONFIG_NAME, FIELD_BY_KEY
+    from msn_cli.original.runconfig import CONFIG_NAME, FIELD_BY_KEY
 
     info = report.config_dict()
     if info is None:

@@ -46,7 +46,7 @@ from rich.progress import (
 from rich.table import Column, Table
 from rich.text import Text
 
-from ..progress import ProgressFn, item_unit
+from msn_cli.progress import ProgressFn, item_unit
 
 DELAY = 0.5
 """Seconds a step must run before it gets a progress bar (``MSN_PROGRESS_DELAY`` overrides it,
@@ -379,7 +379,7 @@ class _Bars:
 
 
 def _bytes(n: float) -> str:
-    from .render import human_bytes
+    from msn_cli.cli.render import human_bytes
 
     return human_bytes(n)
 

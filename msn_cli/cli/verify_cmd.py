@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from .options import BaseUrlOpt, CacheDirOpt, ConfigOpt, JsonOpt, NumHeadsOpt, QuietOpt, VerboseOpt
-from .term import Term, styled
+from msn_cli.cli.options import BaseUrlOpt, CacheDirOpt, ConfigOpt, JsonOpt, NumHeadsOpt, QuietOpt, VerboseOpt
+from msn_cli.cli.term import Term, styled
 
 if TYPE_CHECKING:
-    from ..verify import CheckResult, VerifyReport
+    from msn_cli.verify.checks import CheckResult, VerifyReport
 
 _STATUS = {True: ("passed", "green"), False: ("FAILED", "bold red"), None: ("skipped", "dim")}
 
@@ -86,9 +86,9 @@ def verify(
 
       msn verify ./vit-msn-small --against facebook/vit-msn-small
     """
-    from ..errors import VerificationFailed
-    from ..manifest import MANIFEST
-    from ..verify import record_in_manifest, verify_folder
+    from msn_cli.errors import VerificationFailed
+    from msn_cli.hf.manifest import MANIFEST
+    from msn_cli.verify.checks import record_in_manifest, verify_folder
 
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
     with term.progress() as progress:

@@ -1,0 +1,537 @@
+"""The model card (``README.md``) that ``push`` publishes with a converted folder.
+
+Built with huggingface_hub's card API (:class:`~huggingface_hub.ModelCardData` for the YAML
+metadata, :class:`~huggingface_hub.ModelCard` to assemble and re-parse the text), and filled from
+the folder's ``msn_manifest.json`` only: architecture, provenance, training run, verify results.
+A body the user supplies (``--card FILE``) replaces the generated body; the metadata stays ours.
+huggingface_hub is imported inside the functions, so importing this module costs nothing.
+
+The card tells Meta's released weights from a model someone trained with the MSN code
+(:func:`origin`). No checksums of the released files are published, so a sha256 cannot identify
+them: a model is presented as Meta's release only when msn fetched it by its released name or
+from its canonical URL, in the released layout, with no training record. Anything else is
+described as what it is (an own training run, or a file msn cannot place), never under Meta's name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from msn_cli import __version__
+from msn_cli.conversion.provenance import Provenance
+from msn_cli.errors import UsageError
+from msn_cli.original.runconfig import CONFIG_NAME, FIELD_BY_KEY, publishable
+from msn_cli.original.variants import VARIANTS, Variant
+from msn_cli.transfer.sources import public_file_name, public_url
+
+LICENSE = "cc-by-nc-4.0"
+"""The default: the license of the MSN code and of Meta's released weights (CC BY-NC 4.0)."""
+LIBRARY_NAME = "transformers"
+PIPELINE_TAG = "image-feature-extraction"
+TAGS = ["vision", "vit", "msn", "self-supervised"]
+DATASETS = ["imagenet-1k"]
+PAPER_URL = "https://arxiv.org/abs/2204.07141"
+CODE_URL = "https://github.com/facebookresearch/msn"
+
+BIBTEX = """@inproceedings{assran2022masked,
+  title     = {Masked Siamese Networks for Label-Efficient Learning},
+  author    = {Assran, Mahmoud and Caron, Mathilde and Misra, Ishan and Bojanowski, Piotr and
+               Bordes, Florian and Vincent, Pascal and Joulin, Armand and Rabbat, Michael and
+               Ballas, Nicolas},
+  booktitle = {European Conference on Computer Vision (ECCV)},
+  year      = {2022},
+  eprint    = {2204.07141},
+  archivePrefix = {arXiv}
+}"""
+
+
+_LICENSE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")
+
+
+def check_license(value: str) -> str:
+    """A Hub license id (``apache-2.0``, ``cc-by-nc-4.0``, ``mit``, ``other``...), lower-cased;
+    a :class:`UsageError` for anything that cannot be one."""
+    v = value.strip().lower()
+    if not _LICENSE_ID.fullmatch(v):
+        raise UsageError(f"'{value}' is not a license id",
+                         hint="give a Hub license id such as cc-by-nc-4.0, apache-2.0, mit or other "
+                              "(https://huggingface.co/docs/hub/repositories-licenses)")
+    return v
+
+
+def card_metadata(extra: dict[str, Any] | None = None, *, license: str = LICENSE,
+                  datasets: list[str] | None = None):
+    """The card's YAML metadata as a ``ModelCardData``; ``extra`` keys are kept unless ours.
+
+    ``datasets``: what the model was trained on, when known (ImageNet-1K for Meta's releases;
+    an own run's data folder is a local path and is never published, so only the publisher's
+    own card front matter can name its datasets)."""
+    from huggingface_hub import ModelCardData
+
+    ours: dict[str, Any] = {"license": license, "library_name": LIBRARY_NAME,
+                            "pipeline_tag": PIPELINE_TAG, "tags": list(TAGS)}
+    if datasets:
+        ours["datasets"] = list(datasets)
+    kept = {k: v for k, v in (extra or {}).items() if k not in ours and k.replace("-", "_") not in ours}
+    return ModelCardData(**ours, **kept)
+
+
+def build_card(manifest: dict[str, Any], repo_id: str, *, body: str | None = None,
+               card_path: str | os.PathLike[str] | None = None, license: str | None = None) -> str:
+    """The full ``README.md`` text: metadata front matter plus the generated (or given) body.
+
+    ``card_path``: a Markdown file whose text replaces the body. If it has front matter of its
+    own, its body is used and any metadata keys we do not set are kept; ours win otherwise.
+    ``license``: a Hub license id for the card (default :data:`LICENSE`).
+    """
+    from huggingface_hub import ModelCard
+
+    lic = check_license(license) if license is not None else LICENSE
+    extra: dict[str, Any] = {}
+    if card_path is not None:
+        body, extra = read_user_card(card_path)
+    if body is None:
+        body = default_body(manifest, repo_id, license=lic)
+    released = origin(manifest).kind == "released"
+    data = card_metadata(extra, license=lic, datasets=DATASETS if released else None)
+    text = f"---\n{data.to_yaml()}\n---\n\n{body.strip()}\n"
+    card = ModelCard(text)  # parse back: proves the front matter is well formed
+    return str(card)
+
+
+def read_user_card(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
+    """The body and metadata of a user-written card file."""
+    from huggingface_hub import ModelCard
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"card file not found: {p}", hint="give a Markdown file for --card") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read card file {p}: {e}") from None
+    if not text.strip():
+        raise UsageError(f"card file {p} is empty", hint="write the card's Markdown body into it")
+    if text.lstrip().startswith("---"):
+        try:
+            card = ModelCard(text)
+        except Exception as e:  # malformed YAML front matter
+            raise UsageError(f"card file {p} has front matter that is not valid YAML: {e}") from None
+        return card.text, card.data.to_dict()
+    return text, {}
+
+
+# -- the generated body --------------------------------------------------------------------------
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "unknown"
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
+def _md(text: Any) -> str:
+    """A value safe inside a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _num(x: Any) -> str:
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        # cosines like 0.9999998 must not round to 1
+        return f"{x:.8g}" if 0.99 < abs(x) < 1 else f"{x:.3g}"
+    return str(x)
+
+
+def _tolerance(t: Any) -> str:
+    if isinstance(t, dict):
+        return "(" + ", ".join(f"{k} {_tolerance(v)}" for k, v in t.items()) + ")"
+    return _num(t)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where the weights come from, as far as the manifest shows."""
+
+    kind: Literal["released", "own", "unknown"]
+    reason: str
+    variant: Variant | None = None
+    """Meta's release (kind "released"), or the release whose shapes these are (otherwise)."""
+
+
+def _training(manifest: dict[str, Any]) -> dict[str, Any]:
+    t = manifest.get("training")
+    return publishable(t) if isinstance(t, dict) else {}
+
+
+def origin(manifest: dict[str, Any]) -> Origin:
+    """Meta's released weights, an own training run, or a file msn cannot place.
+
+    Shapes never decide (an own ``deit_small`` run has exactly the shapes of ``vits16``), and
+    no sha256 of the released files is published. Released: fetched by a released name or from
+    its canonical URL, in the released layout, with no training record.
+    """
+    src = manifest.get("source") or {}
+    shapes = VARIANTS.get(manifest.get("variant") or "")
+    if _training(manifest):
+        return Origin("own", f"the {CONFIG_NAME} of its training run is recorded",
+                      shapes)
+    if src.get("layout") == "training" or src.get("encoder_key") == "encoder":
+        return Origin("own", "it was saved by the MSN training code (the file holds the online "
+                             "encoder and optimizer state, which Meta's releases do not)", shapes)
+    by_name = VARIANTS.get(str(src.get("name") or ""))
+    if by_name is not None and by_name is shapes and src.get("kind") == "variant":
+        return Origin("released", f"msn fetched it by its released name `{by_name.name}`", by_name)
+    by_url = next((v for v in VARIANTS.values() if src.get("url") == v.url()), None)
+    if by_url is not None and by_url is shapes:
+        return Origin("released", f"msn fetched it from Meta's URL <{by_url.url()}>", by_url)
+    return Origin("unknown", "it was given as a local file or a URL other than Meta's, and no "
+                             "checksums of Meta's files are published to tell them apart", shapes)
+
+
+def _title(manifest: dict[str, Any]) -> str:
+    arch = manifest.get("architecture") or {}
+    o = origin(manifest)
+    size = {192: "Ti", 384: "S", 768: "B", 1024: "L", 1280: "H"}.get(arch.get("hidden_size", 0))
+    name = f"ViT-{size}/{arch.get('patch_size')}" if size else "ViT"
+    if o.kind == "released" and o.variant is not None:
+        return f"MSN {name} ({o.variant.name}, {o.variant.epochs} epochs)"
+    if o.kind == "own":
+        model = _training(manifest).get("model_name")
+        return f"MSN {name} backbone (own training run{f', {model}' if model else ''})"
+    return f"MSN {name} backbone"
+
+
+def _source_line(src: dict[str, Any]) -> str:
+    url = public_url(src)  # a released checkpoint's canonical URL, never a mirror's
+    if url:
+        return f"<{url}>"
+    # never publish a local path, a host or credentials: only the file's name
+    if src.get("kind") == "url":
+        return f"`{public_file_name(src)}`, downloaded from a URL that is not published"
+    return f"local file `{public_file_name(src)}`"
+
+
+def _variant_row(o: Origin) -> str:
+    if o.kind == "released" and o.variant is not None:
+        return o.variant.name
+    if o.variant is None:
+        return "none (shapes match no released model)"
+    if o.kind == "own":
+        return f"none (same shapes as the released {o.variant.name}; these weights are not Meta's)"
+    return f"not identified (same shapes as the released {o.variant.name}; shapes do not tell whose weights)"
+
+
+def architecture_table(manifest: dict[str, Any]) -> str:
+    a = manifest.get("architecture") or {}
+    grid = a.get("image_size", 0) // max(a.get("patch_size", 1), 1)
+    rows = [
+        ("Released variant", _variant_row(origin(manifest))),
+        ("Hidden size", a.get("hidden_size")),
+        ("Layers", a.get("num_layers")),
+        ("Attention heads", f"{a.get('num_heads')} (head size {a.get('head_dim')})"
+         + _origin(manifest, "num_attention_heads")),
+        ("MLP size", a.get("intermediate_size")),
+        ("Patch size", a.get("patch_size")),
+        ("Image size", f"{a.get('image_size')} ({grid}x{grid} patches + cls token)"),
+        ("Parameters", f"{manifest['parameters']:,}" if isinstance(manifest.get("parameters"), int)
+         else "unknown"),
+        ("Weights dtype", manifest.get("dtype")),
+    ]
+    lines = ["| | |", "|---|---|"] + [f"| {k} | {_md(v)} |" for k, v in rows]
+    return "\n".join(lines)
+
+
+def _origin(manifest: dict[str, Any], key: str) -> str:
+    p = _records(manifest).get(key)
+    if p is None:
+        return ""
+    return " -- **ASSUMED**" if p.assumed else f" -- {p.label}"
+
+
+def _records(manifest: dict[str, Any]) -> dict[str, Provenance]:
+    out = {}
+    for d in manifest.get("provenance") or []:
+        p = Provenance.from_dict(d)
+        if p is not None:
+            out[p.key] = p
+    return out
+
+
+def values_section(manifest: dict[str, Any]) -> str:
+    """Where each value that the weights do not hold comes from (the heads above all)."""
+    records = list(_records(manifest).values())
+    if not records:
+        return ("The converter that made this folder did not record where the values not "
+                "held by the weights (number of heads, LayerNorm eps, activation) came from.")
+    lines = ["A checkpoint holds weights, not the number of attention heads, the LayerNorm eps "
+             "or the activation; `msn` took them from:", ""]
+    for p in records:
+        value = f"{p.value:g}" if isinstance(p.value, float) else p.value
+        label = "**ASSUMED** (fallback)" if p.assumed else p.label
+        lines.append(f"- `{_md(p.key)}` = {_md(value)}: {label} -- {_md(p.source)}")
+    if any(p.assumed for p in records):
+        lines += ["", "An assumed value is not known from the weights, the run's config or the "
+                  "original model family; `msn verify` checked the model against the same "
+                  "assumption, so parity does not confirm it."]
+    return "\n".join(lines)
+
+
+def _origin_line(o: Origin) -> str:
+    if o.kind == "released" and o.variant is not None:
+        return f"Meta's released checkpoint `{o.variant.name}` ({o.reason})"
+    if o.kind == "own":
+        return f"**not one of Meta's released checkpoints**: an own MSN training run ({o.reason})"
+    return f"**not identified as one of Meta's released checkpoints** ({o.reason})"
+
+
+def provenance_section(manifest: dict[str, Any]) -> str:
+    src = manifest.get("source") or {}
+    encoder = src.get("encoder_key") or src.get("encoder") or "target_encoder"
+    dropped = manifest.get("dropped") or []
+    o = origin(manifest)
+    as_released = " (the EMA target encoder, as released)" if o.kind == "released" else \
+        " (the EMA target encoder)"
+    lines = [
+        f"- Origin: {_origin_line(o)}",
+        f"- Source checkpoint: {_source_line(src)}",
+        f"- Source sha256: `{src.get('sha256') or 'unknown'}` ({_fmt_bytes(src.get('size'))})",
+        f"- Network converted: `{encoder}`" + (as_released if encoder == "target_encoder" else ""),
+        f"- Dropped: {len(dropped)} tensors (the pre-training projection head"
+        + (" and prototypes" if any("prototypes" in str(d) for d in dropped) else "") + ")",
+        f"- Converted with `msn` {manifest.get('msn_version', 'unknown')} on "
+        f"{manifest.get('created', 'unknown')} (pushed with `msn` {__version__})",
+    ]
+    files = manifest.get("files") or {}
+    if files:
+        lines += ["", "| File | Size | sha256 |", "|---|---|---|"]
+        lines += [f"| `{name}` | {_fmt_bytes(f.get('size'))} | `{f.get('sha256')}` |"
+                  for name, f in files.items()]
+    return "\n".join(lines)
+
+
+def verify_section(manifest: dict[str, Any]) -> str:
+    v = manifest.get("verify")
+    if not isinstance(v, dict):
+        return ("**Not verified.** This folder was pushed without a recorded `msn verify` run "
+                "(`--skip-verify-check`); nothing here shows that its outputs match the original model.")
+    status = "passed" if v.get("passed") else "**FAILED**"
+    head = [f"`msn verify` {status}: {v.get('summary', '')}".rstrip(": "), ""]
+    facts = [("date", v.get("date")), ("msn", v.get("msn_version")),
+             ("transformers", v.get("transformers_version")), ("torch", v.get("torch_version")),
+             ("dtype", v.get("dtype")), ("tolerance", v.get("tolerance"))]
+    head.append(", ".join(f"{k} {_tolerance(x) if k == 'tolerance' else _num(x)}"
+                          for k, x in facts if x is not None))
+    checks = v.get("checks") or []
+    if not checks:
+        return "\n".join(head)
+    rows = ["", "| Check | Result | Max abs error | Other figures | Detail |", "|---|---|---|---|---|"]
+    for c in checks:
+        numbers = {k: x for k, x in c.items()
+                   if k not in ("name", "passed", "detail", "max_abs_err") and isinstance(x, (int, float))
+                   and not isinstance(x, bool)}
+        other = ", ".join(f"{k} {_num(x)}" for k, x in numbers.items()) or ""
+        err = c.get("max_abs_err")
+        result = {True: "pass", False: "FAIL"}.get(c.get("passed"), "skipped")
+        rows.append(f"| {_md(c.get('name', ''))} | {result} | "
+                    f"{_num(err) if err is not None else ''} | {_md(other)} | {_md(c.get('detail', ''))} |")
+    return "\n".join(head + rows)
+
+
+def training_section(manifest: dict[str, Any]) -> str:
+    """The run's hyperparameters (own-trained), or what is known of Meta's pre-training."""
+    o = origin(manifest)
+    t = _training(manifest)
+    if o.kind == "released" and o.variant is not None:
+        return (f"Pre-trained by Meta with MSN on ImageNet-1K for {o.variant.epochs} epochs, as "
+                f"described in the [paper]({PAPER_URL}); the configs are in the "
+                f"[MSN repository]({CODE_URL}).")
+    saved = _saved_at(manifest.get("source"))
+    if not t:
+        if o.kind == "own":
+            return (f"The run's config ({CONFIG_NAME}) was not given when this model was converted, "
+                    f"so its hyperparameters are not recorded here.{saved}")
+        return "Unknown: nothing about how these weights were trained was recorded."
+    rows = ["| Group | Setting | Value |", "|---|---|---|"]
+    group = None
+    for key, value in t.items():
+        f = FIELD_BY_KEY[key]
+        shown = ("yes" if value else "no") if isinstance(value, bool) else str(value)
+        rows.append(f"| {f.group if f.group != group else ''} | {_md(f.label)} (`{key}`) | {_md(shown)} |")
+        group = f.group
+    return (f"Trained with the original MSN code ([facebookresearch/msn]({CODE_URL})); the settings "
+            f"below are those of the run's `{CONFIG_NAME}`. Where the data came from is not "
+            "recorded: the config's local paths (dataset root and image folder, logging folder, "
+            f"checkpoint to resume from) are never published.{saved}\n\n" + "\n".join(rows))
+
+
+def _saved_at(src: Any) -> str:
+    """What the converted training checkpoint records of itself (its ``epoch`` and ``loss``)."""
+    if not isinstance(src, dict):
+        return ""
+    parts = [f"{k} {_num(src[k])}" for k in ("epoch", "loss")
+             if isinstance(src.get(k), (int, float)) and not isinstance(src.get(k), bool)]
+    return f" The converted checkpoint records {' and '.join(parts)}." if parts else ""
+
+
+def license_section(manifest: dict[str, Any], license: str = LICENSE) -> str:
+    o = origin(manifest)
+    code = (f"The MSN code and Meta's released weights are distributed under CC BY-NC 4.0 "
+            f"(non-commercial; see the [MSN repository]({CODE_URL}))")
+    if o.kind == "released":
+        text = (f"{code}, so this card says `cc-by-nc-4.0` by default. Note that Meta's official "
+                "uploads of these models on the Hub (`facebook/vit-msn-*`) are marked `apache-2.0`; "
+                "check which terms apply to your use.")
+    elif o.kind == "own":
+        text = (f"{code}. This model was not released by Meta; it was trained with that code, so this "
+                "card says `cc-by-nc-4.0` unless its publisher chose otherwise.")
+    else:
+        text = (f"{code}. Whether these weights are Meta's or were trained with that code, this card "
+                "says `cc-by-nc-4.0` unless its publisher chose otherwise.")
+    if license != LICENSE:
+        text += f"\n\nThe publisher of this repository set its license to `{license}` (`msn push --license`)."
+    return text
+
+
+def preprocessing_section(manifest: dict[str, Any], image_size: int) -> str:
+    """Which image processor the folder has, why, and what verify measured of it."""
+    from msn_cli.original.preprocess import PREPROCESSING, eval_resize_size
+
+    p = manifest.get("preprocessing")
+    name = p.get("name") if isinstance(p, dict) else None
+    if name not in PREPROCESSING:  # a folder converted before the choice was recorded
+        return (f"The image processor resizes straight to {image_size}x{image_size} (bilinear) "
+                "and normalises with the ImageNet mean and standard deviation. MSN's own "
+                "evaluation code instead resizes the short side to 256 and centre-crops 224; use "
+                "that if you want to reproduce the paper's numbers.")
+    assert isinstance(p, dict)
+    processor = p.get("processor") or "the image processor"
+    if name == "msn":
+        text = (f"The image processor (`{processor}`) reproduces MSN's own evaluation transform: "
+                f"the short side resized to {eval_resize_size(image_size)} (bilinear), a "
+                f"{image_size}x{image_size} centre crop, the ImageNet mean and standard deviation "
+                "(`msn convert --preprocessing msn`, the default).")
+    else:
+        text = (f"The image processor (`{processor}`) resizes the whole image to "
+                f"{image_size}x{image_size} (bilinear, aspect ratio not kept) and normalises with "
+                "the ImageNet mean and standard deviation (`msn convert --preprocessing seed`). "
+                "MSN's own evaluation instead resizes the short side to 256 and centre-crops 224.")
+    text += f" Why: {PREPROCESSING[name].why}"
+    checks = (manifest.get("verify") or {}).get("checks") or []
+    measured = next((c for c in checks if isinstance(c, dict) and c.get("name") == "preprocessing"), None)
+    if measured and measured.get("detail"):
+        text += f"\n\nMeasured by `msn verify` on real photographs: {measured['detail']}."
+    return text
+
+
+def usage_snippet(repo_id: str) -> str:
+    return f'''```python
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModel
+
+repo = "{repo_id}"
+processor = AutoImageProcessor.from_pretrained(repo)
+model = AutoModel.from_pretrained(repo).eval()
+
+image = Image.open("image.jpg").convert("RGB")
+inputs = processor(images=image, return_tensors="pt")
+with torch.no_grad():
+    outputs = model(**inputs, output_hidden_states=True)
+
+final_cls = outputs.last_hidden_state[:, 0]  # cls token after the final LayerNorm
+block_cls = outputs.hidden_states[-1][:, 0]  # cls token of the last block, before that norm
+```'''
+
+
+def _intro(o: Origin) -> str:
+    if o.kind == "released" and o.variant is not None:
+        v = o.variant
+        return ("A Vision Transformer pre-trained with **Masked Siamese Networks (MSN)**, converted from "
+                "Meta's\noriginal PyTorch checkpoint into a `transformers` `ViTMSNModel` with the `msn` "
+                f"converter\n(msn-cli). Meta's own upload of this checkpoint is [{v.hub_id}]"
+                f"(https://huggingface.co/{v.hub_id}).")
+    if o.kind == "own":
+        return ("A Vision Transformer pre-trained with **Masked Siamese Networks (MSN)** using the "
+                "original MSN\ntraining code, and converted into a `transformers` `ViTMSNModel` with "
+                "the `msn` converter (msn-cli).\n**This is not one of Meta's released MSN checkpoints**: "
+                f"{o.reason}. See Training below.")
+    return ("A Vision Transformer pre-trained with **Masked Siamese Networks (MSN)**, converted into a\n"
+            "`transformers` `ViTMSNModel` with the `msn` converter (msn-cli) from an MSN checkpoint "
+            f"that msn\ndid not identify as one of Meta's released checkpoints ({o.reason}).")
+
+
+def default_body(manifest: dict[str, Any], repo_id: str, *, license: str = LICENSE) -> str:
+    arch = manifest.get("architecture") or {}
+    image_size = arch.get("image_size", 224)
+    o = origin(manifest)
+    return f"""# {_title(manifest)}
+
+{_intro(o)}
+
+## What MSN is
+
+MSN is a self-supervised way to pre-train Vision Transformers without labels
+([paper]({PAPER_URL}), [code]({CODE_URL})). Two views of each image are made; in one of them a
+large share of the patches is randomly dropped, and the network is trained so that the masked
+view is assigned to the same learned prototypes as the unmasked view. Because dropped patches
+are never processed, pre-training is cheap for large ViTs, and the resulting features do well
+when very few labels are available (low-shot ImageNet-1K classification). This repository holds
+the backbone only: the projection head and prototypes used during pre-training are not included,
+and there is no classifier.
+
+## Architecture
+
+{architecture_table(manifest)}
+
+{values_section(manifest)}
+
+## Usage
+
+{usage_snippet(repo_id)}
+
+Which output is which:
+
+- `last_hidden_state[:, 0]` is the cls token after the final LayerNorm: the same vector as the
+  original code's `forward_features`.
+- `hidden_states[-1][:, 0]` is the cls token as the last transformer block leaves it, before the
+  final norm: the features the paper's linear and logistic-regression evaluations are computed on.
+
+{preprocessing_section(manifest, image_size)}
+
+## Training
+
+{training_section(manifest)}
+
+## Provenance
+
+{provenance_section(manifest)}
+
+## Verification
+
+{verify_section(manifest)}
+
+## License
+
+{license_section(manifest, license)}
+
+## Citation
+
+```bibtex
+{BIBTEX}
+```
+"""
+
+
+def code_blocks(card_text: str, language: str = "python") -> list[str]:
+    """The fenced code blocks of a card in ``language`` (used to test the usage snippet)."""
+    return re.findall(rf"```{language}\n(.*?)```", card_text, re.DOTALL)

@@ -1,0 +1,184 @@
+"""The shape rules of the package, checked by ``make lint`` and by the test suite.
+
+- no module over MAX_MODULE_LINES lines and no function over MAX_FUNCTION_LINES;
+- no import cycle between the package's modules (imports inside functions count: a cycle a
+  function hides is still one; imports under ``if TYPE_CHECKING:`` do not, they never run);
+- no private name (``_x``) taken from another module, by ``from m import _x`` or ``m._x``.
+
+Cyclomatic complexity is ruff's C901 (pyproject.toml). Prints one line per breach and exits 1
+if there is any.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+MAX_MODULE_LINES = 600
+MAX_FUNCTION_LINES = 80
+PACKAGE = "msn_cli"
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node that can run (the bodies of ``if TYPE_CHECKING:`` left out)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                stack.extend(child.orelse)
+                continue
+            stack.append(child)
+
+
+def _absolute(mod: str, is_pkg: bool, level: int, target: str | None) -> str:
+    if not level:
+        return target or ""
+    base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+    base = base[: len(base) - (level - 1)]
+    return ".".join([*base, *([target] if target else [])])
+
+
+class Module:
+    def __init__(self, path: Path, root: Path) -> None:
+        self.path = path
+        self.name = module_name(path, root)
+        self.is_pkg = path.name == "__init__.py"
+        self.source = path.read_text()
+        self.tree = ast.parse(self.source, str(path))
+
+
+def check(root: Path) -> list[str]:
+    modules = {m.name: m for m in (Module(p, root) for p in sorted((root / PACKAGE).rglob("*.py")))}
+    problems: list[str] = []
+    edges: dict[str, set[str]] = {name: set() for name in modules}
+    for m in modules.values():
+        rel = m.path.relative_to(root)
+        lines = len(m.source.splitlines())
+        if lines > MAX_MODULE_LINES:
+            problems.append(f"{rel}: {lines} lines (at most {MAX_MODULE_LINES})")
+        for node in ast.walk(m.tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = (node.end_lineno or node.lineno) - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    problems.append(f"{rel}:{node.lineno}: {node.name}() is {n} lines "
+                                    f"(at most {MAX_FUNCTION_LINES})")
+        aliases: dict[str, str] = {}  # local name -> package module it stands for
+        for node in _runtime_nodes(m.tree):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.split(".")[0] == PACKAGE:
+                        target = a.name if a.name in modules else a.name.rsplit(".", 1)[0]
+                        edges[m.name].add(target)
+                        if a.asname:
+                            aliases[a.asname] = a.name
+            elif isinstance(node, ast.ImportFrom):
+                base = _absolute(m.name, m.is_pkg, node.level, node.module)
+                if base.split(".")[0] != PACKAGE:
+                    continue
+                for a in node.names:
+                    sub = f"{base}.{a.name}"
+                    if sub in modules:
+                        edges[m.name].add(sub)
+                        aliases[a.asname or a.name] = sub
+                    else:
+                        edges[m.name].add(base)
+                        if a.name.startswith("_") and not a.name.startswith("__"):
+                            problems.append(f"{rel}:{node.lineno}: imports the private name "
+                                            f"{a.name} from {base}")
+        for node in ast.walk(m.tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in aliases and node.attr.startswith("_")
+                    and not node.attr.startswith("__")):
+                problems.append(f"{rel}:{node.lineno}: uses the private name "
+                                f"{aliases[node.value.id]}.{node.attr}")
+    for name in edges:
+        edges[name].discard(name)
+        # a module importing its own package's __init__ (for __version__, say) is no cycle
+        # the package's __init__ could close, as long as __init__ imports nothing at run time
+    problems.extend(f"import cycle: {' -> '.join(c)}" for c in _cycles(edges))
+    return problems
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per strongly connected component with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges.get(v, ())):
+            if w not in edges:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(_one_cycle(sorted(component), edges))
+
+    sys.setrecursionlimit(10_000)
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _one_cycle(component: list[str], edges: dict[str, set[str]]) -> list[str]:
+    """A shortest path from the component's first module back to itself, for the message."""
+    members = set(component)
+    start = component[0]
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        v = queue.pop(0)
+        for w in sorted(edges[v] & members):
+            if w == start:
+                return [*paths[v], start]
+            if w not in paths:
+                paths[w] = [*paths[v], w]
+                queue.append(w)
+    return component
+
+
+def main() -> int:
+    root = Path(__file__).resolve().parent.parent
+    problems = check(root)
+    for p in problems:
+        print(p)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
