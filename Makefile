@@ -21,8 +21,9 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check msn_cli tests bench
+	$(BIN)/ruff check msn_cli tests bench tools
 	$(BIN)/mypy
+	$(BIN)/python tools/check_layout.py
 
 demo: install
 	$(BIN)/python -m msn_cli.dev.demo demo-out
