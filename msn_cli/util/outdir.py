@@ -22,6 +22,7 @@ from typing import Any
 
 from msn_cli.errors import OutputError, OutputExistsError, UsageError
 from msn_cli.util.interrupts import deferred
+from msn_cli.util.safeio import fsync_dir, fsync_file
 
 TMP_MARK = ".msn-tmp-"
 OLD_MARK = ".msn-old-"
@@ -132,7 +133,7 @@ def atomic_output_dir(out: str | os.PathLike[str], force: bool = False) -> Itera
             os.umask(umask)
             os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
             yield tmp
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             _install(tmp, out)
         except BaseException as e:
             if tmp is not None:
@@ -193,10 +194,10 @@ def atomic_output_file(out: str | os.PathLike[str], force: bool = False,
             os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result is ordinary
             yield tmp
-            _fsync_path(tmp)
+            fsync_file(tmp)
             os.replace(tmp, out)
             tmp = None
-            _fsync_dir(out.parent)
+            fsync_dir(out.parent)
         except BaseException as e:
             if tmp is not None:
                 with contextlib.suppress(OSError):
@@ -204,14 +205,6 @@ def atomic_output_file(out: str | os.PathLike[str], force: bool = False,
             if isinstance(e, OSError) and e.errno in _OUTPUT_ERRNOS:
                 raise _output_error(e, out) from e
             raise
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 _OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
@@ -300,7 +293,7 @@ def _install(tmp: Path, out: Path) -> None:
         out.rmdir()
     if not out.exists():
         os.rename(tmp, out)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
         return
     old = out.parent / f".{out.name}{OLD_MARK}{os.getpid()}"
     os.rename(out, old)
@@ -309,18 +302,6 @@ def _install(tmp: Path, out: Path) -> None:
     except BaseException:
         os.rename(old, out)
         raise
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
     shutil.rmtree(old, ignore_errors=True)
 
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

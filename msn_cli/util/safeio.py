@@ -219,6 +219,33 @@ def replace_file(path: str | os.PathLike[str], data: bytes, *, fsync: bool = Fal
         raise
 
 
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """Wait until the file at ``path`` is on the disk; raises ``OSError`` (e.g. ``EIO``)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Wait until the entries of the folder ``path`` (a rename into it) are on the disk.
+
+    Best effort: some file systems and platforms refuse to open or sync a folder, and a
+    rename is durable there without it, so errors are ignored.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 # -- URLs -------------------------------------------------------------------------------------
 
 def strip_credentials(url: str) -> str:
