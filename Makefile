@@ -31,11 +31,11 @@ demo: install
 bench: install
 	$(BIN)/python bench/run.py
 
-# docs/cli.md, the command reference, generated from the Typer app, and the README's tour,
+# docs/cli.md, the command reference, generated from the Typer app, and docs/tour.md,
 # generated from a real run of the demo's commands (tests/test_docs.py checks both)
 docs: install
 	$(BIN)/python -m msn_cli.dev.clidocs > docs/cli.md.tmp && mv docs/cli.md.tmp docs/cli.md
-	$(BIN)/python -m msn_cli.dev.tour README.md
+	$(BIN)/python -m msn_cli.dev.tour docs/tour.md
 
 # A second environment with transformers 4.57 (and the huggingface_hub<1.0 it requires): the
 # conversion, verify and compatibility tests run there too.

@@ -1,8 +1,8 @@
-"""docs/cli.md and the README's tour: generated, complete, free of markup, and never stale.
+"""docs/cli.md and docs/tour.md: generated, complete, free of markup, and never stale.
 
-When test_cli_md_is_up_to_date or test_readme_tour_is_up_to_date fails, regenerate with
-``make docs`` (``python -m msn_cli.dev.clidocs > docs/cli.md`` and ``python -m msn_cli.dev.tour``)
-and commit the result.
+When test_cli_md_is_up_to_date or test_tour_is_up_to_date fails, regenerate with
+``make docs`` (``python -m msn_cli.dev.clidocs > docs/cli.md`` and
+``python -m msn_cli.dev.tour docs/tour.md``) and commit the result.
 """
 
 from __future__ import annotations
@@ -94,17 +94,35 @@ def test_shell_completion_as_documented():
     assert set(done.stdout.split()) >= {"ls", "rm", "check"}
 
 
-@pytest.mark.slow
-def test_readme_tour_is_up_to_date():
-    """The README's tour is what the demo's commands print now (a real run, ~25 s)."""
-    from msn_cli.dev.tour import BEGIN, END
+def test_readme_links_the_tour_and_the_docs():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for page in ("docs/tour.md", "docs/cli.md", "docs/guide.md", "docs/design.md",
+                 "docs/security.md", "docs/benchmarks.md"):
+        assert f"]({page}" in readme, page
+        assert (REPO / page).is_file(), page
+    assert len(readme.splitlines()) < 250
 
-    readme = REPO / "README.md"
-    text = readme.read_text(encoding="utf-8")
+
+def test_readme_start_commands_are_make_targets():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    for target in ("demo", "test"):
+        assert f"make {target}" in readme, target
+        assert re.search(rf"^{target}: install$", makefile, re.M), target
+    assert "msn_cli.dev.demo demo-out" in makefile and "`demo-out/`" in readme
+
+
+@pytest.mark.slow
+def test_tour_is_up_to_date():
+    """docs/tour.md is what the demo's commands print now (a real run, ~25 s)."""
+    from msn_cli.dev.tour import BEGIN, DEFAULT_PAGE, END
+
+    page = REPO / DEFAULT_PAGE
+    text = page.read_text(encoding="utf-8")
     tour = text[text.index(BEGIN):text.index(END)]
     assert "$ msn convert" in tour and "$ msn verify" in tour and "Parity per layer" in tour
     assert str(REPO) not in tour and "/tmp" not in tour and "msn-tour-" not in tour
-    r = subprocess.run([sys.executable, "-m", "msn_cli.dev.tour", "--check", str(readme)],
+    r = subprocess.run([sys.executable, "-m", "msn_cli.dev.tour", "--check", str(page)],
                        capture_output=True, text=True, timeout=600, cwd=REPO)
     assert r.returncode == 0, f"{r.stderr}\n{r.stdout[:3000]}"
-    assert readme.read_text(encoding="utf-8") == text  # --check writes nothing
+    assert page.read_text(encoding="utf-8") == text  # --check writes nothing

@@ -29,7 +29,7 @@ def write_demo_checkpoint(path: Path) -> Path:
 
 
 def steps(ckpt: str, out: str) -> list[list[str]]:
-    """The demo's commands (the README's tour runs some of them: ``msn_cli.dev.tour``)."""
+    """The demo's commands (docs/tour.md shows some of them: ``msn_cli.dev.tour``)."""
     return [
         ["inspect", ckpt],
         ["convert", ckpt, out, "--force"],
