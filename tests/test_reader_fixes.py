@@ -1,4 +1,4 @@
-"""What a careful reader of the README found (issue 18): the behaviour the docs describe."""
+"""Behaviour the docs describe, checked as a careful reader would try it."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_an_old_manifest_with_a_relative_path_finds_the_file_beside_the_folder(
     folder = ckpt.parent / "out"
     assert cli("convert", ckpt, folder, "--no-verify", "-q").code == 0
     m = json.loads((folder / MANIFEST).read_text())
-    m["source"]["path"] = "some/where/old.pth.tar"  # as typed: msn before absolute paths
+    m["source"]["path"] = "some/where/old.pth.tar"  # a relative path, as typed on the command line
     (folder / MANIFEST).write_text(json.dumps(m))
     monkeypatch.chdir(tmp_path)
     r = cli("verify", folder, "--json", "--no-record")
