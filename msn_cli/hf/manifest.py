@@ -3,10 +3,11 @@
 Written by ``convert`` into the folder; read by ``verify`` (to find the source and check the
 files) and ``push`` (to refuse an unverified folder and to fill the model card).
 
-A folder may come from someone else, so :func:`read_manifest` is a typed reader: every value
-verify, push and the card read is checked against :data:`SCHEMA` (and every name of the file
-table against :func:`msn_cli.util.safeio.relative_parts`) before anyone uses it, and anything
-malformed is a :class:`~msn_cli.errors.FolderError` (exit 3) naming the field.
+:class:`Manifest` is the record, and its declarations are the check: a folder may come from
+someone else, so :func:`read_manifest` checks every declared value against its type (and every
+name of the file table against :func:`msn_cli.util.safeio.relative_parts`) before anyone uses
+it, and anything malformed is a :class:`~msn_cli.errors.FolderError` (exit 3) naming the field.
+:func:`write_manifest` is the one writer.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import types
+import typing
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Union
 
 from msn_cli.errors import FolderError
 from msn_cli.progress import ProgressFn, no_progress
@@ -23,7 +27,6 @@ from msn_cli.util import safeio
 from msn_cli.util.hashing import sha256_file
 
 MANIFEST = "msn_manifest.json"
-WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 PREPROCESSOR = "preprocessor_config.json"
 FORMAT_VERSION = 1
@@ -31,66 +34,175 @@ FORMAT_VERSION = 1
 
 _DAMAGED = "the manifest is damaged; convert the checkpoint again"
 
+
+# -- the record ----------------------------------------------------------------------------------
+# Every field is optional and may be null (a manifest from an older msn lacks the newer ones);
+# :func:`read_manifest` checks each present value against these declarations, so the types
+# below are what a reader gets. Keys not declared here are kept and left unchecked.
+
+class FileEntry(TypedDict):
+    size: int
+    sha256: str
+
+
+class SourceRecord(TypedDict, total=False):
+    spec: str | None
+    kind: str | None
+    path: str | None
+    name: str | None
+    url: str | None
+    size: int | None
+    sha256: str | None
+    layout: str | None
+    encoder: str | None
+    encoder_key: str | None
+    prefixed: bool | None
+    epoch: float | None
+    loss: float | None
+
+
+class ArchitectureRecord(TypedDict, total=False):
+    hidden_size: int | None
+    num_layers: int | None
+    num_heads: int | None
+    intermediate_size: int | None
+    patch_size: int | None
+    image_size: int | None
+    num_channels: int | None
+    qkv_bias: bool | None
+    num_patches: int | None
+    head_dim: int | None
+
+
+class ProvenanceRecord(TypedDict, total=False):
+    key: str | None
+    value: object
+    origin: str | None
+    assumed: bool | None
+    source: str | None
+
+
+class RunConfigRecord(TypedDict, total=False):
+    file: str | None
+    found: str | None
+    model_name: str | None
+
+
+class PreprocessingRecord(TypedDict, total=False):
+    name: str | None
+    processor: str | None
+    summary: str | None
+    why: str | None
+
+
+class ToleranceRecord(TypedDict, total=False):
+    atol: float | None
+    cosine_min: float | None
+
+
+class _NamedCheck(TypedDict):
+    name: str
+
+
+class CheckRecord(_NamedCheck, total=False):
+    """One verify check; besides these, the check's own figures (numbers, lists, names)."""
+
+    passed: bool | None
+    detail: str | None
+    max_abs_err: float | None
+
+
+class VerifyRecord(TypedDict, total=False):
+    passed: bool | None
+    summary: str | None
+    date: str | None
+    msn_version: str | None
+    transformers_version: str | None
+    torch_version: str | None
+    dtype: str | None
+    tolerance: ToleranceRecord | None
+    checks: list[CheckRecord] | None
+    provenance: list[ProvenanceRecord] | None
+    assumed: list[str] | None
+
+
+class _Tool(TypedDict):
+    tool: str
+
+
+class Manifest(_Tool, total=False):
+    format_version: int | None
+    msn_version: str | None
+    created: str | None
+    variant: str | None
+    family: str | None
+    dtype: str | None
+    source_dtype: str | None
+    tensors: int | None
+    parameters: int | None
+    dropped: list[str] | None
+    assumed: list[str] | None
+    source: SourceRecord | None
+    architecture: ArchitectureRecord | None
+    provenance: list[ProvenanceRecord] | None
+    run_config: RunConfigRecord | None
+    training: dict[str, object] | None
+    preprocessing: PreprocessingRecord | None
+    verify: VerifyRecord | None
+    files: dict[str, FileEntry]
+    """Every file of the folder but the manifest: name -> size and sha256."""
+
+
+# -- checking a value against its declaration ----------------------------------------------------
+
 _NONE = type(None)
-_STR = (str, _NONE)
-_INT = (int, _NONE)
-_BOOL = (bool, _NONE)
-_NUMBER = (int, float, _NONE)
-
-SCHEMA: dict[str, Any] = {
-    "tool": (str,),
-    "format_version": _INT,
-    "msn_version": _STR,
-    "created": _STR,
-    "variant": _STR,
-    "dtype": _STR,
-    "source_dtype": _STR,
-    "tensors": _INT,
-    "parameters": _INT,
-    "dropped": ([str], _NONE),
-    "source": ({"spec": _STR, "kind": _STR, "path": _STR, "name": _STR, "url": _STR,
-                "size": _INT, "sha256": _STR, "layout": _STR, "encoder": _STR,
-                "encoder_key": _STR, "prefixed": _BOOL}, _NONE),
-    "architecture": ({k: _INT for k in ("hidden_size", "num_layers", "num_heads",
-                                        "intermediate_size", "patch_size", "image_size",
-                                        "num_channels", "num_patches", "head_dim")}, _NONE),
-    "verify": ({"passed": _BOOL, "summary": _STR, "date": _STR, "msn_version": _STR,
-                "transformers_version": _STR, "torch_version": _STR, "dtype": _STR,
-                "tolerance": ({"atol": _NUMBER, "cosine_min": _NUMBER}, _NONE),
-                "checks": ([{"name": (str,), "passed": _BOOL, "detail": _STR}], _NONE)}, _NONE),
-}
-"""The fields msn reads, with the types allowed: a tuple of alternatives, where a dict is an
-object (its listed keys checked, others left alone) and a one-item list a list of that.
-Absent keys are allowed (they read as None); ``files`` is checked by :func:`_check_files`."""
-
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def _kind(value: Any) -> str:
+def _kind(value: object) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "true/false",
             int: "a number", float: "a number", _NONE: "null"}.get(type(value), type(value).__name__)
 
 
-def _matches(value: Any, allowed: tuple[Any, ...], where: str) -> None:
-    for kind in allowed:
-        if isinstance(kind, dict):
-            if isinstance(value, dict):
-                for key, sub in kind.items():
-                    _matches(value.get(key), sub, f"{where}.{key}")
-                return
-        elif isinstance(kind, list):
-            if isinstance(value, list):
-                for i, item in enumerate(value):
-                    _matches(item, (kind[0],), f"{where}[{i}]")
-                return
-        elif kind is int and isinstance(value, bool):
-            continue  # JSON true is not a number
-        elif isinstance(value, kind):
+def _check(value: object, hint: Any, where: str) -> None:
+    """Raise ``ValueError`` naming ``where`` unless ``value`` is what ``hint`` declares."""
+    if typing.get_origin(hint) in (Union, types.UnionType):  # only ``X | None`` is declared
+        if value is None:
             return
-    raise ValueError(f"'{where}' is {_kind(value)}")
+        hint = next(a for a in typing.get_args(hint) if a is not _NONE)
+    if not _is(value, hint):
+        raise ValueError(f"'{where}' is {_kind(value)}")
+    for inner, inner_hint, inner_where in _inside(value, hint, where):
+        _check(inner, inner_hint, inner_where)
 
 
-def _check_files(files: Any) -> None:
+def _is(value: object, hint: Any) -> bool:
+    """Whether ``value`` is of the type ``hint`` names, its contents aside (a bool is not a number)."""
+    if typing.is_typeddict(hint):
+        return isinstance(value, dict)
+    container = typing.get_origin(hint)
+    if container is not None:  # list[...] or dict[...]
+        return isinstance(value, container)
+    if hint is object:
+        return True
+    if isinstance(value, bool):
+        return hint is bool
+    return isinstance(value, (int, float) if hint is float else hint)
+
+
+def _inside(value: object, hint: Any, where: str) -> Iterator[tuple[object, Any, str]]:
+    """The values a checked object or list holds, each with its declaration and its name."""
+    if typing.is_typeddict(hint) and isinstance(value, dict):
+        for key, sub in typing.get_type_hints(hint).items():
+            if key in value or key in hint.__required_keys__:
+                yield value.get(key), sub, f"{where}.{key}"
+    elif isinstance(value, list):
+        yield from ((item, typing.get_args(hint)[0], f"{where}[{i}]") for i, item in enumerate(value))
+    elif isinstance(value, dict):
+        yield from ((item, typing.get_args(hint)[1], f"{where}.{key}") for key, item in value.items())
+
+
+def _check_files(files: object) -> None:
     if not isinstance(files, dict):
         raise ValueError(f"'files' is {_kind(files)}, not a table of files")
     for name, entry in files.items():
@@ -109,20 +221,24 @@ def _check_files(files: Any) -> None:
             raise ValueError(f"'files.{name}.sha256' is not a sha256")
 
 
-def validate(data: Any) -> dict[str, Any]:
-    """``data`` if it is an msn manifest whose every field msn reads has its type.
+def _validate(data: object) -> Manifest:
+    """``data`` if it is an msn manifest whose every declared field has its type.
 
     Raises ``ValueError`` naming the first field that does not.
     """
     if not isinstance(data, dict) or data.get("tool") != "msn":
         raise ValueError("not an msn manifest")
-    _matches(data, (SCHEMA,), "manifest")
+    for key, hint in typing.get_type_hints(Manifest).items():
+        if key != "files":  # checked apart: names inside the folder, sizes, real sha256s
+            _check(data.get(key), hint, f"manifest.{key}")
     _check_files(data.get("files", {}))
-    return data
+    return typing.cast(Manifest, data)
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """The folder's manifest, every field msn reads checked (see :data:`SCHEMA`)."""
+# -- reading and writing -------------------------------------------------------------------------
+
+def read_manifest(folder: Path) -> Manifest:
+    """The folder's manifest, every declared field checked (see :class:`Manifest`)."""
     path = folder / MANIFEST
     if not folder.is_dir():
         raise FolderError(f"{folder} is not a folder", hint="give the folder msn convert wrote")
@@ -139,7 +255,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     except OSError as e:
         raise FolderError(f"cannot read {path}: {e.strerror or e}") from e
     try:
-        return validate(data)
+        return _validate(data)
     except ValueError as e:
         what = str(e).replace("'manifest.", "'")
         if what == "not an msn manifest":
@@ -147,7 +263,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise FolderError(f"{path} is malformed: {what}", hint=_DAMAGED) from None
 
 
-def write_manifest(folder: Path, data: dict[str, Any]) -> None:
+def write_manifest(folder: Path, data: Manifest) -> None:
     """Replace the manifest through a fresh temporary file: a link planted under the
     manifest's name, or under any temporary name, is replaced, never written through."""
     safeio.replace_file(folder / MANIFEST, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
@@ -167,46 +283,60 @@ def regular_file_problem(path: Path) -> str | None:
         return f"unreadable ({e.strerror or e})"
 
 
-def check_files(folder: Path, manifest: dict[str, Any] | None, progress: ProgressFn = no_progress,
-                known_hashes: dict[str, str] | None = None) -> list[dict[str, Any]]:
+class FileRow(TypedDict, total=False):
+    """One listed file as found: ``size`` and ``sha256`` as far as they were read, or ``problem``."""
+
+    file: str
+    expected_size: int
+    expected_sha256: str
+    size: int
+    sha256: str
+    ok: bool
+    problem: str
+
+
+def check_files(folder: Path, manifest: Manifest | None, progress: ProgressFn = no_progress,
+                known_hashes: dict[str, str] | None = None) -> list[FileRow]:
     """Compare every file the manifest lists with the file in ``folder`` (size, then sha256).
 
-    One row per file: ``file``, ``expected_size``, ``expected_sha256``, ``ok``, and ``size``,
-    ``sha256`` as found or ``problem``: ``missing``, ``points outside the folder`` (a link
+    One row per file; its ``problem``: ``missing``, ``points outside the folder`` (a link
     leaving it), ``a named pipe, not a regular file`` (and the like), ``size N, the manifest
     says M`` or ``sha256 differs from the manifest``. Only regular files inside ``folder`` are
     read. ``known_hashes``: sha256 values the caller computed from the files' bytes as read
     back a moment ago (not read again).
     """
-    rows = []
-    for name, want in ((manifest or {}).get("files") or {}).items():
-        row: dict[str, Any] = {"file": name, "expected_size": want["size"],
-                               "expected_sha256": want["sha256"]}
-        rows.append(row)
+    listed = (manifest.get("files") if manifest else None) or {}
+    return [_file_row(folder, name, want, progress, (known_hashes or {}).get(name))
+            for name, want in listed.items()]
+
+
+def _file_row(folder: Path, name: str, want: FileEntry, progress: ProgressFn,
+              known_hash: str | None) -> FileRow:
+    row = FileRow(file=name, expected_size=want["size"], expected_sha256=want["sha256"])
+
+    def failed(problem: str) -> FileRow:
+        row["ok"] = False
+        row["problem"] = problem
+        return row
+
+    try:
+        p = safeio.inside(folder, name)
+    except safeio.UnsafeInput as e:
+        outside = str(e).endswith("points outside the folder")
+        return failed("points outside the folder" if outside else str(e))
+    problem = regular_file_problem(p)
+    if problem is not None:
+        return failed(problem)
+    row["size"] = size = p.stat().st_size
+    if size != want["size"]:
+        return failed(f"size {size}, the manifest says {want['size']}")
+    if known_hash is None:
         try:
-            p = safeio.inside(folder, name)
-        except safeio.UnsafeInput as e:
-            outside = str(e).endswith("points outside the folder")
-            row.update(ok=False, problem="points outside the folder" if outside else str(e))
-            continue
-        problem = regular_file_problem(p)
-        if problem is not None:
-            row.update(ok=False, problem=problem)
-            continue
-        size = p.stat().st_size
-        row["size"] = size
-        if size != want["size"]:
-            row.update(ok=False, problem=f"size {size}, the manifest says {want['size']}")
-            continue
-        if known_hashes and name in known_hashes:
-            digest = known_hashes[name]
-        else:
-            try:
-                digest = sha256_file(p, progress, f"hashing {name}")
-            except (OSError, safeio.UnsafeInput) as e:
-                row.update(ok=False, problem=f"unreadable ({e})")
-                continue
-        row.update(sha256=digest, ok=digest == want["sha256"])
-        if not row["ok"]:
-            row["problem"] = "sha256 differs from the manifest"
-    return rows
+            known_hash = sha256_file(p, progress, f"hashing {name}")
+        except (OSError, safeio.UnsafeInput) as e:
+            return failed(f"unreadable ({e})")
+    row["sha256"] = known_hash
+    row["ok"] = known_hash == want["sha256"]
+    if not row["ok"]:
+        row["problem"] = "sha256 differs from the manifest"
+    return row

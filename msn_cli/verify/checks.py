@@ -106,11 +106,11 @@ from msn_cli.conversion import mapping
 from msn_cli.conversion.provenance import HEADS, Known, Provenance, assumed_warning, run_context
 from msn_cli.errors import EXIT_BAD_INPUT, CheckpointError, FolderError, MsnError, NetworkError
 from msn_cli.hf.folder import SAFE_INDEX, ConfigError, config_architecture, read_json_object, weights_files
+from msn_cli.hf.folder import SAFE_WEIGHTS as WEIGHTS
 from msn_cli.hf.manifest import (
     CONFIG,
     MANIFEST,
     PREPROCESSOR,
-    WEIGHTS,
     read_manifest,
     regular_file_problem,
     write_manifest,
