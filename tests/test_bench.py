@@ -175,32 +175,26 @@ def test_same_bytes_finds_a_difference_anywhere(libc, monkeypatch):
     assert not C._same_bytes(view[:-4], b)  # a shorter read never matches
 
 
-def test_final_metadata_is_written_last_in_the_reserved_room(tmp_path):
+def test_the_writer_writes_what_safetensors_reads(tmp_path):
     from safetensors import safe_open
 
-    from msn_cli.hf.safetensors_io import PendingTensor, write_safetensors
+    from msn_cli.hf.safetensors_io import PendingTensor, read_header, write_safetensors
 
-    a, b = torch.randn(3, 5), torch.arange(7, dtype=torch.float32)
-    tensors = [PendingTensor("a", "float32", (3, 5), lambda: a),
-               PendingTensor("b", "float32", (7,), lambda: b)]
-    reserved = {"k": "0" * 64, "other": "x"}
-    sizes = []
-    for final in ({"k": "f" * 64, "other": "x"}, {"k": ""}):  # same length; shorter (padded)
-        path = tmp_path / f"m{len(sizes)}.safetensors"
-        written = write_safetensors(path, tensors, reserved, digest=False,
-                                    final_metadata=lambda final=final: final)
-        sizes.append(written.size)
-        assert path.stat().st_size == written.size
-        with safe_open(str(path), "pt") as f:
-            assert f.metadata() == final
-            assert torch.equal(f.get_tensor("a"), a) and torch.equal(f.get_tensor("b"), b)
-    assert sizes[0] == sizes[1]  # the tensors did not move
-    with pytest.raises(ValueError, match="does not fit"):
-        write_safetensors(tmp_path / "m.safetensors", tensors, reserved, digest=False,
-                          final_metadata=lambda: {"k": "f" * 64, "other": "x" * 200})
-    with pytest.raises(ValueError, match="cannot change"):  # a hashed header is final
-        write_safetensors(tmp_path / "m.safetensors", tensors, reserved,
-                          final_metadata=lambda: reserved)
+    a, b = torch.randn(3, 5).t(), torch.arange(7, dtype=torch.bfloat16)  # ``a`` not contiguous
+    released: list[torch.Tensor] = []
+    tensors = [PendingTensor("b", "bfloat16", (7,), lambda: b, released.append),
+               PendingTensor("a", "float32", (5, 3), lambda: a, released.append)]
+    path, seen = tmp_path / "m.safetensors", []
+    written = write_safetensors(path, tensors, {"k": "v"}, seen.append)
+    assert path.stat().st_size == written.size and seen == [60, 14]  # in name order
+    assert list(read_header(path)) == ["__metadata__", "a", "b"]
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata() == {"k": "v"}
+        assert torch.equal(f.get_tensor("a"), a) and torch.equal(f.get_tensor("b"), b)
+    assert len(released) == 2
+    planned_otherwise = [PendingTensor("a", "float32", (3, 5), lambda: a)]
+    with pytest.raises(ValueError, match="planned"):
+        write_safetensors(tmp_path / "w.safetensors", planned_otherwise, {})
 
 
 def test_a_damaged_source_is_reported_as_damage_even_when_it_reads_as_nan(cli, tiny_ckpt, tmp_path):

@@ -1,22 +1,17 @@
-"""A streaming safetensors writer: header from shapes, then one tensor at a time.
+"""safetensors files: a streaming writer (the header from shapes, then one tensor at a time)
+and the header reader for files made by anyone.
 
-Peak memory is a few output tensors (the largest is a ViT-L MLP matrix, 16 MiB) on top of the
-memory-mapped source. Either the file's sha256 is computed from the bytes as they are
-written, in a background thread (hashlib releases the GIL), or nothing is hashed, tensors
-given as byte ranges of another file are copied by the kernel, and the header is written
-last (its metadata may be learnt while the tensors are written); see
-:func:`write_safetensors`.
-The format is the documented one (8-byte little-endian header length, JSON header with
-``dtype``/``shape``/``data_offsets`` and ``__metadata__``, padded with spaces to 8 bytes,
-then the raw little-endian data), so ``safetensors.safe_open`` and transformers read it.
+Peak memory while writing is one output tensor (the largest is a ViT-L MLP matrix, 16 MiB)
+on top of the memory-mapped source. The format is the documented one (8-byte little-endian
+header length, JSON header with ``dtype``/``shape``/``data_offsets`` and ``__metadata__``,
+padded with spaces to 8 bytes, then the raw little-endian data), so ``safetensors.safe_open``
+and transformers read it.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +20,14 @@ from typing import TYPE_CHECKING, Any
 from safetensors import SafetensorError, safe_open
 
 from msn_cli.util import safeio
-from msn_cli.util.hashing import BackgroundSha256
 
 if TYPE_CHECKING:
     import torch
 
 ST_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64",
              "int64": "I64", "int32": "I32", "uint8": "U8", "bool": "BOOL"}
-_ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "U8": 1, "BOOL": 1,
-             "I8": 1, "I16": 2, "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
+"""torch dtype name -> safetensors dtype name, for the dtypes msn writes."""
+_ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "U8": 1, "BOOL": 1}
 
 
 @dataclass(frozen=True)
@@ -44,61 +38,33 @@ class PendingTensor:
     produce: Callable[[], torch.Tensor]
     """Returns the tensor (any layout); called once, when its bytes are due."""
     release: Callable[[torch.Tensor], None] | None = None
-    """Called with the produced tensor once its bytes are written and hashed (e.g. to drop
+    """Called with the produced tensor once its bytes are written (e.g. to drop
     memory-mapped source pages from the resident set)."""
-    span: tuple[int, int] | None = None
-    """``(offset, length)`` of bytes equal to the produced tensor's in the file given to
-    :func:`write_safetensors` as ``copy_from``: copied file to file by the kernel, and
-    ``produce`` is not called (unless the copy is not supported there)."""
 
     @property
     def nbytes(self) -> int:
-        n = 1
+        n = _ITEMSIZE[ST_DTYPES[self.dtype]]
         for s in self.shape:
             n *= s
-        return n * _ITEMSIZE[ST_DTYPES[self.dtype]]
+        return n
 
 
 @dataclass(frozen=True)
 class Written:
     path: Path
     size: int
-    sha256: str
-
-
-def _header_bytes(header: dict[str, object], size: int | None = None) -> bytes:
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    if size is None:
-        return raw + b" " * (-len(raw) % 8)
-    if len(raw) > size:
-        raise ValueError("the final metadata does not fit the header's reserved room")
-    return raw + b" " * (size - len(raw))
 
 
 def write_safetensors(path: Path, tensors: Iterable[PendingTensor], metadata: dict[str, str],
-                      on_bytes: Callable[[int], None] | None = None, *, sync: bool = True,
-                      digest: bool = True, copy_from: int | None = None,
-                      final_metadata: Callable[[], dict[str, str]] | None = None) -> Written:
-    """Write ``tensors`` (sorted by name) to ``path``; ``fsync`` it unless ``sync=False``
-    (the caller then syncs it itself, e.g. while it reads the file back).
+                      on_bytes: Callable[[int], None] | None = None, *,
+                      sync: bool = True) -> Written:
+    """Write ``tensors`` (sorted by name) to ``path``: the header, then each tensor's bytes.
 
-    With ``digest=False`` nothing is hashed and ``Written.sha256`` is empty (the caller
-    hashes the file later, e.g. as it reads it back), and the header is written last: the
-    tensors go in from its end, and ``final_metadata`` (when given) is called once they are
-    all written, for metadata learnt meanwhile; it must fit the room ``metadata`` reserved
-    (use a placeholder of the same length). Writing the first page last also keeps it out
-    of the write-back that starts while the tensors are written (rewriting a page under
-    write-back waits for the disk).
-
-    ``copy_from``, an open file descriptor, is where the tensors' ``span`` point: with
-    ``digest=False`` those bytes go file to file through ``os.sendfile`` (no page of them is
-    mapped or copied into this process; measured 0.4 s against 0.7 s for 1.2 GB from a
-    memory map). Where the kernel refuses that (not Linux, a file system without it) the
-    writer falls back to ``produce`` for the rest of the file. Nothing here compares the
-    copied bytes with the tensors: the caller's read-back does.
+    ``fsync`` the file unless ``sync=False`` (the caller then syncs it itself, e.g. once it
+    has read it back). ``on_bytes`` is told each tensor's size as it is written.
     """
-    if digest and final_metadata is not None:
-        raise ValueError("a header hashed as it is written cannot change afterwards")
+    import torch  # here, not above: reading a header needs no torch
+
     items = sorted(tensors, key=lambda t: t.name)
     header: dict[str, object] = {"__metadata__": metadata}
     data_size = 0
@@ -106,93 +72,31 @@ def write_safetensors(path: Path, tensors: Iterable[PendingTensor], metadata: di
         header[t.name] = {"dtype": ST_DTYPES[t.dtype], "shape": list(t.shape),
                           "data_offsets": [data_size, data_size + t.nbytes]}
         data_size += t.nbytes
-    raw = _header_bytes(header)
-    hasher = BackgroundSha256() if digest else None
-    kernel_copy = copy_from is not None and not digest and hasattr(os, "sendfile")
-    try:
-        with open(path, "wb", buffering=0) as f:
-            if hasher:
-                head = struct.pack("<Q", len(raw)) + raw
-                _write_all(f, head)
-                hasher.put(head)
-            else:
-                f.seek(8 + len(raw))
-            for t in items:
-                if kernel_copy and t.span is not None and t.span[1] == t.nbytes:
-                    assert copy_from is not None
-                    at, length = t.span
-                    copied = _sendfile_all(f.fileno(), copy_from, at, length)
-                    if copied == length:
-                        if on_bytes:
-                            on_bytes(t.nbytes)
-                        continue
-                    kernel_copy = False  # not supported here: the rest goes through memory
-                    if copied:  # a partial copy (never seen): rewind and write it whole
-                        f.seek(-copied, os.SEEK_CUR)
-                tensor = t.produce()
-                if tuple(tensor.shape) != t.shape or str(tensor.dtype).removeprefix("torch.") != t.dtype:
-                    raise ValueError(f"{t.name}: produced {tuple(tensor.shape)} {tensor.dtype}, "
-                                     f"planned {t.shape} {t.dtype}")
-                if not tensor.is_contiguous():  # a view that is already contiguous is not copied
-                    tensor = tensor.contiguous()
-                buf = tensor.reshape(-1).view(_byte_dtype()).numpy().data
-                _write_all(f, buf)
-                if hasher:  # it holds the tensor until hashed, then hands it to ``release``
-                    hasher.put(buf, (t.release, tensor) if t.release else None)
-                elif t.release:
-                    t.release(tensor)
-                if on_bytes:
-                    on_bytes(t.nbytes)
-                del tensor, buf
-            if not hasher:
-                if final_metadata is not None:
-                    header["__metadata__"] = final_metadata()
-                    raw = _header_bytes(header, len(raw))
-                f.seek(0)
-                _write_all(f, struct.pack("<Q", len(raw)) + raw)
-            sha = hasher.result() if hasher else ""
-            if sync:
-                os.fsync(f.fileno())
-    finally:
-        if hasher:
-            hasher.close()
-    return Written(path, 8 + len(raw) + data_size, sha)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little") + raw)
+        for t in items:
+            tensor = _produce(t)
+            f.write(tensor.reshape(-1).view(torch.uint8).numpy().data)
+            if t.release is not None:
+                t.release(tensor)
+            if on_bytes is not None:
+                on_bytes(t.nbytes)
+            del tensor
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
+    return Written(path, 8 + len(raw) + data_size)
 
 
-def _write_all(f, data) -> None:
-    view = memoryview(data).cast("B")
-    while view:
-        n = f.write(view)
-        view = view[n:]
-
-
-_NO_KERNEL_COPY = {getattr(errno, name) for name in
-                   ("EINVAL", "ENOSYS", "EOPNOTSUPP", "ENOTSUP", "EXDEV", "EBADF", "ESPIPE")
-                   if hasattr(errno, name)}
-
-
-def _sendfile_all(out_fd: int, in_fd: int, offset: int, length: int) -> int:
-    """Copy ``length`` bytes at ``offset`` of ``in_fd`` to ``out_fd``'s position; return the
-    bytes copied, short only where the kernel cannot do it (then the caller writes them).
-    Other errors (no space, I/O) are raised as they are."""
-    done = 0
-    while done < length:
-        try:
-            n = os.sendfile(out_fd, in_fd, offset + done, length - done)
-        except OSError as e:
-            if e.errno in _NO_KERNEL_COPY:
-                return done
-            raise
-        if n == 0:  # the source ended early: let the caller's own path find out why
-            return done
-        done += n
-    return done
-
-
-def _byte_dtype():
-    import torch
-
-    return torch.uint8
+def _produce(t: PendingTensor) -> torch.Tensor:
+    """``t``'s tensor, contiguous, once it is what the header already says it is."""
+    tensor = t.produce()
+    if tuple(tensor.shape) != t.shape or str(tensor.dtype).removeprefix("torch.") != t.dtype:
+        raise ValueError(f"{t.name}: produced {tuple(tensor.shape)} {tensor.dtype}, "
+                         f"planned {t.shape} {t.dtype}")
+    return tensor.contiguous()  # a tensor that already is contiguous is not copied
 
 
 class HeaderError(ValueError):
