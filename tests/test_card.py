@@ -8,7 +8,7 @@ import re
 import pytest
 
 from msn_cli.errors import UsageError
-from msn_cli.hf.card import build_card, code_blocks
+from msn_cli.hf.card import build_card
 from msn_cli.hf.manifest import read_manifest
 from tests.conftest import copy_verified, verified_source_path
 
@@ -30,6 +30,11 @@ def as_released(manifest: dict, name: str = "vitb16") -> dict:
                              patch_size=v.patch_size, image_size=v.image_size)
     m["source"].update(kind="variant", name=name, spec=name, url=v.url(), layout="released")
     return m
+
+
+def code_blocks(card_text: str, language: str = "python") -> list[str]:
+    """The fenced code blocks of a card in ``language``."""
+    return re.findall(rf"```{language}\n(.*?)```", card_text, re.DOTALL)
 
 
 def table(card: str, first_header: str) -> list[list[str]]:

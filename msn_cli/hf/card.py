@@ -19,14 +19,19 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from msn_cli import __version__
 from msn_cli.conversion.provenance import Provenance
 from msn_cli.errors import UsageError
+from msn_cli.hf.manifest import Manifest, SourceRecord
 from msn_cli.original.runconfig import CONFIG_NAME, FIELD_BY_KEY, publishable
 from msn_cli.original.variants import VARIANTS, Variant
 from msn_cli.transfer.sources import public_file_name, public_url
+from msn_cli.util.fmt import human_size
+
+if TYPE_CHECKING:
+    from huggingface_hub import ModelCardData
 
 LICENSE = "cc-by-nc-4.0"
 """The default: the license of the MSN code and of Meta's released weights (CC BY-NC 4.0)."""
@@ -64,7 +69,7 @@ def check_license(value: str) -> str:
 
 
 def card_metadata(extra: dict[str, Any] | None = None, *, license: str = LICENSE,
-                  datasets: list[str] | None = None):
+                  datasets: list[str] | None = None) -> ModelCardData:
     """The card's YAML metadata as a ``ModelCardData``; ``extra`` keys are kept unless ours.
 
     ``datasets``: what the model was trained on, when known (ImageNet-1K for Meta's releases;
@@ -80,7 +85,7 @@ def card_metadata(extra: dict[str, Any] | None = None, *, license: str = LICENSE
     return ModelCardData(**ours, **kept)
 
 
-def build_card(manifest: dict[str, Any], repo_id: str, *, body: str | None = None,
+def build_card(manifest: Manifest, repo_id: str, *, body: str | None = None,
                card_path: str | os.PathLike[str] | None = None, license: str | None = None) -> str:
     """The full ``README.md`` text: metadata front matter plus the generated (or given) body.
 
@@ -121,29 +126,18 @@ def read_user_card(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
             card = ModelCard(text)
         except Exception as e:  # malformed YAML front matter
             raise UsageError(f"card file {p} has front matter that is not valid YAML: {e}") from None
-        return card.text, card.data.to_dict()
+        return card.text, card.data.to_dict()  # type: ignore[no-untyped-call]  # unannotated there
     return text, {}
 
 
 # -- the generated body --------------------------------------------------------------------------
 
-def _fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "unknown"
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} GB"
-
-
-def _md(text: Any) -> str:
+def _md(text: object) -> str:
     """A value safe inside a Markdown table cell."""
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _num(x: Any) -> str:
+def _num(x: object) -> str:
     if isinstance(x, bool):
         return "yes" if x else "no"
     if isinstance(x, float):
@@ -152,7 +146,7 @@ def _num(x: Any) -> str:
     return str(x)
 
 
-def _tolerance(t: Any) -> str:
+def _tolerance(t: object) -> str:
     if isinstance(t, dict):
         return "(" + ", ".join(f"{k} {_tolerance(v)}" for k, v in t.items()) + ")"
     return _num(t)
@@ -168,12 +162,12 @@ class Origin:
     """Meta's release (kind "released"), or the release whose shapes these are (otherwise)."""
 
 
-def _training(manifest: dict[str, Any]) -> dict[str, Any]:
+def _training(manifest: Manifest) -> dict[str, Any]:
     t = manifest.get("training")
-    return publishable(t) if isinstance(t, dict) else {}
+    return publishable(t) if t else {}
 
 
-def origin(manifest: dict[str, Any]) -> Origin:
+def origin(manifest: Manifest) -> Origin:
     """Meta's released weights, an own training run, or a file msn cannot place.
 
     Shapes never decide (an own ``deit_small`` run has exactly the shapes of ``vits16``), and
@@ -198,10 +192,10 @@ def origin(manifest: dict[str, Any]) -> Origin:
                              "checksums of Meta's files are published to tell them apart", shapes)
 
 
-def _title(manifest: dict[str, Any]) -> str:
+def _title(manifest: Manifest) -> str:
     arch = manifest.get("architecture") or {}
     o = origin(manifest)
-    size = {192: "Ti", 384: "S", 768: "B", 1024: "L", 1280: "H"}.get(arch.get("hidden_size", 0))
+    size = {192: "Ti", 384: "S", 768: "B", 1024: "L", 1280: "H"}.get(arch.get("hidden_size") or 0)
     name = f"ViT-{size}/{arch.get('patch_size')}" if size else "ViT"
     if o.kind == "released" and o.variant is not None:
         return f"MSN {name} ({o.variant.name}, {o.variant.epochs} epochs)"
@@ -211,7 +205,7 @@ def _title(manifest: dict[str, Any]) -> str:
     return f"MSN {name} backbone"
 
 
-def _source_line(src: dict[str, Any]) -> str:
+def _source_line(src: SourceRecord) -> str:
     url = public_url(src)  # a released checkpoint's canonical URL, never a mirror's
     if url:
         return f"<{url}>"
@@ -231,9 +225,10 @@ def _variant_row(o: Origin) -> str:
     return f"not identified (same shapes as the released {o.variant.name}; shapes do not tell whose weights)"
 
 
-def architecture_table(manifest: dict[str, Any]) -> str:
+def architecture_table(manifest: Manifest) -> str:
     a = manifest.get("architecture") or {}
-    grid = a.get("image_size", 0) // max(a.get("patch_size", 1), 1)
+    parameters = manifest.get("parameters")
+    grid = (a.get("image_size") or 0) // max(a.get("patch_size") or 1, 1)
     rows = [
         ("Released variant", _variant_row(origin(manifest))),
         ("Hidden size", a.get("hidden_size")),
@@ -243,22 +238,21 @@ def architecture_table(manifest: dict[str, Any]) -> str:
         ("MLP size", a.get("intermediate_size")),
         ("Patch size", a.get("patch_size")),
         ("Image size", f"{a.get('image_size')} ({grid}x{grid} patches + cls token)"),
-        ("Parameters", f"{manifest['parameters']:,}" if isinstance(manifest.get("parameters"), int)
-         else "unknown"),
+        ("Parameters", f"{parameters:,}" if parameters is not None else "unknown"),
         ("Weights dtype", manifest.get("dtype")),
     ]
     lines = ["| | |", "|---|---|"] + [f"| {k} | {_md(v)} |" for k, v in rows]
     return "\n".join(lines)
 
 
-def _origin(manifest: dict[str, Any], key: str) -> str:
+def _origin(manifest: Manifest, key: str) -> str:
     p = _records(manifest).get(key)
     if p is None:
         return ""
     return " -- **ASSUMED**" if p.assumed else f" -- {p.label}"
 
 
-def _records(manifest: dict[str, Any]) -> dict[str, Provenance]:
+def _records(manifest: Manifest) -> dict[str, Provenance]:
     out = {}
     for d in manifest.get("provenance") or []:
         p = Provenance.from_dict(d)
@@ -267,7 +261,7 @@ def _records(manifest: dict[str, Any]) -> dict[str, Provenance]:
     return out
 
 
-def values_section(manifest: dict[str, Any]) -> str:
+def values_section(manifest: Manifest) -> str:
     """Where each value that the weights do not hold comes from (the heads above all)."""
     records = list(_records(manifest).values())
     if not records:
@@ -294,7 +288,7 @@ def _origin_line(o: Origin) -> str:
     return f"**not identified as one of Meta's released checkpoints** ({o.reason})"
 
 
-def provenance_section(manifest: dict[str, Any]) -> str:
+def provenance_section(manifest: Manifest) -> str:
     src = manifest.get("source") or {}
     encoder = src.get("encoder_key") or src.get("encoder") or "target_encoder"
     dropped = manifest.get("dropped") or []
@@ -304,7 +298,7 @@ def provenance_section(manifest: dict[str, Any]) -> str:
     lines = [
         f"- Origin: {_origin_line(o)}",
         f"- Source checkpoint: {_source_line(src)}",
-        f"- Source sha256: `{src.get('sha256') or 'unknown'}` ({_fmt_bytes(src.get('size'))})",
+        f"- Source sha256: `{src.get('sha256') or 'unknown'}` ({human_size(src.get('size'))})",
         f"- Network converted: `{encoder}`" + (as_released if encoder == "target_encoder" else ""),
         f"- Dropped: {len(dropped)} tensors (the pre-training projection head"
         + (" and prototypes" if any("prototypes" in str(d) for d in dropped) else "") + ")",
@@ -314,14 +308,14 @@ def provenance_section(manifest: dict[str, Any]) -> str:
     files = manifest.get("files") or {}
     if files:
         lines += ["", "| File | Size | sha256 |", "|---|---|---|"]
-        lines += [f"| `{name}` | {_fmt_bytes(f.get('size'))} | `{f.get('sha256')}` |"
+        lines += [f"| `{name}` | {human_size(f.get('size'))} | `{f.get('sha256')}` |"
                   for name, f in files.items()]
     return "\n".join(lines)
 
 
-def verify_section(manifest: dict[str, Any]) -> str:
+def verify_section(manifest: Manifest) -> str:
     v = manifest.get("verify")
-    if not isinstance(v, dict):
+    if v is None:
         return ("**Not verified.** This folder was pushed without a recorded `msn verify` run "
                 "(`--skip-verify-check`); nothing here shows that its outputs match the original model.")
     status = "passed" if v.get("passed") else "**FAILED**"
@@ -341,13 +335,14 @@ def verify_section(manifest: dict[str, Any]) -> str:
                    and not isinstance(x, bool)}
         other = ", ".join(f"{k} {_num(x)}" for k, x in numbers.items()) or ""
         err = c.get("max_abs_err")
-        result = {True: "pass", False: "FAIL"}.get(c.get("passed"), "skipped")
+        passed = c.get("passed")
+        result = "skipped" if passed is None else "pass" if passed else "FAIL"
         rows.append(f"| {_md(c.get('name', ''))} | {result} | "
                     f"{_num(err) if err is not None else ''} | {_md(other)} | {_md(c.get('detail', ''))} |")
     return "\n".join(head + rows)
 
 
-def training_section(manifest: dict[str, Any]) -> str:
+def training_section(manifest: Manifest) -> str:
     """The run's hyperparameters (own-trained), or what is known of Meta's pre-training."""
     o = origin(manifest)
     t = _training(manifest)
@@ -374,16 +369,16 @@ def training_section(manifest: dict[str, Any]) -> str:
             f"checkpoint to resume from) are never published.{saved}\n\n" + "\n".join(rows))
 
 
-def _saved_at(src: Any) -> str:
+def _saved_at(src: SourceRecord | None) -> str:
     """What the converted training checkpoint records of itself (its ``epoch`` and ``loss``)."""
-    if not isinstance(src, dict):
+    if not src:
         return ""
-    parts = [f"{k} {_num(src[k])}" for k in ("epoch", "loss")
-             if isinstance(src.get(k), (int, float)) and not isinstance(src.get(k), bool)]
+    parts = [f"{k} {_num(v)}" for k, v in (("epoch", src.get("epoch")), ("loss", src.get("loss")))
+             if v is not None]
     return f" The converted checkpoint records {' and '.join(parts)}." if parts else ""
 
 
-def license_section(manifest: dict[str, Any], license: str = LICENSE) -> str:
+def license_section(manifest: Manifest, license: str = LICENSE) -> str:
     o = origin(manifest)
     code = (f"The MSN code and Meta's released weights are distributed under CC BY-NC 4.0 "
             f"(non-commercial; see the [MSN repository]({CODE_URL}))")
@@ -402,18 +397,17 @@ def license_section(manifest: dict[str, Any], license: str = LICENSE) -> str:
     return text
 
 
-def preprocessing_section(manifest: dict[str, Any], image_size: int) -> str:
+def preprocessing_section(manifest: Manifest, image_size: int) -> str:
     """Which image processor the folder has, why, and what verify measured of it."""
     from msn_cli.original.preprocess import PREPROCESSING, eval_resize_size
 
-    p = manifest.get("preprocessing")
-    name = p.get("name") if isinstance(p, dict) else None
-    if name not in PREPROCESSING:  # a folder converted before the choice was recorded
+    p = manifest.get("preprocessing") or {}
+    name = p.get("name")
+    if name is None or name not in PREPROCESSING:  # converted before the choice was recorded
         return (f"The image processor resizes straight to {image_size}x{image_size} (bilinear) "
                 "and normalises with the ImageNet mean and standard deviation. MSN's own "
                 "evaluation code instead resizes the short side to 256 and centre-crops 224; use "
                 "that if you want to reproduce the paper's numbers.")
-    assert isinstance(p, dict)
     processor = p.get("processor") or "the image processor"
     if name == "msn":
         text = (f"The image processor (`{processor}`) reproduces MSN's own evaluation transform: "
@@ -427,7 +421,7 @@ def preprocessing_section(manifest: dict[str, Any], image_size: int) -> str:
                 "MSN's own evaluation instead resizes the short side to 256 and centre-crops 224.")
     text += f" Why: {PREPROCESSING[name].why}"
     checks = (manifest.get("verify") or {}).get("checks") or []
-    measured = next((c for c in checks if isinstance(c, dict) and c.get("name") == "preprocessing"), None)
+    measured = next((c for c in checks if c.get("name") == "preprocessing"), None)
     if measured and measured.get("detail"):
         text += f"\n\nMeasured by `msn verify` on real photographs: {measured['detail']}."
     return text
@@ -470,9 +464,9 @@ def _intro(o: Origin) -> str:
             f"that msn\ndid not identify as one of Meta's released checkpoints ({o.reason}).")
 
 
-def default_body(manifest: dict[str, Any], repo_id: str, *, license: str = LICENSE) -> str:
+def default_body(manifest: Manifest, repo_id: str, *, license: str = LICENSE) -> str:
     arch = manifest.get("architecture") or {}
-    image_size = arch.get("image_size", 224)
+    image_size = arch.get("image_size") or 224
     o = origin(manifest)
     return f"""# {_title(manifest)}
 
@@ -530,8 +524,3 @@ Which output is which:
 {BIBTEX}
 ```
 """
-
-
-def code_blocks(card_text: str, language: str = "python") -> list[str]:
-    """The fenced code blocks of a card in ``language`` (used to test the usage snippet)."""
-    return re.findall(rf"```{language}\n(.*?)```", card_text, re.DOTALL)
