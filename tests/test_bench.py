@@ -2,6 +2,8 @@
 
 - ``bench/run.py --help`` works; the seed-equivalent baseline and ``msn convert`` write
   tensor-identical files at a tiny size (and the comparison notices a different model);
+- the memory figure is the process tree's anonymous memory, not mapped file pages;
+- ``--against`` measures two revisions of msn side by side;
 - the read-back check catches a byte changed on disk between the write and the check;
 - the cheap NaN/Inf test agrees with the element-wise one, overflow included;
 - ``Checkpoint.release`` gives memory-mapped pages back without changing any value.
@@ -26,19 +28,66 @@ def _load_bench_module(name: str):
 
     spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while they are built
     spec.loader.exec_module(module)
     return module
 
 
 bench_compare = _load_bench_module("compare")
+bench_measure = _load_bench_module("measure")
 
 
 def test_bench_run_help():
     r = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--help"],
                        capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr
-    for opt in ("--quick", "--variants", "--runs", "--cold", "--output"):
+    for opt in ("--quick", "--variants", "--runs", "--cold", "--output", "--against", "--after"):
         assert opt in r.stdout
+
+
+MB = 1_000_000
+ALLOCATE = "b = bytearray({n}); b[::4096] = b'x' * len(b[::4096]); import time; time.sleep(0.3)"
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_the_memory_figure_is_anonymous_memory_of_the_process_tree(tmp_path: Path) -> None:
+    """Touched heap pages count, in a child process too; pages of a mapped file do not."""
+    measure = bench_measure.measure
+    small = measure([sys.executable, "-c", "import time; time.sleep(0.3)"], tmp_path)
+    heap = measure([sys.executable, "-c", ALLOCATE.format(n=200 * MB)], tmp_path)
+    child = measure([sys.executable, "-c", "import subprocess, sys; subprocess.run([sys.executable, "
+                     f"'-c', {ALLOCATE.format(n=200 * MB)!r}], check=True)"], tmp_path)
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"\1" * (200 * MB))
+    mapped = measure([sys.executable, "-c", "import mmap, time; f = open(%r, 'rb'); "
+                      "m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ); "
+                      "assert sum(m[i] for i in range(0, len(m), 4096)) > 0; time.sleep(0.3)"
+                      % str(data)], tmp_path)
+    assert all(r.rc == 0 for r in (small, heap, child, mapped))
+    assert 0 < small.anon < 100 * MB
+    assert heap.anon > small.anon + 180 * MB
+    assert child.anon > small.anon + 180 * MB  # the child's heap, counted in its parent's tree
+    assert mapped.anon < small.anon + 50 * MB  # 200 MB resident, all of it clean file pages
+
+
+@pytest.mark.slow
+def test_against_compares_two_revisions_in_alternating_runs(tmp_path: Path) -> None:
+    """``--against HEAD``: HEAD in a worktree of its own against this tree, on the tiny model."""
+    if subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=REPO, capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    out = tmp_path / "against.md"
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--against", "HEAD",
+                        "--variants", "tiny", "--runs", "1", "--scratch", str(tmp_path / "s"),
+                        "--output", str(out)], capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = out.read_text()
+    for cmd in ("convert --no-verify", "convert", "verify"):
+        assert f"| tiny | `msn {cmd}` |" in text
+    assert "tiny identical" in text and "**failed**" not in text
+    assert not (tmp_path / "s" / "trees").exists() or not any((tmp_path / "s" / "trees").iterdir())
+    worktrees = subprocess.run(["git", "worktree", "list"], cwd=REPO, capture_output=True,
+                               text=True).stdout
+    assert str(tmp_path) not in worktrees  # removed again
 
 
 def test_bench_run_rejects_unknown_variant(tmp_path):
@@ -112,20 +161,20 @@ def test_readback_check_passes_untouched_output(cli, tiny_ckpt, tmp_path, monkey
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_finite_check_matches_elementwise_test(dtype):
-    from msn_cli.conversion.convert import _all_finite
+    from msn_cli.conversion.tensor_checks import all_finite
 
     dt = getattr(torch, dtype)
     big = torch.full((4096,), 60000.0).to(dt)  # finite values whose sum overflows float16
-    assert _all_finite(big) and bool(torch.isfinite(big).all())
+    assert all_finite(big) and bool(torch.isfinite(big).all())
     for bad in (float("nan"), float("inf"), float("-inf")):
         x = torch.randn(1000).to(dt)
         x[777] = bad
-        assert not _all_finite(x)
+        assert not all_finite(x)
         x = big.clone()
         x[5] = bad
-        assert not _all_finite(x)
-    assert _all_finite(torch.randn(33, 7).to(dt))
-    assert _all_finite(torch.arange(10))  # integers are always finite
+        assert not all_finite(x)
+    assert all_finite(torch.randn(33, 7).to(dt))
+    assert all_finite(torch.arange(10))  # integers are always finite
 
 
 def _rss_kb() -> int:
@@ -157,22 +206,26 @@ def test_release_drops_mapped_pages_and_keeps_values(tmp_path):
     ckpt.release(torch.ones(1000))  # not mapped from the file: left alone
 
 
-@pytest.mark.parametrize("libc", [True, False], ids=["memcmp", "numpy-fallback"])
-def test_same_bytes_finds_a_difference_anywhere(libc, monkeypatch):
-    import msn_cli.conversion.convert as C
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "int64", "bool"])
+def test_same_bits_finds_a_difference_anywhere(dtype):
+    from msn_cli.conversion.tensor_checks import same_bits
 
-    if not libc:
-        monkeypatch.setattr(C, "_MEMCMP", [None])
-    ref = torch.randn(1000)
-    buf = bytearray(ref.numpy().tobytes())
-    view = memoryview(buf)
-    b = ref.view(torch.uint8).numpy()
-    assert C._same_bytes(view, b)
-    for i in (0, 1234, len(buf) - 1):
-        buf[i] ^= 0x80
-        assert not C._same_bytes(view, b)
-        buf[i] ^= 0x80
-    assert not C._same_bytes(view[:-4], b)  # a shorter read never matches
+    ref = (torch.randn(1000) > 0) if dtype == "bool" else torch.randn(1000).mul(100).to(getattr(torch, dtype))
+    raw = bytearray(ref.view(torch.uint8).numpy().tobytes())
+    got = torch.frombuffer(raw, dtype=ref.dtype)
+    assert same_bits(got, ref)
+    for i in (0, 1234 % len(raw), len(raw) - 1):
+        raw[i] ^= 0x01
+        assert not same_bits(got, ref)
+        raw[i] ^= 0x01
+    assert same_bits(got, ref)
+    assert not same_bits(got[:-1], ref)  # a shorter read never matches
+    assert not same_bits(got.reshape(10, 100), ref)  # nor another shape
+    if dtype != "bool":  # nor the same bytes read as another dtype
+        assert not same_bits(got.view(torch.uint8), ref.view(torch.uint8)[:-1])
+    nan = torch.tensor([float("nan"), 0.0])
+    assert same_bits(nan.clone(), nan)  # bit for bit: a NaN equals itself
+    assert not same_bits(torch.tensor([float("nan"), -0.0]), nan)  # and -0.0 is not 0.0
 
 
 def test_the_writer_writes_what_safetensors_reads(tmp_path):

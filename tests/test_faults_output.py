@@ -69,9 +69,7 @@ def mount_tmpfs(tmp_path):
 
 
 class _FailingFile(FileWrapper):
-    """A binary file whose writes fail with ``err`` once ``budget`` bytes have gone through,
-    whether they come through ``write`` or are copied into it by the kernel (``os.sendfile``,
-    patched by the fixture to charge the same budget)."""
+    """A binary file whose writes fail with ``err`` once ``budget`` bytes have gone through."""
 
     def __init__(self, f, budget: int, err: int):
         super().__init__(f)
@@ -105,16 +103,7 @@ def failing_writer(monkeypatch):
                 return wrapped
             return f
 
-        real_sendfile = os.sendfile
-
-        def fake_sendfile(out_fd, in_fd, offset, count):
-            for f in opened:
-                if not f.closed and f.fileno() == out_fd:
-                    f.charge(count)
-            return real_sendfile(out_fd, in_fd, offset, count)
-
         monkeypatch.setattr(st_io, "open", fake_open, raising=False)
-        monkeypatch.setattr(os, "sendfile", fake_sendfile)
         return opened
 
     return install
