@@ -520,7 +520,7 @@ def test_the_groups_are_what_torch_adamw_writes_for_the_original_layout(released
 
 
 def test_the_read_back_catches_a_changed_bit(tmp_path):
-    from msn_cli.conversion.export import _readback
+    from msn_cli.conversion.export.write import readback_check
     from msn_cli.errors import CheckpointError
 
     meant = {"encoder": {"a": torch.arange(10.0)}, "opt": {"state": {}, "param_groups": []},
@@ -529,13 +529,13 @@ def test_the_read_back_catches_a_changed_bit(tmp_path):
              "temperature": None}
     path = tmp_path / "x.pth.tar"
     torch.save(meant, path)
-    _readback(path, meant)
+    readback_check(path, meant)
     flipped = torch.arange(10.0)
     flipped.view(torch.int32)[9] ^= 1  # the lowest bit of one value
     with pytest.raises(CheckpointError, match="target_encoder a differs"):
-        _readback(path, {**meant, "target_encoder": {"a": flipped}})
+        readback_check(path, {**meant, "target_encoder": {"a": flipped}})
     with pytest.raises(CheckpointError, match="epoch differs"):
-        _readback(path, {**meant, "epoch": 1})
+        readback_check(path, {**meant, "epoch": 1})
 
 
 def test_names_and_urls_resolve_like_convert(cli, tmp_path, monkeypatch):

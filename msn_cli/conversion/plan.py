@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from msn_cli.conversion import mapping
 from msn_cli.conversion.provenance import Known, Provenance
@@ -59,7 +59,7 @@ class KeyRow:
     note: str
     shape: tuple[int, ...] | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "targets": list(self.targets), "status": self.status,
                 "note": self.note, "shape": list(self.shape) if self.shape is not None else None}
 
@@ -127,10 +127,10 @@ class ConversionPlan:
                 f"{self.variant_name or 'no released variant'} ({self.arch.hidden_size} wide, "
                 f"{self.arch.num_layers} blocks, patch {self.arch.patch_size})")
 
-    def config(self) -> dict:
+    def config(self) -> dict[str, Any]:
         return self.arch.hf_config(self.dtype)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "architecture": self.arch.to_dict(),
             "variant": self.variant_name,
@@ -156,7 +156,8 @@ def _itemsize(dtype: str) -> int:
     return _ITEMSIZE.get(dtype, 4)
 
 
-def _dtype_name(t: torch.Tensor) -> str:
+def dtype_name(t: torch.Tensor) -> str:
+    """``float32`` for ``torch.float32``: the name the plan and the safetensors writer use."""
     return str(t.dtype).removeprefix("torch.")
 
 
@@ -173,49 +174,56 @@ def build_plan(ckpt: Checkpoint, dtype: str | None = None, num_heads: int | None
     return plan_from_state(ckpt.state, inf, dtype, prefix=ckpt.raw_key_prefix)
 
 
-def plan_from_state(state: Mapping[str, torch.Tensor], inf: Inferred, dtype: str | None = None,
-                    prefix: str = "") -> ConversionPlan:
-    arch = inf.arch
-    out_dtype = dtype or (inf.dtype if inf.dtype in DTYPES else "float32")
-    expected_shapes: dict[str, tuple[int, ...]] = {}
+def _expected_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
+    """The shape every source key the rules check must have for ``arch``."""
+    expected: dict[str, tuple[int, ...]] = {}
     for rule in mapping.RULES:
         if rule.shape is not None:
             for src in rule.sources(arch):
-                expected_shapes[src] = rule.shape(arch)
+                expected[src] = rule.shape(arch)
+    return expected
 
+
+def _key_row(key: str, shape: tuple[int, ...], arch: Architecture, shown: str,
+             expected: dict[str, tuple[int, ...]]) -> tuple[KeyRow, str | None]:
+    """The key-diff row of one source key, and the problem it is (None: it maps)."""
+    m = mapping.match(key)
+    if m is None:
+        return (KeyRow(shown, (), "unaccounted", "no rule maps this key", shape),
+                f"unaccounted source key '{shown}' {list(shape)}")
+    if m.rule.action == "drop":
+        return KeyRow(shown, (), "dropped", m.rule.note, shape), None
+    if not m.rule.applies(arch):
+        return (KeyRow(shown, (), "unaccounted", "block 0 has no qkv bias, so the model has none",
+                       shape), f"'{shown}' is there although block 0 has no qkv bias")
+    if m.block is not None and m.block >= arch.num_layers:
+        return (KeyRow(shown, (), "unaccounted", "block index beyond the model's depth", shape),
+                f"unaccounted source key '{shown}'")
+    want = expected.get(key)
+    if want is not None and shape != want:
+        return (KeyRow(shown, m.targets, "bad-shape", f"shape {list(shape)}, expected {list(want)}",
+                       shape), f"'{shown}' has shape {list(shape)}, expected {list(want)}")
+    status = "split" if m.rule.action == "split_qkv" else "renamed"
+    return KeyRow(shown, m.targets, status, m.rule.note, shape), None
+
+
+def plan_from_state(state: Mapping[str, torch.Tensor], inf: Inferred, dtype: str | None = None,
+                    prefix: str = "") -> ConversionPlan:
+    """The plan for ``state`` (prefix-free keys; ``prefix`` is shown before them) and the
+    architecture ``inf`` read from it: a key-diff row for every source key and every missing
+    one, a tensor plan for every target key the state holds (also one of the wrong shape:
+    the plan is then not ok), and every problem found."""
+    arch = inf.arch
+    out_dtype = dtype or (inf.dtype if inf.dtype in DTYPES else "float32")
+    expected = _expected_shapes(arch)
     rows: list[KeyRow] = []
     problems: list[str] = []
-    seen: set[str] = set()
     for key, tensor in state.items():
-        shape = tuple(int(s) for s in tensor.shape)
-        m = mapping.match(key)
-        shown = prefix + key
-        if m is None:
-            rows.append(KeyRow(shown, (), "unaccounted", "no rule maps this key", shape))
-            problems.append(f"unaccounted source key '{shown}' {list(shape)}")
-            continue
-        if m.rule.action == "drop":
-            rows.append(KeyRow(shown, (), "dropped", m.rule.note, shape))
-            continue
-        if not m.rule.applies(arch):
-            rows.append(KeyRow(shown, (), "unaccounted",
-                               "block 0 has no qkv bias, so the model has none", shape))
-            problems.append(f"'{shown}' is there although block 0 has no qkv bias")
-            continue
-        if m.block is not None and m.block >= arch.num_layers:
-            rows.append(KeyRow(shown, (), "unaccounted", "block index beyond the model's depth",
-                               shape))
-            problems.append(f"unaccounted source key '{shown}'")
-            continue
-        seen.add(key)
-        want = expected_shapes.get(key)
-        if want is not None and shape != want:
-            rows.append(KeyRow(shown, m.targets, "bad-shape",
-                               f"shape {list(shape)}, expected {list(want)}", shape))
-            problems.append(f"'{shown}' has shape {list(shape)}, expected {list(want)}")
-            continue
-        status = "split" if m.rule.action == "split_qkv" else "renamed"
-        rows.append(KeyRow(shown, m.targets, status, m.rule.note, shape))
+        row, problem = _key_row(key, tuple(int(s) for s in tensor.shape), arch, prefix + key,
+                                expected)
+        rows.append(row)
+        if problem is not None:
+            problems.append(problem)
 
     tensors: list[TensorPlan] = []
     for target, src, rule, part in mapping.expected_targets(arch):
@@ -224,13 +232,11 @@ def plan_from_state(state: Mapping[str, torch.Tensor], inf: Inferred, dtype: str
                                f"needs '{prefix + src}', which the checkpoint lacks"))
             problems.append(f"missing '{prefix + src}' (for {target})")
             continue
-        if src not in seen:
-            continue  # bad shape, already reported
         t = state[src]
         shape = tuple(int(s) for s in t.shape)
         if part is not None:
             shape = (shape[0] // 3, *shape[1:])
-        tensors.append(TensorPlan(target, src, rule.action, part, shape, _dtype_name(t), out_dtype))
+        tensors.append(TensorPlan(target, src, rule.action, part, shape, dtype_name(t), out_dtype))
     return ConversionPlan(arch, inf.variant.name if inf.variant else None, inf.dtype, out_dtype,
                           tensors, rows, problems, list(inf.provenance), list(inf.warnings),
                           inf.family_name, prefix)
