@@ -12,8 +12,19 @@ from msn_cli.conversion import mapping
 from msn_cli.conversion.plan import plan_from_state
 from msn_cli.dev.synth import arch_for, backbone_state
 from msn_cli.errors import CheckpointError, MappingError
+from msn_cli.original.architecture import Architecture
 from msn_cli.original.checkpoint import infer_architecture
 from msn_cli.original.variants import VARIANTS
+
+
+def target_keys(arch: Architecture) -> list[str]:
+    """Every canonical Hugging Face key of a ``ViTMSNModel`` with this architecture."""
+    return [t for t, _, _, _ in mapping.expected_targets(arch)]
+
+
+def source_keys(arch: Architecture) -> list[str]:
+    """Every original backbone key (prefix-free) that the mapping consumes for ``arch``."""
+    return [s for rule in mapping.RULES for s in rule.sources(arch)]
 
 
 def meta_state(name: str, head: bool = True) -> dict[str, torch.Tensor]:
@@ -36,7 +47,7 @@ def test_every_released_variant_is_recognised_and_fully_mapped(name):
     assert plan.ok, plan.problems
     # 4 embedding tensors + 16 per block (qkv -> 6) + final norm 2
     assert len(plan.tensors) == 4 + 16 * v.num_layers + 2
-    assert {t.target for t in plan.tensors} == set(mapping.target_keys(a))
+    assert {t.target for t in plan.tensors} == set(target_keys(a))
     counts = plan.counts()
     assert counts["dropped"] == 16  # the projection head
     assert counts["split"] == 2 * v.num_layers
@@ -66,9 +77,9 @@ def test_qkv_split_rows_are_query_key_value_in_order():
 
 def test_no_rule_matches_two_ways_and_every_target_is_unique():
     a = arch_for("vitb16")
-    targets = mapping.target_keys(a)
+    targets = target_keys(a)
     assert len(targets) == len(set(targets))
-    for src in mapping.source_keys(a):
+    for src in source_keys(a):
         hits = [r for r in mapping.RULES if r.regex.match(src)]
         assert len(hits) == 1, src
 
@@ -118,7 +129,7 @@ def test_the_inverse_accounts_for_every_backbone_key_in_original_order(name):
     keys = [k for k, _, _ in inv]
     state = meta_state(name, head=False)
     assert keys == list(state), "the original model's order (synth writes it block by block)"
-    assert sorted(keys) == sorted(mapping.source_keys(arch))
+    assert sorted(keys) == sorted(source_keys(arch))
     forward = {}
     for tgt, src, _rule, _part in mapping.expected_targets(arch):
         forward.setdefault(src, []).append(tgt)

@@ -140,16 +140,6 @@ def expected_targets(arch: Architecture) -> Iterator[tuple[str, str, Rule, int |
                 yield tgt.format(i=block), src, rule, (part if rule.action == "split_qkv" else None)
 
 
-def target_keys(arch: Architecture) -> list[str]:
-    """Every canonical Hugging Face key of a ``ViTMSNModel`` with this architecture."""
-    return [t for t, _, _, _ in expected_targets(arch)]
-
-
-def source_keys(arch: Architecture) -> list[str]:
-    """Every original backbone key (prefix-free) that the mapping consumes for ``arch``."""
-    return [s for rule in RULES for s in rule.sources(arch)]
-
-
 def inverse(arch: Architecture) -> list[tuple[str, tuple[str, ...], Rule]]:
     """The way back, read off :data:`RULES`: every original backbone key (prefix-free) for
     ``arch``, with the Hugging Face keys it is rebuilt from and its rule.
