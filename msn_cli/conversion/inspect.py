@@ -8,6 +8,7 @@ from typing import Any
 
 from msn_cli.conversion.plan import ConversionPlan, build_plan
 from msn_cli.conversion.provenance import run_context, run_record
+from msn_cli.hf.manifest import RunConfigRecord
 from msn_cli.original.checkpoint import Checkpoint, Encoder, load_checkpoint
 from msn_cli.transfer.sources import ResolvedSource
 
@@ -17,7 +18,7 @@ class InspectReport:
     source: ResolvedSource
     checkpoint: Checkpoint
     plan: ConversionPlan
-    run_config: dict[str, Any] | None = None
+    run_config: RunConfigRecord | None = None
     training: dict[str, Any] | None = None
 
     @property

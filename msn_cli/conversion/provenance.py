@@ -13,11 +13,16 @@ records as given by the user or the run's config > hidden size / 64, assumed.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from msn_cli.errors import CheckpointError
+from msn_cli.hf.manifest import ProvenanceRecord, RunConfigRecord
 from msn_cli.original import family
+
+if TYPE_CHECKING:
+    from msn_cli.original.runconfig import RunConfig
 
 Origin = Literal["weights", "family", "run_config", "user", "recorded", "assumed"]
 
@@ -51,7 +56,7 @@ class Provenance:
     def label(self) -> str:
         return ORIGINS[self.origin]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ProvenanceRecord:
         return {"key": self.key, "value": self.value, "origin": self.origin,
                 "assumed": self.assumed, "source": self.source}
 
@@ -218,8 +223,9 @@ def assumed(records: list[Provenance] | tuple[Provenance, ...]) -> list[Provenan
     return [r for r in records if r.assumed]
 
 
-def run_context(checkpoint_path: Any, config: Any = None, num_heads: int | None = None,
-                recorded_heads: Provenance | None = None) -> tuple[Known, Any]:
+def run_context(checkpoint_path: str | os.PathLike[str] | None,
+                config: str | os.PathLike[str] | None = None, num_heads: int | None = None,
+                recorded_heads: Provenance | None = None) -> tuple[Known, RunConfig | None]:
     """What is known about the network at ``checkpoint_path`` besides its weights, and the
     run's config it came from (a :class:`~msn_cli.original.runconfig.RunConfig`, or None).
 
@@ -239,7 +245,7 @@ def run_context(checkpoint_path: Any, config: Any = None, num_heads: int | None 
                  recorded_heads=recorded_heads), run
 
 
-def run_record(run: Any, config_given: bool) -> dict[str, Any] | None:
+def run_record(run: RunConfig | None, config_given: bool) -> RunConfigRecord | None:
     """What a manifest records about the run's config (its file name only, never a path)."""
     if run is None:
         return None
