@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from msn_cli.cli.inspect_cmd import _encoder
 from msn_cli.cli.options import (
     BaseUrlOpt,
     CacheDirOpt,
@@ -18,33 +18,46 @@ from msn_cli.cli.options import (
     NumHeadsOpt,
     QuietOpt,
     VerboseOpt,
+    encoder_choice,
 )
-from msn_cli.cli.render import arch_table, assumption_warnings, counts_line, human_bytes, keydiff_table
+from msn_cli.cli.render import arch_table, assumption_warnings, counts_line, keydiff_table
 from msn_cli.cli.term import Term, styled
+from msn_cli.hf.folder import SAFE_WEIGHTS
+from msn_cli.util.fmt import human_size
+
+if TYPE_CHECKING:
+    from msn_cli.conversion.convert import ConvertResult
+
+SourceArg = Annotated[str, typer.Argument(
+    help="A checkpoint file, a released name (vits16, vitb16, vitl16, vitb4, vitl7) or an "
+         "entry of msn cache ls, a URL, or 'all' for the five released checkpoints (OUT is "
+         "then a parent folder).",
+    show_default=False)]
+OutArg = Annotated[Path, typer.Argument(help="Output folder (created whole or not at all).",
+                                        show_default=False)]
+DtypeOpt = Annotated[Optional[str], typer.Option(
+    "--dtype", help="float32, float16 or bfloat16 \\[default: as stored].", show_default=False)]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")]
+NoVerifyOpt = Annotated[bool, typer.Option("--no-verify", help="Skip msn verify after writing.")]
+PreprocessingOpt = Annotated[str, typer.Option(
+    "--preprocessing", help="The preprocessor_config.json to write: 'msn' (MSN's own "
+    "evaluation transform: short side 256, center crop 224) or 'seed' (the official "
+    "uploads' whole-image resize to 224x224).")]
+AllKeysOpt = Annotated[bool, typer.Option("--all-keys", help="List every key of every block.")]
 
 
 def convert(
-    source: Annotated[str, typer.Argument(
-        help="A checkpoint file, a released name (vits16, vitb16, vitl16, vitb4, vitl7) or an "
-             "entry of msn cache ls, a URL, or 'all' for the five released checkpoints (OUT is "
-             "then a parent folder).",
-        show_default=False)],
-    out: Annotated[Path, typer.Argument(help="Output folder (created whole or not at all).",
-                                        show_default=False)],
-    dtype: Annotated[Optional[str], typer.Option(
-        "--dtype", help="float32, float16 or bfloat16 \\[default: as stored].",
-        show_default=False)] = None,
+    source: SourceArg,
+    out: OutArg,
+    dtype: DtypeOpt = None,
     encoder: EncoderOpt = "target",
     num_heads: NumHeadsOpt = None,
     config: ConfigOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
-    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip msn verify after writing.")] = False,
-    preprocessing: Annotated[str, typer.Option(
-        "--preprocessing", help="The preprocessor_config.json to write: 'msn' (MSN's own "
-        "evaluation transform: short side 256, center crop 224) or 'seed' (the official "
-        "uploads' whole-image resize to 224x224).")] = "msn",
+    dry_run: DryRunOpt = False,
+    no_verify: NoVerifyOpt = False,
+    preprocessing: PreprocessingOpt = "msn",
     force: ForceOpt = False,
-    all_keys: Annotated[bool, typer.Option("--all-keys", help="List every key of every block.")] = False,
+    all_keys: AllKeysOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
@@ -84,46 +97,51 @@ def convert(
 
             raise UsageError("--config applies to one checkpoint of one run, not to 'all'",
                              hint="the five released checkpoints need no run config")
-        _convert_all(term, out, dtype=dtype, encoder=_encoder(encoder), num_heads=num_heads,
+        _convert_all(term, out, cache_dir=cache_dir, base_url=base_url, dtype=dtype,
+                     encoder=encoder_choice(encoder), num_heads=num_heads,
                      preprocessing=_preprocessing(preprocessing), force=force, dry_run=dry_run,
-                     verify=not no_verify, cache_dir=cache_dir,
-                     base_url=base_url)
+                     verify=not no_verify)
         return
     with term.progress() as progress:
         src = resolve_source(source, cache_dir=cache_dir, base_url=base_url, progress=progress,
                              notify=term.info)
-        result = run_convert(src, out, dtype=dtype, encoder=_encoder(encoder),
+        result = run_convert(src, out, dtype=dtype, encoder=encoder_choice(encoder),
                              num_heads=num_heads, config=config, force=force, dry_run=dry_run,
                              verify=not no_verify, preprocessing=_preprocessing(preprocessing),
                              progress=progress)
-    plan = result.plan
-    for warning in assumption_warnings(plan):
-        term.caution(warning)
-    if json_out:
-        payload = result.to_dict()
-        if not all_keys:
-            payload["plan"].pop("keys", None)
-        term.emit_json(payload)
-    else:
-        if verbose or dry_run:
-            term.data(arch_table(plan))
-        if dry_run or all_keys or verbose:
-            term.data(keydiff_table(plan, full=all_keys, title="Conversion plan", width=term.width))
-        term.info(counts_line(plan))
-        if dry_run:
-            term.info(f"dry run: would write {human_bytes(plan.output_bytes)} of {plan.dtype} "
-                      f"weights to {out}; nothing written")
-        else:
-            term.success(f"wrote {result.out} ({human_bytes(result.files['model.safetensors']['size'])}"
-                         f" model.safetensors, {plan.dtype})")
-            if result.verify is not None:
-                _say_verify(term, result.verify)
-            term.line(str(result.out))  # the result, on stdout even with -q
+    _show(term, result, out, all_keys=all_keys, verbose=verbose)
     if result.verify is not None and not result.verify.get("passed"):
         raise VerificationFailed(
             f"verify failed: {result.verify.get('summary', 'see msn verify')}",
             hint=f"the folder was kept for inspection at {result.out}; "
                  "msn push refuses it. Run msn verify on it for the full report")
+
+
+def _show(term: Term, result: ConvertResult, out: Path, *, all_keys: bool, verbose: int) -> None:
+    """The result: JSON, or the plan's tables as asked and a line on what was written."""
+    plan = result.plan
+    for warning in assumption_warnings(plan):
+        term.caution(warning)
+    if term.json_mode:
+        payload = result.to_dict()
+        if not all_keys:
+            payload["plan"].pop("keys", None)
+        term.emit_json(payload)
+        return
+    if verbose or result.dry_run:
+        term.data(arch_table(plan))
+    if result.dry_run or all_keys or verbose:
+        term.data(keydiff_table(plan, full=all_keys, title="Conversion plan", width=term.width))
+    term.info(counts_line(plan))
+    if result.dry_run:
+        term.info(f"dry run: would write {human_size(plan.output_bytes)} of {plan.dtype} "
+                  f"weights to {out}; nothing written")
+        return
+    term.success(f"wrote {result.out} ({human_size(result.files[SAFE_WEIGHTS]['size'])}"
+                 f" {SAFE_WEIGHTS}, {plan.dtype})")
+    if result.verify is not None:
+        _say_verify(term, result.verify)
+    term.line(str(result.out))  # the result, on stdout even with -q
 
 
 def _preprocessing(name: str) -> str:
@@ -136,14 +154,15 @@ def _preprocessing(name: str) -> str:
     return name
 
 
-def _say_verify(term: Term, v: dict) -> None:
+def _say_verify(term: Term, v: Mapping[str, Any]) -> None:
     if v.get("passed"):
         term.success(f"verified: {v.get('summary', 'all checks passed')}")
     else:
         term.failure(f"verify failed: {v.get('summary', '')}")
 
 
-def _convert_all(term: Term, outdir: Path, *, cache_dir, base_url, **options) -> None:
+def _convert_all(term: Term, outdir: Path, *, cache_dir: Path | None, base_url: str | None,
+                 **options: Any) -> None:
     from rich.table import Table
 
     from msn_cli.conversion.batch import BatchItem, convert_all

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from msn_cli.cli.inspect_cmd import _encoder
 from msn_cli.cli.options import (
     BaseUrlOpt,
     CacheDirOpt,
@@ -18,56 +17,74 @@ from msn_cli.cli.options import (
     NumHeadsOpt,
     QuietOpt,
     VerboseOpt,
+    encoder_choice,
 )
-from msn_cli.cli.render import human_bytes
 from msn_cli.cli.term import Term
+from msn_cli.util.fmt import human_size
+
+if TYPE_CHECKING:
+    from msn_cli.conversion.export import ExportPlan, ExportResult
+
+SourceArg = Annotated[str, typer.Argument(
+    help="A checkpoint file (released or training), a released name (vits16, vitb16, "
+         "vitl16, vitb4, vitl7), a URL, a ViTMSNModel folder (msn convert's output or a "
+         "downloaded Hub model), or a Hub repo id (owner/name: its config and safetensors "
+         "weights are fetched).", show_default=False)]
+OutArg = Annotated[Path, typer.Argument(help="The checkpoint file to write (written whole or "
+                                             "not at all).", show_default=False)]
+SingleProcessOpt = Annotated[bool, typer.Option(
+    "--single-process", help="Write keys without the 'module.' prefix, for a run with "
+    "world_size 1 (one process, no DistributedDataParallel). The default, with 'module.', "
+    "is for a multi-GPU run (world_size > 1), as the released files are: the original code "
+    "loads the networks strictly, so the file must match the run it goes to.")]
+EpochOpt = Annotated[int, typer.Option(
+    "--epoch", min=0, help="The epoch the run resumes at. 0 (the default) restarts the "
+    "learning-rate, weight-decay, momentum and sharpening schedules from their beginning, "
+    "which is what continuing on new data wants; N fast-forwards them by N epochs, as when "
+    "the original run is continued.")]
+HeadFromOpt = Annotated[Optional[str], typer.Option(
+    "--head-from", help="A checkpoint (file, released name or URL) whose projection head "
+    "(fc.*) and prototypes to carry \\[default: the source's own; a folder has none, so "
+    "they are initialised as the original init_model does].", show_default=False)]
+ProjHiddenOpt = Annotated[Optional[int], typer.Option(
+    "--proj-hidden", min=1, help="Hidden size of an initialised head (meta.hidden_dim) "
+    "\\[default: 2048].", show_default=False)]
+ProjOutOpt = Annotated[Optional[int], typer.Option(
+    "--proj-out", min=1, help="Output size of an initialised head and of the prototypes "
+    "(meta.output_dim) \\[default: 256].", show_default=False)]
+NumPrototypesOpt = Annotated[Optional[int], typer.Option(
+    "--num-prototypes", min=1, help="Prototypes of an initialised head (criterion.num_proto) "
+    "\\[default: 1024].", show_default=False)]
+BnOpt = Annotated[Optional[bool], typer.Option(
+    "--bn/--no-bn", help="BatchNorm in an initialised head (meta.use_bn) \\[default: --bn].",
+    show_default=False)]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of an initialised head and "
+                                                     "prototypes.")]
+LrOpt = Annotated[Optional[float], typer.Option(
+    "--lr", help="The run's optimization.lr, for the prototypes' parameter group and the "
+    "'lr' entry \\[default: the source's, else 0.001]; the lr schedule sets every group's lr "
+    "at the first step.", show_default=False)]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")]
+AllKeysOpt = Annotated[bool, typer.Option("--all-keys", help="List every key of the output.")]
 
 
 def export(
-    source: Annotated[str, typer.Argument(
-        help="A checkpoint file (released or training), a released name (vits16, vitb16, "
-             "vitl16, vitb4, vitl7), a URL, a ViTMSNModel folder (msn convert's output or a "
-             "downloaded Hub model), or a Hub repo id (owner/name: its config and safetensors "
-             "weights are fetched).", show_default=False)],
-    out: Annotated[Path, typer.Argument(help="The checkpoint file to write (written whole or "
-                                             "not at all).", show_default=False)],
+    source: SourceArg,
+    out: OutArg,
     encoder: EncoderOpt = "target",
-    single_process: Annotated[bool, typer.Option(
-        "--single-process", help="Write keys without the 'module.' prefix, for a run with "
-        "world_size 1 (one process, no DistributedDataParallel). The default, with 'module.', "
-        "is for a multi-GPU run (world_size > 1), as the released files are: the original code "
-        "loads the networks strictly, so the file must match the run it goes to.")] = False,
-    epoch: Annotated[int, typer.Option(
-        "--epoch", min=0, help="The epoch the run resumes at. 0 (the default) restarts the "
-        "learning-rate, weight-decay, momentum and sharpening schedules from their beginning, "
-        "which is what continuing on new data wants; N fast-forwards them by N epochs, as when "
-        "the original run is continued.")] = 0,
-    head_from: Annotated[Optional[str], typer.Option(
-        "--head-from", help="A checkpoint (file, released name or URL) whose projection head "
-        "(fc.*) and prototypes to carry \\[default: the source's own; a folder has none, so "
-        "they are initialised as the original init_model does].", show_default=False)] = None,
-    proj_hidden: Annotated[Optional[int], typer.Option(
-        "--proj-hidden", min=1, help="Hidden size of an initialised head (meta.hidden_dim) "
-        "\\[default: 2048].", show_default=False)] = None,
-    proj_out: Annotated[Optional[int], typer.Option(
-        "--proj-out", min=1, help="Output size of an initialised head and of the prototypes "
-        "(meta.output_dim) \\[default: 256].", show_default=False)] = None,
-    num_prototypes: Annotated[Optional[int], typer.Option(
-        "--num-prototypes", min=1, help="Prototypes of an initialised head (criterion.num_proto) "
-        "\\[default: 1024].", show_default=False)] = None,
-    bn: Annotated[Optional[bool], typer.Option(
-        "--bn/--no-bn", help="BatchNorm in an initialised head (meta.use_bn) \\[default: --bn].",
-        show_default=False)] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of an initialised head and "
-                                                     "prototypes.")] = 0,
-    lr: Annotated[Optional[float], typer.Option(
-        "--lr", help="The run's optimization.lr, for the prototypes' parameter group and the "
-        "'lr' entry \\[default: the source's, else 0.001]; the lr schedule sets every group's lr "
-        "at the first step.", show_default=False)] = None,
+    single_process: SingleProcessOpt = False,
+    epoch: EpochOpt = 0,
+    head_from: HeadFromOpt = None,
+    proj_hidden: ProjHiddenOpt = None,
+    proj_out: ProjOutOpt = None,
+    num_prototypes: NumPrototypesOpt = None,
+    bn: BnOpt = None,
+    seed: SeedOpt = 0,
+    lr: LrOpt = None,
     num_heads: NumHeadsOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
+    dry_run: DryRunOpt = False,
     force: ForceOpt = False,
-    all_keys: Annotated[bool, typer.Option("--all-keys", help="List every key of the output.")] = False,
+    all_keys: AllKeysOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
@@ -109,14 +126,21 @@ def export(
         hsrc = (resolve_source(head_from, cache_dir=cache_dir, base_url=base_url,
                                progress=progress, notify=term.info) if head_from else None)
         result = run_export(
-            src, out, encoder=_encoder(encoder), single_process=single_process, epoch=epoch,
-            head_from=hsrc, head=HeadOptions(proj_hidden, proj_out, num_prototypes, bn, seed),
+            src, out, encoder=encoder_choice(encoder), single_process=single_process,
+            epoch=epoch, head_from=hsrc,
+            head=HeadOptions(proj_hidden, proj_out, num_prototypes, bn, seed),
             lr=lr, num_heads=num_heads, force=force, dry_run=dry_run, progress=progress)
-    plan = result.plan
     if json_out:
         term.emit_json(result.to_dict(keys=all_keys))
         return
-    if dry_run or verbose or all_keys:
+    _show(term, result, out, all_keys=all_keys, verbose=verbose, quiet=quiet)
+
+
+def _show(term: Term, result: ExportResult, out: Path, *, all_keys: bool, verbose: int,
+          quiet: bool) -> None:
+    """The plan as asked, what the output holds and how to resume from it, and the result."""
+    plan = result.plan
+    if result.dry_run or verbose or all_keys:
         term.data(_plan_table(plan, all_keys))
     h = plan.head
     a = plan.arch
@@ -141,15 +165,15 @@ def export(
     for n in plan.notes:
         if not quiet:
             term.warn(n)
-    if dry_run:
-        term.info(f"dry run: would write about {human_bytes(plan.output_bytes)} of tensors to "
+    if result.dry_run:
+        term.info(f"dry run: would write about {human_size(plan.output_bytes)} of tensors to "
                   f"{out}; nothing written")
     else:
-        term.success(f"wrote {result.out} ({human_bytes(result.size or 0)})")
+        term.success(f"wrote {result.out} ({human_size(result.size or 0)})")
         term.line(str(result.out))
 
 
-def _plan_table(plan, all_keys: bool) -> Table:
+def _plan_table(plan: ExportPlan, all_keys: bool) -> Table:
     t = Table(title="Export plan", title_justify="left")
     for col in ("entry", "key", "shape", "dtype", "from"):
         t.add_column(col, overflow="fold")
