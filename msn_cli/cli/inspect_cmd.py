@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,9 +17,11 @@ from msn_cli.cli.options import (
     NumHeadsOpt,
     QuietOpt,
     VerboseOpt,
+    encoder_choice,
 )
-from msn_cli.cli.render import arch_table, assumption_warnings, counts_line, human_bytes, keydiff_table
+from msn_cli.cli.render import arch_table, assumption_warnings, counts_line, keydiff_table
 from msn_cli.cli.term import Term
+from msn_cli.util.fmt import human_size
 
 
 def inspect(
@@ -55,8 +58,6 @@ def inspect(
 
       msn inspect /checkpoint/msn_logs/ --json
     """
-    from pathlib import Path
-
     if Path(checkpoint).expanduser().is_dir():
         _inspect_run(Path(checkpoint).expanduser(), json_out, quiet, verbose,
                      ignored={"--encoder": encoder.lower() != "target", "--num-heads": num_heads is not None,
@@ -69,7 +70,7 @@ def inspect(
     with term.progress() as progress:
         src = resolve_source(checkpoint, cache_dir=cache_dir, base_url=base_url, progress=progress,
                              notify=term.info)
-    report = inspect_checkpoint(src, encoder=_encoder(encoder), num_heads=num_heads,
+    report = inspect_checkpoint(src, encoder=encoder_choice(encoder), num_heads=num_heads,
                                 config=config)
     for warning in assumption_warnings(report.plan):
         term.caution(warning)
@@ -84,8 +85,8 @@ def inspect(
         t.add_column("size", justify="right")
         for e in ck.entries:
             t.add_row(e.name, e.kind if e.value is None else f"{e.kind} = {e.value}",
-                      str(e.tensors) if e.tensors else "", human_bytes(e.nbytes) if e.nbytes else "")
-        t.caption = (f"{ck.layout} layout, {human_bytes(ck.file_size)} on disk, {ck.storage}; "
+                      str(e.tensors) if e.tensors else "", human_size(e.nbytes) if e.nbytes else "")
+        t.caption = (f"{ck.layout} layout, {human_size(ck.file_size)} on disk, {ck.storage}; "
                      f"converting '{ck.encoder_key or 'the state dict'}'"
                      f"{' (keys prefixed module.)' if ck.prefixed else ''}")
         term.data(t)
@@ -98,7 +99,7 @@ def inspect(
     report.plan.require_ok()
 
 
-def _inspect_run(folder, json_out: bool, quiet: bool, verbose: int, ignored: dict[str, bool]) -> None:
+def _inspect_run(folder: Path, json_out: bool, quiet: bool, verbose: int, ignored: dict[str, bool]) -> None:
     from msn_cli.cli.render import run_checkpoints_table, run_config_table
     from msn_cli.errors import UsageError
     from msn_cli.original.runfolder import inspect_run
@@ -115,12 +116,3 @@ def _inspect_run(folder, json_out: bool, quiet: bool, verbose: int, ignored: dic
         term.data(run_checkpoints_table(report))
         term.data(run_config_table(report))
     report.require_ok()
-
-
-def _encoder(value: str):
-    v = value.lower()
-    if v not in ("target", "online"):
-        from msn_cli.errors import UsageError
-
-        raise UsageError(f"unknown encoder '{value}'", hint="choose target or online")
-    return v

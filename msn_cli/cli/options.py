@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+
+from msn_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from msn_cli.original.checkpoint import Encoder
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 QuietOpt = Annotated[bool, typer.Option(
@@ -23,6 +28,7 @@ EncoderOpt = Annotated[str, typer.Option(
     "--encoder", help="Which network of the file: target (the EMA teacher, as released) "
     "or online (the 'encoder' of a training checkpoint).",
     case_sensitive=False)]
+"""``--encoder``: read it with :func:`encoder_choice`."""
 NumHeadsOpt = Annotated[Optional[int], typer.Option(
     "--num-heads", min=1, help="Attention heads (the weights do not hold them) \\[default: "
     "from the run's config, else the original model family by width (1280 wide: 16), else "
@@ -30,3 +36,13 @@ NumHeadsOpt = Annotated[Optional[int], typer.Option(
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     "--config", help="The run's params-msn-train.yaml (its meta.model_name gives the heads) "
     "\\[default: the one beside the checkpoint, if any].", show_default=False)]
+
+
+def encoder_choice(value: str) -> Encoder:
+    """The network an ``--encoder`` value names, in any case; anything else is a usage error."""
+    choice = value.lower()
+    if choice == "target":
+        return "target"
+    if choice == "online":
+        return "online"
+    raise UsageError(f"unknown encoder '{value}'", hint="choose target or online")
