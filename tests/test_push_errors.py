@@ -119,7 +119,7 @@ def test_unverified_folder_is_refused_with_exit_3(cli, hub, tiny_ckpt, tmp_path)
 
 def test_folder_that_failed_verify_is_refused_with_exit_1(cli, hub, folder):
     # Break the model for real (a wrong LayerNorm eps), run the real verify, record its verdict.
-    from msn_cli.verify.checks import record_in_manifest, verify_folder
+    from msn_cli.verify import record_in_manifest, verify_folder
 
     cfg = json.loads((folder / "config.json").read_text())
     cfg["layer_norm_eps"] = 1e-5

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from msn_cli.dev.synth import TINY
-from msn_cli.verify.checks import verify_folder
+from msn_cli.verify import verify_folder
 from tests.conftest import TINY_MULTIHEAD
 
 W = "model.safetensors"
@@ -554,7 +554,7 @@ def test_golden_preprocessing_is_the_seeds(tmp_path):
     import transformers
     from PIL import Image
 
-    from msn_cli.verify.checks import golden_pixels
+    from msn_cli.verify.golden import golden_pixels
 
     proc_cls = getattr(transformers, "ViTImageProcessorPil", None) or transformers.ViTImageProcessor
     img = (torch.rand(480, 640, 3, generator=torch.Generator().manual_seed(0)) * 255).byte()
@@ -574,10 +574,10 @@ def test_golden_check(cli, converted, monkeypatch, tmp_path):
     computed by the independent reference on the same image and preprocessing."""
     from PIL import Image
 
-    import msn_cli.verify.checks as verify_mod
     from msn_cli.original.checkpoint import load_checkpoint
     from msn_cli.original.reference import build_reference, run_reference
-    from msn_cli.original.variants import Variant
+    from msn_cli.original.variants import VARIANTS, Variant
+    from msn_cli.verify.golden import golden_pixels
 
     out = converted(TINY)
     img = (torch.rand(3, 50, 70, generator=torch.Generator().manual_seed(0)) * 255).byte()
@@ -585,12 +585,12 @@ def test_golden_check(cli, converted, monkeypatch, tmp_path):
     Image.fromarray(img.permute(1, 2, 0).numpy()).save(path)
     src = json.loads((out / "msn_manifest.json").read_text())["source"]["path"]
     ref = build_reference(load_checkpoint(src).state, num_heads=1)
-    pixels = verify_mod.golden_pixels(path, TINY.image_size)
+    pixels = golden_pixels(path, TINY.image_size)
     want = tuple(float(x) for x in run_reference(ref, pixels).final[0, 0, :3])
 
     def register(expected, released=True):
         v = Variant("tinyv", "tiny.pth.tar", 1, 64, 2, 1, 256, 16, 64, "x/y", expected)
-        monkeypatch.setitem(verify_mod.VARIANTS, "tinyv", v)
+        monkeypatch.setitem(VARIANTS, "tinyv", v)
         m = json.loads((out / "msn_manifest.json").read_text())
         m["variant"] = "tinyv"
         if released:  # as convert records a file fetched by its released name
@@ -633,28 +633,3 @@ def test_known_hashes_are_compared_not_trusted_blindly(converted):
     bad = verify_folder(folder, known_hashes={W: "0" * 64}).to_dict()
     assert check(bad, "files")["passed"] is False
     assert bad["passed"] is False
-
-
-def test_parity_gives_back_the_weight_pages_and_its_results_do_not_change(converted, monkeypatch):
-    """Both models' memory-mapped weights are released module by module (msn_cli.util.residency);
-    the comparison is the same, number for number, as without it."""
-    import sys
-
-    from msn_cli.util.residency import PageReleaser
-
-    out = converted(TINY_MULTIHEAD)
-    released = []
-    real = PageReleaser.release
-
-    def spy(self, tensors):
-        real(self, tensors)
-        released.append(self.released)
-
-    monkeypatch.setattr(PageReleaser, "release", spy)
-    with_release = verify_folder(out)
-    assert with_release.passed
-    if sys.platform.startswith("linux"):
-        assert released and max(released) > 100_000  # source and converted weights pages
-    monkeypatch.setattr(PageReleaser, "release", lambda self, tensors: None)
-    without = verify_folder(out)
-    assert [s.to_dict() for s in with_release.layers] == [s.to_dict() for s in without.layers]

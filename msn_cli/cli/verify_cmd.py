@@ -12,35 +12,44 @@ from msn_cli.cli.options import BaseUrlOpt, CacheDirOpt, ConfigOpt, JsonOpt, Num
 from msn_cli.cli.term import Term, styled
 
 if TYPE_CHECKING:
-    from msn_cli.verify.checks import CheckResult, VerifyReport
+    from collections.abc import Mapping
+
+    from msn_cli.verify.report import CheckResult, VerifyReport
 
 _STATUS = {True: ("passed", "green"), False: ("FAILED", "bold red"), None: ("skipped", "dim")}
 
 
+SourceOpt = Annotated[Optional[str], typer.Option(
+    "--source", help="The original checkpoint (file, released name, entry of msn cache ls "
+    "or URL); by default "
+    "the one the manifest records.", show_default=False)]
+ImageOpt = Annotated[Optional[Path], typer.Option(
+    "--image", help="COCO val2017 image 000000039769.jpg (from "
+    "http://images.cocodataset.org/val2017/000000039769.jpg), to check the published values "
+    "of the five released models (golden check).", show_default=False)]
+AgainstOpt = Annotated[Optional[str], typer.Option(
+    "--against", help="Another Hugging Face folder or Hub repo id (e.g. facebook/vit-msn-small) "
+    "to compare tensor by tensor. The per-tensor table is shown when the check fails, or "
+    "always with -v (--json always holds it).", show_default=False)]
+NoRecordOpt = Annotated[bool, typer.Option(
+    "--no-record", help="Do not store the result in msn_manifest.json.")]
+EffectOpt = Annotated[bool, typer.Option(
+    "--effect/--no-effect", help="Measure, for each bundled photo whose processor pixels "
+    "differ from the independent transform's, the effect on the converted model's output "
+    "(two forward passes at the native size per such photo: about 30 s for ViT-L/7 on 2 "
+    "cores). The pixel comparison, which decides the check, always runs; msn convert's "
+    "own verify skips the effect.")]
+
+
 def verify(
     out: Annotated[Path, typer.Argument(help="The folder msn convert wrote.", show_default=False)],
-    source: Annotated[Optional[str], typer.Option(
-        "--source", help="The original checkpoint (file, released name, entry of msn cache ls "
-        "or URL); by default "
-        "the one the manifest records.", show_default=False)] = None,
-    image: Annotated[Optional[Path], typer.Option(
-        "--image", help="COCO val2017 image 000000039769.jpg (from "
-        "http://images.cocodataset.org/val2017/000000039769.jpg), to check the published values "
-        "of the five released models (golden check).", show_default=False)] = None,
-    against: Annotated[Optional[str], typer.Option(
-        "--against", help="Another Hugging Face folder or Hub repo id (e.g. facebook/vit-msn-small) "
-        "to compare tensor by tensor. The per-tensor table is shown when the check fails, or "
-        "always with -v (--json always holds it).", show_default=False)] = None,
+    source: SourceOpt = None,
+    image: ImageOpt = None,
+    against: AgainstOpt = None,
     num_heads: NumHeadsOpt = None,
     config: ConfigOpt = None,
-    no_record: Annotated[bool, typer.Option(
-        "--no-record", help="Do not store the result in msn_manifest.json.")] = False,
-    effect: Annotated[bool, typer.Option(
-        "--effect/--no-effect", help="Measure, for each bundled photo whose processor pixels "
-        "differ from the independent transform's, the effect on the converted model's output "
-        "(two forward passes at the native size per such photo: about 30 s for ViT-L/7 on 2 "
-        "cores). The pixel comparison, which decides the check, always runs; msn convert's "
-        "own verify skips the effect.")] = True,
+    no_record: NoRecordOpt = False,
+    effect: EffectOpt = True,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
@@ -86,35 +95,33 @@ def verify(
 
       msn verify ./vit-msn-small --against facebook/vit-msn-small
     """
-    from msn_cli.errors import VerificationFailed
-    from msn_cli.hf.manifest import MANIFEST
-    from msn_cli.verify.checks import record_in_manifest, verify_folder
+    from msn_cli.verify import verify_folder
 
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
     with term.progress() as progress:
         report = verify_folder(out, source=source, image=image, against=against,
                                cache_dir=cache_dir, base_url=base_url, num_heads=num_heads,
                                config=config, progress=progress, preprocessing_effect=effect)
+    finish(term, report, out, record=not no_record)
+
+
+def finish(term: Term, report: VerifyReport, out: Path, *, record: bool) -> None:
+    """Record the report in the manifest (unless told not to), show it, and fail (exit 1)
+    unless every check that ran passed."""
+    from msn_cli.errors import VerificationFailed
+    from msn_cli.hf.manifest import MANIFEST
+    from msn_cli.verify import record_in_manifest
+
     recorded = False
-    if not no_record and (out / MANIFEST).is_file():
+    if record and (out / MANIFEST).is_file():
         record_in_manifest(out, report)
         recorded = True
     for note in report.notes:
         term.caution(note)
-    if json_out:
+    if term.json_mode:
         term.emit_json({**report.to_dict(), "recorded": recorded})
     else:
-        term.data(checks_table(report))
-        for size in dict.fromkeys(s.size for s in report.layers):
-            term.data(layers_table(report, size, full=bool(verbose)))
-        against_check = report.check("against")
-        if against_check is not None and against_check.rows and (verbose or not against_check.passed):
-            term.data(against_table(against_check))
-        for c in report.checks:
-            if c.name in ("preprocessing", "image") and c.rows and (verbose or c.passed is False):
-                term.data(photos_table(c))
-            if verbose and c.name in ("files", "config") and c.rows:
-                term.data(rows_table(c))
+        show_report(term, report, term.verbose)
         if recorded:
             term.detail(f"recorded in {out / MANIFEST}")
         if report.passed:
@@ -122,17 +129,38 @@ def verify(
     if not report.passed:
         raise VerificationFailed(
             f"verify failed: {report.summary()}",
-            hint="'checks' and 'layers' in the JSON say which check and which layer" if json_out
-            else "the tables above show which check and which layer")
+            hint="'checks' and 'layers' in the JSON say which check and which layer"
+            if term.json_mode else "the tables above show which check and which layer")
 
 
-def checks_table(report: VerifyReport) -> Table:
+def show_report(term: Term, report: VerifyReport, verbose: int) -> None:
+    """The checks, parity per layer, and (on failure or with -v) each check's rows."""
+    term.data(checks_table(report, timed=bool(verbose)))
+    for size in dict.fromkeys(s.size for s in report.layers):
+        term.data(layers_table(report, size, full=bool(verbose)))
+    against_check = report.check("against")
+    if against_check is not None and against_check.rows and (verbose or not against_check.passed):
+        term.data(against_table(against_check))
+    for c in report.checks:
+        if c.name in ("preprocessing", "image") and c.rows and (verbose or c.passed is False):
+            term.data(photos_table(c))
+        if verbose and c.name in ("files", "config") and c.rows:
+            term.data(rows_table(c))
+    if report.seconds:
+        term.detail("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in report.seconds.items()))
+
+
+def checks_table(report: VerifyReport, timed: bool = False) -> Table:
+    """One row per check; with ``timed``, the seconds each took."""
     t = Table(title=f"msn verify {report.folder} ({report.dtype})", title_justify="left")
     t.add_column("check", no_wrap=True)
     t.add_column("result", no_wrap=True)
+    if timed:
+        t.add_column("seconds", justify="right", no_wrap=True)
     t.add_column("detail", overflow="fold")
     for c in report.checks:
-        t.add_row(c.name, styled(*_STATUS[c.passed]), c.detail)
+        time = [f"{c.seconds:.2f}" if c.seconds is not None else ""] if timed else []
+        t.add_row(c.name, styled(*_STATUS[c.passed]), *time, c.detail)
     if report.tolerance:
         t.caption = (f"parity tolerance ({report.dtype}): max abs err <= {report.tolerance.atol:g} x "
                      f"max(1, max|reference|) per layer, cosine >= {report.tolerance.cosine_min}")
@@ -172,13 +200,13 @@ def against_table(check: CheckResult) -> Table:
     t.add_column("dtype here / there")
     t.add_column("max abs diff", justify="right")
     for r in check.rows:
-        style = "green" if r["ok"] else "bold red"
-        shape = "x".join(map(str, r.get("shape") or [])) or ""
+        style = "green" if r.get("ok") else "bold red"
+        shape = _dims(r.get("shape"))
         if "other_shape" in r:
-            shape += " vs " + "x".join(map(str, r["other_shape"]))
+            shape += " vs " + _dims(r["other_shape"])
         dtypes = f"{r['dtype']} / {r['other_dtype']}" if "dtype" in r else ""
-        diff = f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else ""
-        t.add_row(r["key"], styled(r["status"], style), shape, dtypes, diff)
+        t.add_row(str(r["key"]), styled(str(r["status"]), style), shape, dtypes,
+                  _num(r.get("max_abs_diff"), ".1e"))
     return t
 
 
@@ -202,12 +230,12 @@ def photos_table(check: CheckResult) -> Table:
                 "cls cosine", "tokens min cosine", "result"):
         t.add_column(col, justify="left" if col in ("photo", "result") else "right", overflow="fold")
     for r in check.rows:
-        g, e = r.get("geometry") or {}, r.get("effect") or {}
+        g, e = _mapping(r.get("geometry")), _mapping(r.get("effect"))
         crop = (f"{g['left']}, {g['top']}" + (f" (floor {g['floor_left']}, {g['floor_top']})"
                                                if g.get("odd_margin") else "")) if g else ""
         style = "green" if r.get("ok") else "bold red"
         result = styled(str(r.get("status")), style)
-        t.add_row(str(r.get("photo")), "x".join(map(str, r.get("size") or [])), crop,
+        t.add_row(str(r.get("photo")), _dims(r.get("size")), crop,
                   _num(r.get("max_abs_pixel_diff"), ".4f"), _num(r.get("mean_abs_pixel_diff"), ".5f"),
                   _num(e.get("cls_max_abs_err"), ".2e"), _num(e.get("cls_cosine"), ".6f"),
                   _num(e.get("tokens_min_cosine"), ".6f"), result)
@@ -216,3 +244,12 @@ def photos_table(check: CheckResult) -> Table:
 
 def _num(v: object, fmt: str) -> str:
     return format(v, fmt) if isinstance(v, (int, float)) else ""
+
+
+def _dims(v: object) -> str:
+    """A shape or an image size as ``224x224``."""
+    return "x".join(map(str, v)) if isinstance(v, (list, tuple)) else ""
+
+
+def _mapping(v: object) -> Mapping[str, object]:
+    return v if isinstance(v, dict) else {}

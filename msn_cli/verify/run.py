@@ -1,0 +1,137 @@
+"""``verify``: prove that a converted folder computes what the original network computes.
+
+The checks, declared once, in the order they run (:data:`CHECKS`); each is a function of one
+:class:`~msn_cli.verify.context.VerifyContext` in its own module, whose docstring says what it
+proves. Each passes, fails, or is skipped; a failed check is a result, never an exception --
+exceptions mean verify could not run at all.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from msn_cli.conversion.provenance import assumed_warning, run_context
+from msn_cli.errors import FolderError
+from msn_cli.hf.manifest import MANIFEST, read_manifest
+from msn_cli.original.checkpoint import infer_architecture
+from msn_cli.original.variants import VARIANTS, match_variant
+from msn_cli.util.fmt import utc_now
+from msn_cli.verify import against, config, files, golden, image, loading, parity, preprocessing
+from msn_cli.verify.context import VerifyContext, VerifyOptions, could_not_run
+from msn_cli.verify.report import CheckResult, VerifyReport
+from msn_cli.verify.source import import_versions, recorded_heads, source_checkpoint
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from msn_cli.hf.manifest import Manifest
+    from msn_cli.original.architecture import Architecture
+    from msn_cli.original.variants import Variant
+    from msn_cli.verify.context import VerifyKeywords
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    run: Callable[[VerifyContext], CheckResult]
+    uses_models: bool = False
+    """Runs the converted model or the reference: the last such check lets go of both."""
+
+
+CHECKS: tuple[Check, ...] = (
+    Check("files", files.run),
+    Check("loading", loading.run),
+    Check("config", config.run),
+    Check("parity", parity.run, uses_models=True),
+    Check("preprocessing", preprocessing.run, uses_models=True),
+    Check("golden", golden.run, uses_models=True),
+    Check("image", image.run, uses_models=True),
+    Check("against", against.run),
+)
+"""Every check, in the order it runs and reports."""
+
+
+def verify_folder(folder: str | os.PathLike[str], options: VerifyOptions | None = None,
+                  **keywords: Unpack[VerifyKeywords]) -> VerifyReport:
+    """Run every check of :data:`CHECKS` on ``folder``.
+
+    ``options`` (or the same fields as keywords, see :class:`VerifyOptions`). The values the
+    weights do not hold (the heads above all) are resolved independently of the folder's own
+    ``config.json``: ``num_heads`` (the user) > the run's config (``config``, or the
+    ``params-msn-train.yaml`` beside the source checkpoint) > the original model family by
+    width > what the manifest records as given by the user or a run config > hidden size /
+    64, reported as assumed. ``known``: all of that already resolved (``convert`` passes its
+    own).
+
+    A failed check is part of the returned report. Raises :class:`FolderError`,
+    :class:`CheckpointError` (exit 3) or a network error (exit 4) when verify cannot run.
+    """
+    start = time.perf_counter()
+    ctx = _context(Path(folder), replace(options or VerifyOptions(), **keywords))
+    seconds = {"source": time.perf_counter() - start}
+    versions = import_versions()
+    seconds["imports"] = time.perf_counter() - start - seconds["source"]
+    checks = []
+    last_model_user = max(i for i, c in enumerate(CHECKS) if c.uses_models)
+    for i, check in enumerate(CHECKS):
+        began = time.perf_counter()
+        result = check.run(ctx)
+        result.seconds = time.perf_counter() - began
+        checks.append(result)
+        if i == last_model_user:
+            ctx.model = ctx.reference = None
+    seconds["total"] = time.perf_counter() - start
+    variant = ctx.variant.name if ctx.variant else _variant_name(ctx.arch)
+    return VerifyReport(folder=ctx.folder, dtype=ctx.dtype, tolerance=ctx.tolerance, checks=checks,
+                        layers=ctx.layers, inputs=ctx.inputs, source=ctx.source, variant=variant,
+                        notes=ctx.notes, date=utc_now(), versions=versions,
+                        provenance=list(ctx.inferred.provenance), seconds=seconds)
+
+
+def _context(folder: Path, options: VerifyOptions) -> VerifyContext:
+    """What verify finds before the checks: the folder, its manifest, the source checkpoint
+    and the architecture read from it (raising when verify cannot run)."""
+    if not folder.is_dir():
+        raise FolderError(f"{folder} is not a folder" if folder.exists() else f"no such folder: {folder}",
+                          hint="give the folder msn convert wrote")
+    image = Path(options.image).expanduser() if options.image is not None else None
+    if image is not None and not image.is_file():
+        raise could_not_run(f"the image {image} is not a regular file" if image.exists()
+                            else f"no such image: {image}")
+    manifest: Manifest | None = None
+    if (folder / MANIFEST).exists() or (options.checkpoint is None and options.source is None):
+        try:
+            manifest = read_manifest(folder)
+        except OSError as e:
+            raise FolderError(f"cannot read {folder / MANIFEST}: {e.strerror or e}") from e
+    against_path = against.resolve_against(options.against, options.progress) \
+        if options.against is not None else None
+    ckpt, source = source_checkpoint(manifest, folder, options)
+    known = options.known
+    if known is None:
+        known, _ = run_context(ckpt.path, options.config, options.num_heads, recorded_heads(manifest))
+    elif options.num_heads is not None:
+        known = replace(known, num_heads=options.num_heads)
+    inferred = infer_architecture(ckpt.state, known=known)
+    summary = assumed_warning(inferred.provenance)
+    return VerifyContext(folder=folder, options=options, manifest=manifest, checkpoint=ckpt,
+                         source=source, inferred=inferred, variant=_variant(manifest, inferred.variant),
+                         image=image, against=against_path,
+                         notes=[*inferred.warnings, *([summary] if summary else [])])
+
+
+def _variant(manifest: Manifest | None, inferred: Variant | None) -> Variant | None:
+    """The released variant the manifest names, else the one the source's shapes match."""
+    name = manifest.get("variant") if manifest else None
+    return VARIANTS[name] if isinstance(name, str) and name in VARIANTS else inferred
+
+
+def _variant_name(arch: Architecture) -> str | None:
+    v = match_variant(arch.hidden_size, arch.num_layers, arch.patch_size, arch.intermediate_size,
+                      arch.image_size)
+    return v.name if v else None
