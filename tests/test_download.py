@@ -13,13 +13,15 @@ from http_server import FileServer
 
 from msn_cli.transfer import download as dl
 from msn_cli.transfer.cache import Cache
+from msn_cli.transfer.download import settings, stream
+from msn_cli.transfer.partial import PartialNote, write_partial_note
 
 SIZE = 3 * 1024 * 1024 + 12345
 
 
 @pytest.fixture(autouse=True)
 def _fast_backoff(monkeypatch):
-    monkeypatch.setattr(dl, "BACKOFF", 0.01)
+    monkeypatch.setattr(settings, "BACKOFF", 0.01)
 
 
 def payload(size: int = SIZE, seed: int = 1) -> bytes:
@@ -361,7 +363,7 @@ def test_disk_check_message_when_space_is_short(served, tmp_path, monkeypatch):
     from msn_cli.errors import CacheError
 
     _, url, _ = served
-    monkeypatch.setattr(dl, "disk_free", lambda path: 10)
+    monkeypatch.setattr(stream, "disk_free", lambda path: 10)
     with pytest.raises(CacheError, match="not enough space"):
         dl.fetch(url, cache_dir=tmp_path / "c")
 
@@ -378,7 +380,7 @@ def test_disk_write_failure_is_a_cache_error_and_keeps_the_partial(cli, served, 
     import errno
 
     _, url, data = served
-    real_pwrite = dl._pwrite
+    real_pwrite = os.pwrite
     seen = []
 
     def pwrite(fd, view, pos):
@@ -387,14 +389,14 @@ def test_disk_write_failure_is_a_cache_error_and_keeps_the_partial(cli, served, 
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_pwrite(fd, view, pos)
 
-    monkeypatch.setattr(dl, "_pwrite", pwrite)
+    monkeypatch.setattr(os, "pwrite", pwrite)
     r = cli("download", url)
     assert r.code == 3
     assert "No space left on device" in r.stderr and "Traceback" not in r.stderr
     assert cache().get("run_a.pth.tar") is None
     have = cache().partial_path("run_a.pth.tar").stat().st_size
     assert 0 < have < len(data)
-    monkeypatch.setattr(dl, "_pwrite", real_pwrite)
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
     r = cli("download", url, "--json")
     assert r.code == 0 and r.json()["files"][0]["resumed_from"] == have
 
@@ -411,13 +413,11 @@ def test_unusable_cache_folder_is_a_clear_error(cli, served, tmp_path):
 def test_complete_partial_left_before_the_rename_is_finished_without_a_body(cli, served):
     # A run killed after the last byte arrived but before the rename: the server answers the
     # Range request with 416, and the partial is checked and moved into place.
-    from msn_cli.transfer.cache import write_partial_meta
-
     server, url, data = served
     c = cache()
     c.ensure()
     c.partial_path("run_a.pth.tar").write_bytes(data)
-    write_partial_meta(c.partial_meta_path("run_a.pth.tar"), {"url": url, "total": len(data)})
+    write_partial_note(c.partial_meta_path("run_a.pth.tar"), PartialNote(url, total=len(data)))
     r = cli("download", url, "--json")
     assert r.code == 0, r.stderr
     reqs = server.requests()
@@ -428,13 +428,11 @@ def test_complete_partial_left_before_the_rename_is_finished_without_a_body(cli,
 
 
 def test_partial_from_another_url_is_not_spliced(cli, served):
-    from msn_cli.transfer.cache import write_partial_meta
-
     server, url, data = served
     c = cache()
     c.ensure()
     c.partial_path("run_a.pth.tar").write_bytes(b"junk" * 1000)
-    write_partial_meta(c.partial_meta_path("run_a.pth.tar"), {"url": url + "?old", "total": None})
+    write_partial_note(c.partial_meta_path("run_a.pth.tar"), PartialNote(url + "?old"))
     r = cli("download", url)
     assert r.code == 0, r.stderr
     assert server.requests()[0].range is None

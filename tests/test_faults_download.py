@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-import msn_cli.transfer.download as dl
 from msn_cli.dev.synth import TINY, write_checkpoint
 from msn_cli.transfer.cache import Cache
+from msn_cli.transfer.download import settings
 
 pytestmark = pytest.mark.slow
 PATH = "/msn/run_c.pth.tar"
@@ -107,7 +107,7 @@ def test_two_converts_of_one_url_at_once_share_one_transfer(server, ckpt, refere
 
 
 def test_download_cut_short_every_time_fails_cleanly(cli, server, ckpt, tmp_path, monkeypatch):
-    monkeypatch.setattr(dl, "BACKOFF", 0.01)
+    monkeypatch.setattr(settings, "BACKOFF", 0.01)
     monkeypatch.setenv("MSN_DOWNLOAD_RETRIES", "1")
     data = ckpt.read_bytes()
     url = server.add(PATH, data)

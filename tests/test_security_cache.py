@@ -18,8 +18,8 @@ import pytest
 from msn_cli.dev.synth import TINY, arch_for, write_checkpoint
 from msn_cli.errors import CacheError
 from msn_cli.original.variants import VARIANTS
-from msn_cli.transfer import download as dl
 from msn_cli.transfer.cache import Cache
+from msn_cli.transfer.download import settings
 
 SECRET = "S3cretPW"
 PRECIOUS = b"precious data that is not msn's\n"
@@ -34,7 +34,7 @@ def body(n: int) -> bytes:
 
 @pytest.fixture(autouse=True)
 def _fast_backoff(monkeypatch):
-    monkeypatch.setattr(dl, "BACKOFF", 0.01)
+    monkeypatch.setattr(settings, "BACKOFF", 0.01)
 
 
 def sha(data: bytes) -> str:

@@ -38,16 +38,19 @@ import shutil
 import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from msn_cli.errors import CacheError, UsageError
 from msn_cli.original.variants import VARIANTS, variant_for_filename
 from msn_cli.progress import ProgressFn, no_progress
+from msn_cli.transfer.partial import DamagedNote, read_partial_note
 from msn_cli.util.hashing import sha256_file
 from msn_cli.util.safeio import UnsafeInput, read_json, replace_file, safe_name, strip_credentials
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 INDEX_VERSION = 1
 CACHEDIR_TAG = (
@@ -79,10 +82,6 @@ def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
         raise CacheError(f"the cache location {path} is a file, not a folder",
                          hint="give --cache-dir (or MSN_CACHE) a folder")
     return path
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -158,38 +157,6 @@ class PartialFile:
                 "total": self.total}
 
 
-@dataclass(frozen=True)
-class PartialNote:
-    """``partial/<name>.json``: where an interrupted transfer came from (no credentials)."""
-
-    url: str
-    etag: str | None = None
-    last_modified: str | None = None
-    total: int | None = None
-    started_at: str | None = None
-    segments: tuple[tuple[int, int], ...] | None = None
-    """A segmented transfer: the byte ranges ``[start, end)`` already written, in order and
-    apart; the partial file is then preallocated to ``total`` (None: one stream, whose partial
-    file holds the first bytes only)."""
-
-    @property
-    def have(self) -> int | None:
-        """Bytes a segmented transfer has written (None for one stream: the file's size)."""
-        return None if self.segments is None else sum(b - a for a, b in self.segments)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if self.segments is None:
-            del d["segments"]
-        else:
-            d["segments"] = [list(s) for s in self.segments]
-        return d
-
-
-class DamagedNote(ValueError):
-    """A partial note that is not what msn writes: its transfer is started over."""
-
-
 class Cache:
     """One cache folder. Cheap to create; nothing is written until something needs to be."""
 
@@ -244,8 +211,9 @@ class Cache:
                                  hint=f"remove it (rm {path}); msn creates it again")
 
     # -- locks -----------------------------------------------------------------------------
-    def entry_lock(self, name: str, timeout: float = -1):
+    def entry_lock(self, name: str, timeout: float = -1) -> FileLock:
         """A cross-process lock for downloading or removing ``name``."""
+        # filelock (tens of ms to import) only where a lock is taken: a cache hit takes none
         from filelock import FileLock
 
         self.ensure()
@@ -281,7 +249,8 @@ class Cache:
             raise _damaged_index(self.index_path, str(e)) from None
         if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
             raise _damaged_index(self.index_path, "it holds no 'entries' object")
-        return data["entries"]
+        entries: dict[str, Any] = data["entries"]
+        return entries
 
     def _typed(self) -> tuple[dict[str, CacheEntry], list[DamagedEntry]]:
         good: dict[str, CacheEntry] = {}
@@ -505,65 +474,6 @@ def _unlink_link(path: Path) -> None:
     if path.is_symlink():
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-
-
-def read_partial_note(path: Path) -> PartialNote | None:
-    """The note beside a partial file; None when there is none.
-
-    Anything msn would not have written (not a regular file, not JSON, a ``url`` that is not a
-    string, a ``total`` that is not a whole number ...) is a :class:`DamagedNote`: the transfer
-    it describes cannot be trusted and is started over.
-    """
-    try:
-        d = read_json(path, follow_links=False)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise DamagedNote(str(e)) from None
-    if not isinstance(d, dict):
-        raise DamagedNote("it is not an object")
-    url, total = d.get("url"), d.get("total")
-    if not isinstance(url, str) or not url:
-        raise DamagedNote("its url is not a string")
-    if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 0):
-        raise DamagedNote("its total is not a whole number of bytes")
-    texts = {k: d.get(k) for k in ("etag", "last_modified", "started_at")}
-    for k, v in texts.items():
-        if v is not None and not isinstance(v, str):
-            raise DamagedNote(f"its {k} is not a string")
-    return PartialNote(strip_credentials(url), texts["etag"], texts["last_modified"], total,
-                       texts["started_at"], _segments(d.get("segments"), total))
-
-
-def _segments(raw: Any, total: int | None) -> tuple[tuple[int, int], ...] | None:
-    """A note's finished ranges: ``[start, end]`` pairs of whole numbers inside ``total``,
-    ascending and apart; anything else is a :class:`DamagedNote`."""
-    if raw is None:
-        return None
-    if total is None:
-        raise DamagedNote("it lists segments without a total")
-    if not isinstance(raw, list) or len(raw) > 1_000_000:
-        raise DamagedNote("its segments are not a list of ranges")
-    out: list[tuple[int, int]] = []
-    last = 0
-    for item in raw:
-        if not (isinstance(item, list) and len(item) == 2
-                and all(isinstance(x, int) and not isinstance(x, bool) for x in item)):
-            raise DamagedNote("a segment is not a pair of whole numbers")
-        a, b = item
-        if not last <= a < b <= total or (out and a == last):
-            raise DamagedNote("its segments are not ascending, apart and inside the file")
-        out.append((a, b))
-        last = b
-    return tuple(out)
-
-
-def write_partial_meta(path: Path, meta: dict[str, Any]) -> None:
-    """Write a partial note (through a fresh file renamed over it; a URL loses its credentials)."""
-    meta = dict(meta)
-    if isinstance(meta.get("url"), str):
-        meta["url"] = strip_credentials(meta["url"])
-    replace_file(path, (json.dumps(meta, indent=2) + "\n").encode())
 
 
 def disk_free(path: Path) -> int | None:

@@ -27,7 +27,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -35,8 +34,9 @@ from typing import Any
 
 from msn_cli import __version__
 from msn_cli.errors import FolderError, HubError, OfflineError, UsageError, VerificationFailed
-from msn_cli.hf.manifest import MANIFEST, check_files, read_manifest
+from msn_cli.hf.manifest import MANIFEST, FileRow, Manifest, VerifyRecord, check_files, read_manifest
 from msn_cli.progress import ProgressFn, no_progress
+from msn_cli.transfer.offline import offline_variable
 from msn_cli.transfer.sources import public_file_name, public_url
 from msn_cli.util import safeio
 from msn_cli.util.hashing import sha256_file
@@ -69,7 +69,7 @@ class PushPlan:
     commit_description: str
     files: list[PushFile]
     card: str
-    verify: dict[str, Any] | None
+    verify: VerifyRecord | None
     verify_checked: bool
     warnings: list[str] = field(default_factory=list)
     license: str = "cc-by-nc-4.0"
@@ -119,36 +119,39 @@ class PushResult:
 
 # -- step 1: everything local ---------------------------------------------------------------------
 
-# The Hub's rules for each part of NAMESPACE/NAME, as huggingface_hub's validate_repo_id states
-# them (utils/_validators.py): 1 to 96 ASCII letters, digits, '-', '_' or '.'; starting and
-# ending with a letter, digit or '_'; no '--' or '..'; a name not ending in '.git'. Held here
-# so that every huggingface_hub version (4.57's < 1.0 included) gets the same answer.
-_REPO_PART = re.compile(r"(?!.*(--|\.\.))[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?")
-
-
 def check_repo_id(repo_id: str) -> str:
     """``namespace/name`` with the Hub's character rules; checked before anything else."""
     rid = repo_id.strip()
-    parts = rid.split("/")
-    why = None
-    if len(parts) != 2 or not all(parts):
-        why = "give it as NAMESPACE/NAME (your user or an organization, then the model's name)"
-    elif not all(_REPO_PART.fullmatch(p) for p in parts):
-        why = ("each part is 1 to 96 letters, digits, '-', '_' or '.', starts and ends with a "
-               "letter, digit or '_', and has no '--' or '..'")
-    elif parts[1].endswith(".git"):
-        why = "the name cannot end in .git"
+    why = _repo_id_problem(rid)
     if why:
         raise UsageError(f"'{repo_id}' is not a valid repo id: {why}",
                          hint="use NAMESPACE/NAME, e.g. my-org/vit-msn-small")
     return rid
 
 
-def _hash_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _repo_id_problem(rid: str) -> str | None:
+    """Why ``rid`` is no NAMESPACE/NAME the Hub accepts (huggingface_hub's validate_repo_id
+    judges the characters; ASCII is required here too, as huggingface_hub < 1.0 does not)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import (  # type: ignore[attr-defined]  # public, listed lazily there
+        validate_repo_id,
+    )
+
+    parts = rid.split("/")
+    if len(parts) != 2 or not all(parts):
+        return "give it as NAMESPACE/NAME (your user or an organization, then the model's name)"
+    characters = ("each part is 1 to 96 letters, digits, '-', '_' or '.', starts and ends with a "
+                  "letter, digit or '_', and has no '--' or '..'; the name does not end in .git")
+    if not rid.isascii():
+        return characters
+    try:
+        validate_repo_id(rid)
+    except HFValidationError:
+        return characters
+    return None
 
 
-def public_manifest(manifest: dict[str, Any]) -> bytes:
+def public_manifest(manifest: Manifest) -> bytes:
     """The manifest as published: the source's local path cut to its file name, its URL the
     released checkpoint's canonical one or none (never a mirror, an internal host or
     credentials), and of the training record only the hyperparameters a run's config may
@@ -176,7 +179,7 @@ def public_manifest(manifest: dict[str, Any]) -> bytes:
     return (json.dumps(public, indent=2) + "\n").encode()
 
 
-def _default_message(manifest: dict[str, Any]) -> str:
+def _default_message(manifest: Manifest) -> str:
     from msn_cli.hf.card import origin
 
     o = origin(manifest)
@@ -186,7 +189,7 @@ def _default_message(manifest: dict[str, Any]) -> str:
     return f"Upload {what} converted with msn {__version__}"
 
 
-def _description(manifest: dict[str, Any]) -> str:
+def _description(manifest: Manifest) -> str:
     src = manifest.get("source") or {}
     v = manifest.get("verify")
     lines = [f"Converted by msn {manifest.get('msn_version', '?')} on {manifest.get('created', '?')}.",
@@ -225,19 +228,36 @@ def plan_push(
         raise UsageError("--commit-message is empty")
     folder = Path(folder)
     manifest = read_manifest(folder)
+    _check_listed(folder, manifest)
+    warnings: list[str] = []
+    verify = _checked_verify(folder, manifest.get("verify"), skip_verify_check, warnings)
+    rows = _checked_files(folder, manifest, skip_verify_check, progress, warnings)
+    card = build_card(manifest, rid, card_path=card_path, license=lic)
+    files = _commit_files(folder, rows, manifest, card, progress)
+    warnings += _left_out(folder, files)
+    return PushPlan(folder=folder, repo_id=rid, revision=revision.strip() if revision else None,
+                    private=private, create_pr=create_pr,
+                    commit_message=(commit_message.strip() if commit_message else _default_message(manifest)),
+                    commit_description=_description(manifest), files=files, card=card,
+                    verify=verify, verify_checked=not skip_verify_check, warnings=warnings, license=lic)
+
+
+def _check_listed(folder: Path, manifest: Manifest) -> None:
     listed = manifest.get("files")
-    if not isinstance(listed, dict) or not listed:
+    if not listed:
         raise FolderError(f"{folder / MANIFEST} lists no files",
                           hint="the folder was not written by msn convert; convert again")
     if CARD in listed:
         raise FolderError(f"{folder / MANIFEST} lists {CARD}, which push writes itself (the model card)",
                           hint="remove it from the manifest's file table; --card FILE supplies the "
                                "card's body")
-    warnings: list[str] = []
 
-    verify = manifest.get("verify")
-    if not skip_verify_check:
-        if not isinstance(verify, dict):
+
+def _checked_verify(folder: Path, verify: VerifyRecord | None, skip: bool,
+                    warnings: list[str]) -> VerifyRecord | None:
+    """The recorded verify run, which must have passed (``skip``: a warning where it did not)."""
+    if not skip:
+        if verify is None:
             raise FolderError(f"{folder} has not been verified: its manifest records no msn verify run",
                               hint=f"run: msn verify {folder}  (or push anyway with --skip-verify-check)")
         if verify.get("passed") is not True:
@@ -245,13 +265,19 @@ def plan_push(
                 f"refusing to push {folder}: msn verify recorded a failure "
                 f"({verify.get('summary') or 'no summary'})",
                 hint="fix and convert again, or push anyway with --skip-verify-check")
-    elif not isinstance(verify, dict):
+    elif verify is None:
         warnings.append("the folder was never verified (--skip-verify-check): the card says so")
     elif verify.get("passed") is not True:
         warnings.append("msn verify recorded a FAILURE for this folder (--skip-verify-check): "
                         "the card says so")
+    return verify
 
-    total = sum(int(f.get("size") or 0) for f in listed.values())
+
+def _checked_files(folder: Path, manifest: Manifest, skip: bool, progress: ProgressFn,
+                   warnings: list[str]) -> list[FileRow]:
+    """Every listed file, present, regular and inside the folder, with the manifest's size and
+    sha256 (``skip``: a warning where they differ)."""
+    total = sum(f["size"] for f in (manifest.get("files") or {}).values())
     progress("checking files", 0, total)
     rows = check_files(folder, manifest)
     progress("checking files", total, total)
@@ -262,28 +288,35 @@ def plan_push(
                           hint="the folder is incomplete; convert the checkpoint again")
     unsendable = [r for r in bad if "size" not in r]  # outside the folder, not a regular file
     if unsendable:
-        raise FolderError("cannot upload " + "; ".join(f"{r['file']}: {r['problem']}" for r in unsendable),
-                          hint="push uploads only regular files inside the folder")
+        what = "; ".join(f"{r['file']}: {r.get('problem')}" for r in unsendable)
+        raise FolderError(f"cannot upload {what}", hint="push uploads only regular files inside the folder")
     if bad:
-        what = "; ".join(f"{r['file']}: {r['problem']}" for r in bad)
-        if not skip_verify_check:
+        what = "; ".join(f"{r['file']}: {r.get('problem')}" for r in bad)
+        if not skip:
             raise FolderError(f"files of {folder} do not match its manifest ({what})",
                               hint="the folder changed after convert/verify; convert again "
                                    "(or push anyway with --skip-verify-check)")
         warnings.append(f"files differ from the manifest ({what}): the card's hashes and verify "
                         "results do not describe what is uploaded")
+    return rows
 
+
+def _commit_files(folder: Path, rows: list[FileRow], manifest: Manifest, card: str,
+                  progress: ProgressFn) -> list[PushFile]:
+    """The listed files from disk, then the public manifest and the card from memory."""
     files: list[PushFile] = []
     for r in rows:
         local = safeio.inside(folder, r["file"])
         sha = r.get("sha256") or sha256_file(local, progress, "hashing")
         files.append(PushFile(r["file"], local.stat().st_size, sha, local=local))
-    manifest_bytes = public_manifest(manifest)
-    files.append(PushFile(MANIFEST, len(manifest_bytes), _hash_bytes(manifest_bytes), data=manifest_bytes))
-    card = build_card(manifest, rid, card_path=card_path, license=lic)
-    card_bytes = card.encode("utf-8")
-    files.append(PushFile(CARD, len(card_bytes), _hash_bytes(card_bytes), data=card_bytes))
+    for path, data in ((MANIFEST, public_manifest(manifest)), (CARD, card.encode("utf-8"))):
+        files.append(PushFile(path, len(data), hashlib.sha256(data).hexdigest(), data=data))
+    return files
 
+
+def _left_out(folder: Path, files: list[PushFile]) -> list[str]:
+    """Warnings for the folder's files that are not uploaded."""
+    warnings = []
     uploaded = {f.path for f in files}
     extra = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
                    if p.is_file() and str(p.relative_to(folder).as_posix()) not in uploaded)
@@ -293,13 +326,7 @@ def plan_push(
                         "(use --card FILE to supply its body)")
     if extra:
         warnings.append(f"not uploaded (not in the manifest): {', '.join(extra)}")
-
-    return PushPlan(folder=folder, repo_id=rid, revision=revision.strip() if revision else None,
-                    private=private, create_pr=create_pr,
-                    commit_message=(commit_message.strip() if commit_message else _default_message(manifest)),
-                    commit_description=_description(manifest), files=files, card=card,
-                    verify=verify if isinstance(verify, dict) else None,
-                    verify_checked=not skip_verify_check, warnings=warnings, license=lic)
+    return warnings
 
 
 # -- step 2: the Hub -----------------------------------------------------------------------------
@@ -372,7 +399,7 @@ class _Hub:
         except ValueError as e:  # huggingface_hub's client-side checks (README metadata, ids)
             raise HubError(f"cannot {action}: {self._scrub(str(e)).strip().splitlines()[0]}") from None
 
-    def _http_error(self, action: str, e: Any) -> HubError:
+    def _http_error(self, action: str, e: BaseException) -> HubError:
         from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
         status = getattr(getattr(e, "response", None), "status_code", None)
@@ -406,14 +433,6 @@ class _Hub:
                         hint="rerun with MSN_DEBUG=1 for the full error")
 
 
-def _offline_variable() -> str | None:
-    """``MSN_OFFLINE`` or ``HF_HUB_OFFLINE`` when set to a true value (read now, not at import)."""
-    for var in ("MSN_OFFLINE", "HF_HUB_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            return var
-    return None
-
-
 def _resolve_token(token: str | None) -> str:
     if token is not None and token.strip():
         return token.strip()
@@ -435,7 +454,7 @@ def send_push(plan: PushPlan, *, token: str | None = None,
     """
     endpoint = hub_endpoint()
     shown = strip_credentials(endpoint)
-    var = _offline_variable()
+    var = offline_variable()
     if var:
         raise OfflineError(f"cannot push to {shown}: offline mode is on ({var}=1)",
                            hint=f"unset {var} to push, or use --dry-run to see what would be sent")

@@ -1,0 +1,112 @@
+"""The HTTP side of a download: the session, reading a body, what an answer means, and the
+exceptions that steer the attempts (retry, start over, fall back to one stream)."""
+
+from __future__ import annotations
+
+import http.client
+import re
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import requests
+import urllib3.exceptions
+
+from msn_cli import __version__
+from msn_cli.errors import DownloadError
+from msn_cli.util.safeio import redact
+
+BodyReader = Callable[[int], bytes]
+"""Up to ``n`` bytes of a body as they arrive (at least one), ``b""`` at its end."""
+
+CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
+UNSATISFIED = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.I)
+_SMALL_READ = 64 * 1024
+
+BROKEN: tuple[type[BaseException], ...] = (
+    http.client.HTTPException, requests.ConnectionError, requests.Timeout,
+    requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.DecodeError, ConnectionError,
+    TimeoutError)
+"""A connection that failed mid-way: the attempt is retried from what arrived."""
+
+
+class Retry(Exception):
+    """An attempt failed in a way another attempt may mend."""
+
+    def __init__(self, reason: str, gained: int = 0):
+        super().__init__(reason)
+        self.reason = reason
+        self.gained = gained
+
+
+class StartOver(Exception):
+    """The partial file cannot be continued; the next attempt starts from byte 0."""
+
+
+class FallBack(Exception):
+    """The server answered a ranged request with the whole file: use one stream."""
+
+
+class GaveUp(DownloadError):
+    """One segment used up its retries: its worker stops, the others finish what they can."""
+
+
+def new_session() -> requests.Session:
+    s = requests.Session()
+    s.headers.update({"User-Agent": f"msn-cli/{__version__}", "Accept-Encoding": "identity"})
+    return s
+
+
+def body_reader(r: requests.Response) -> BodyReader:
+    """Read ``r``'s body undecoded (the bytes on the server, as ``curl -o`` saves them).
+
+    urllib3's ``read1`` hands over whatever the socket has, so a broken connection loses
+    nothing that arrived before the break; where it is missing (urllib3 < 2.1), small reads
+    keep that loss small.
+    """
+    raw = r.raw
+    read1 = getattr(raw, "read1", None)
+
+    def read(n: int) -> bytes:
+        data: bytes = (read1(n, decode_content=False) if read1 is not None
+                       else raw.read(min(n, _SMALL_READ), decode_content=False))
+        return data
+
+    return read
+
+
+def failed_status(r: requests.Response) -> Retry | None:
+    """A Retry for an answer a later try may not get (5xx, 408, 429); None otherwise."""
+    status = r.status_code
+    if status >= 500 or status in (408, 429):
+        return Retry(f"the server answered HTTP {status} {r.reason or ''}".rstrip())
+    return None
+
+
+def strong_validator(etag: str | None, last_modified: str | None) -> str | None:
+    """What a segment's ``If-Range`` sends: a strong ETag, else Last-Modified (a weak ETag
+    cannot guard a range)."""
+    if etag and not etag.startswith("W/"):
+        return etag
+    return last_modified or None
+
+
+def host(url: str) -> str:
+    return urlsplit(url).netloc or url
+
+
+def short(e: BaseException) -> str:
+    """The innermost cause of a requests/urllib3 error, in a few words."""
+    for _ in range(6):
+        inner = getattr(e, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in getattr(e, "args", ()) if isinstance(a, BaseException)), None)
+        if inner is None:
+            break
+        e = inner
+    if type(e).__name__ == "IncompleteRead":
+        return "the body ended early"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror[0].lower() + e.strerror[1:]
+    text = redact(str(e).strip()) or type(e).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
