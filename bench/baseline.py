@@ -41,6 +41,11 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
 
 # Canonical (4.x / on-disk) name -> transformers 5.x in-memory name, in order.
 TO_5X: list[tuple[str, str]] = [
@@ -58,7 +63,7 @@ PROJECTION_HEAD = [f"module.fc.{m}.{p}" for m in ("fc1", "fc2", "fc3") for p in 
     for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
 
 
-def config_for(name: str):
+def config_for(name: str) -> Any:
     from transformers import ViTMSNConfig
 
     config = ViTMSNConfig()
@@ -105,7 +110,7 @@ def rename_keys(num_layers: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def split_qkv(sd: dict, num_layers: int, d: int) -> None:
+def split_qkv(sd: dict[str, torch.Tensor], num_layers: int, d: int) -> None:
     """The seed's qkv split: row slices (views) of the fused projection."""
     for i in range(num_layers):
         w = sd.pop(f"module.blocks.{i}.attn.qkv.weight")
@@ -116,7 +121,7 @@ def split_qkv(sd: dict, num_layers: int, d: int) -> None:
         sd[p + "value.weight"], sd[p + "value.bias"] = w[-d:, :], b[-d:]
 
 
-def to_model_names(sd: dict, model) -> dict:
+def to_model_names(sd: dict[str, torch.Tensor], model: Any) -> dict[str, torch.Tensor]:
     """Canonical names -> this transformers' in-memory names (identity on 4.x)."""
     want = set(model.state_dict())
     if set(sd) == want:
@@ -129,7 +134,7 @@ def to_model_names(sd: dict, model) -> dict:
     return out
 
 
-def synthetic_image():
+def synthetic_image() -> Image.Image:
     """A deterministic 640x480 RGB picture standing in for the COCO image."""
     import numpy as np
     from PIL import Image
@@ -159,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from transformers import ViTImageProcessor, ViTMSNModel
-    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    from transformers.utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     torch.set_grad_enabled(False)
     mark("import")
@@ -179,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     split_qkv(state_dict, config.num_hidden_layers, config.hidden_size)
     state_dict = to_model_names(state_dict, model)
     model.load_state_dict(state_dict)  # strict, as the seed
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]
     mark("load_state_dict")
     image_processor = ViTImageProcessor(size=config.image_size, image_mean=IMAGENET_DEFAULT_MEAN,
                                         image_std=IMAGENET_DEFAULT_STD)

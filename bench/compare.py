@@ -11,9 +11,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from report import Comparison
 
 
-def compare(a: Path, b: Path) -> dict:
+def compare(a: Path, b: Path) -> Comparison:
     import torch
     from safetensors import safe_open
 

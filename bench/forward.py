@@ -23,13 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import ViTMSNModel
 
-    from msn_cli.original.architecture import Architecture
-    from msn_cli.verify.checks import noise_image
+    from msn_cli.hf.folder import config_architecture
+    from msn_cli.verify.inputs import noise_image
 
     t1 = time.perf_counter()
-    model = ViTMSNModel.from_pretrained(str(folder))
-    model.eval()
-    arch = Architecture.from_hf_config(json.loads((folder / "config.json").read_text()))
+    model = ViTMSNModel.from_pretrained(str(folder)).eval()  # type: ignore[no-untyped-call]
+    arch = config_architecture(json.loads((folder / "config.json").read_text()))
     pixels = noise_image(arch.image_size, 0, arch.num_channels).to(model.dtype)
     t2 = time.perf_counter()
     with torch.inference_mode():
