@@ -59,15 +59,30 @@ def test_the_memory_figure_is_anonymous_memory_of_the_process_tree(tmp_path: Pat
                      f"'-c', {ALLOCATE.format(n=200 * MB)!r}], check=True)"], tmp_path)
     data = tmp_path / "data.bin"
     data.write_bytes(b"\1" * (200 * MB))
-    mapped = measure([sys.executable, "-c", "import mmap, time; f = open(%r, 'rb'); "
+    mapped = measure([sys.executable, "-c", f"import mmap, time; f = open({str(data)!r}, 'rb'); "
                       "m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ); "
-                      "assert sum(m[i] for i in range(0, len(m), 4096)) > 0; time.sleep(0.3)"
-                      % str(data)], tmp_path)
+                      "assert sum(m[i] for i in range(0, len(m), 4096)) > 0; time.sleep(0.3)"],
+                     tmp_path)
     assert all(r.rc == 0 for r in (small, heap, child, mapped))
     assert 0 < small.anon < 100 * MB
     assert heap.anon > small.anon + 180 * MB
     assert child.anon > small.anon + 180 * MB  # the child's heap, counted in its parent's tree
     assert mapped.anon < small.anon + 50 * MB  # 200 MB resident, all of it clean file pages
+
+
+def test_the_report_replaces_its_part_of_the_page_and_keeps_the_rest(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import report
+
+    page = tmp_path / "benchmarks.md"
+    report.write_into(page, "first run\n")
+    assert page.read_text() == f"# Benchmarks\n\n{report.BEGIN}\nfirst run\n{report.END}\n"
+    text = page.read_text().replace("# Benchmarks\n", "# Benchmarks\n\nBy hand, above.\n")
+    page.write_text(text + "\n## By hand, below\n")
+    report.write_into(page, "second run\n")
+    assert page.read_text() == (f"# Benchmarks\n\nBy hand, above.\n\n{report.BEGIN}\nsecond run\n"
+                                f"{report.END}\n\n## By hand, below\n")
 
 
 @pytest.mark.slow
