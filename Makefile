@@ -28,8 +28,9 @@ lint: install
 demo: install
 	$(BIN)/python -m msn_cli.dev.demo demo-out
 
+# BENCH_ARGS: bench/run.py's options, e.g. BENCH_ARGS="--against REV" for before and after
 bench: install
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # docs/cli.md, the command reference, generated from the Typer app, and docs/tour.md,
 # generated from a real run of the demo's commands (tests/test_docs.py checks both)
@@ -58,11 +59,14 @@ compat: $(COMPAT_STAMP)
 	print('compat:', ', '.join(d + ' ' + v(d) for d in ('torch', 'transformers', 'huggingface_hub')))"
 	MSN_EXPECT_TRANSFORMERS=4.57 $(COMPAT_VENV)/bin/python -m pytest -q $(COMPAT_TESTS)
 
-# torchvision's own transform for the preprocessing tests: msn's independent implementation of
-# MSN's evaluation transform, and transformers' torchvision backend, against torchvision itself.
-# PyPI's torchvision does not import beside torch 2.13.0+cpu, so this third venv has
+# torchvision's own outputs for the preprocessing tests: MSN's evaluation transform as
+# torchvision computes it, and transformers' torchvision backend, on the bundled photos. PyPI's
+# torchvision does not import beside torch 2.13.0+cpu, so they are made in a third venv with
 # torch 2.14.1 + torchvision 0.29.1 (a CUDA build: 5.8 GB; about 90 s to install from the local
-# wheel store on x86_64). MSN_EXPECT_TORCHVISION turns the tests' "no torchvision" skips into failures.
+# wheel store on x86_64) and stored in tests/fixtures/ (tests/torchvision_fixture.py), which
+# every test run compares with. This target makes them again, then runs the preprocessing tests
+# against torchvision itself there (MSN_EXPECT_TORCHVISION turns "no torchvision" skips into
+# failures). Run it when the photos, the processor configuration or torchvision change.
 TV_VENV   ?= .venv-tv
 TV_TORCH  ?= torch==2.14.1 torchvision==0.29.1
 TV_STAMP   = $(TV_VENV)/.installed
@@ -75,6 +79,7 @@ $(TV_STAMP): pyproject.toml
 	touch $(TV_STAMP)
 
 torchvision: $(TV_STAMP)
+	$(TV_VENV)/bin/python -m tests.torchvision_fixture
 	MSN_EXPECT_TORCHVISION=1 $(TV_VENV)/bin/python -m pytest -q tests/test_preprocessing.py
 
 clean:

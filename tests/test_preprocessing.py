@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +15,15 @@ from PIL import Image
 from msn_cli.dev.synth import TINY
 from msn_cli.original import preprocess
 from msn_cli.original.architecture import Architecture
-from msn_cli.verify.preprocessing import PHOTOS_DIR, PIXEL_ATOL, bundled_photos, compare_photo, load_processor
+from msn_cli.verify.photos import (
+    PHOTOS_DIR,
+    PIXEL_ATOL,
+    Photo,
+    bundled_photos,
+    compare_photo,
+    load_processor,
+)
+from tests import torchvision_fixture
 from tests.test_verify import check, refresh_hashes, run_verify
 
 # 224 px like every released model (the odd crop margin of the 640x427 photo shows at 224),
@@ -22,34 +32,55 @@ TINY224 = Architecture(hidden_size=64, num_layers=2, num_heads=1, intermediate_s
                        patch_size=16, image_size=224)
 
 
-def _torchvision_transforms():
-    """torchvision.transforms, or None where torchvision is missing or does not import
-    (``make torchvision`` sets MSN_EXPECT_TORCHVISION: there, a missing one is a failure)."""
+def _have_torchvision() -> bool:
+    """Whether torchvision imports here (``make torchvision`` sets MSN_EXPECT_TORCHVISION:
+    there, a missing one is a failure). Where it does not, the tests compare with its outputs
+    stored in tests/fixtures (tests/torchvision_fixture.py)."""
     try:
-        import torchvision.transforms as T
+        import torchvision.transforms  # noqa: F401
     except Exception as e:
         if os.environ.get("MSN_EXPECT_TORCHVISION"):
             pytest.fail(f"MSN_EXPECT_TORCHVISION is set but torchvision does not import: {e}")
-        return None
-    return T
+        return False
+    return True
 
 
-def _processor(folder, backend):
-    """The folder's processor with a given backend (5.x: ``backend=``, 4.57: ``use_fast``);
-    skips when that backend cannot be had here."""
+class StoredProcessor:
+    """transformers' torchvision-backend processor as the fixture recorded it: the
+    ``pixel_values`` it gave for each bundled photo, looked up by the photo's image."""
+
+    def __init__(self, photos: list[Photo]) -> None:
+        stored = torchvision_fixture.load().processor
+        self.pixels = {id(p.image): stored[i] for i, p in enumerate(photos)}
+
+    def __call__(self, images: Image.Image, return_tensors: str) -> dict[str, Any]:
+        import torch
+
+        return {"pixel_values": torch.from_numpy(self.pixels[id(images)])[None]}
+
+
+PROCESSORS = ["pil", "torchvision", "torchvision-stored"]
+
+
+def _processor(folder: Path, backend: str, photos: list[Photo]) -> tuple[Any, str]:
+    """The folder's processor with a given backend (5.x: ``backend=``, 4.57: ``use_fast``), and
+    the backend's name; skips when that backend cannot be had here. ``torchvision-stored``:
+    the torchvision backend's outputs on ``photos`` from the fixture."""
     import transformers
     from transformers import AutoImageProcessor
 
-    from msn_cli.verify.preprocessing import backend_name
+    from msn_cli.verify.photos import backend_name
 
-    if backend == "torchvision" and _torchvision_transforms() is None:
+    if backend == "torchvision-stored":
+        return StoredProcessor(photos), "torchvision"
+    if backend == "torchvision" and not _have_torchvision():
         pytest.skip("torchvision is not installed (or does not import) here")
     kw = ({"backend": backend} if int(transformers.__version__.split(".")[0]) >= 5
           else {"use_fast": backend == "torchvision"})
     proc = AutoImageProcessor.from_pretrained(str(folder), **kw)
     if backend_name(proc) != backend:
         pytest.skip(f"the {backend} backend is not available here ({type(proc).__name__})")
-    return proc
+    return proc, backend
 
 
 @pytest.fixture
@@ -103,30 +134,55 @@ def test_small_images_are_padded_like_torchvision():
     assert x.shape == (3, 224, 224)
 
 
-@pytest.mark.parametrize("size", [224, 64])
-def test_independent_transform_equals_torchvision(size):
+@pytest.mark.parametrize("size", torchvision_fixture.SIZES)
+def test_independent_transform_equals_torchvision(size: int) -> None:
     """Bit for bit against torchvision's own Resize/CenterCrop/ToTensor/Normalize, where a
     torchvision that imports beside the installed torch can be had."""
-    T = _torchvision_transforms()
-    if T is None:
+    if not _have_torchvision():
         pytest.skip("torchvision is not installed (or does not import) here")
-    tv = T.Compose([T.Resize(preprocess.eval_resize_size(size)), T.CenterCrop(size), T.ToTensor(),
-                    T.Normalize(preprocess.IMAGENET_MEAN, preprocess.IMAGENET_STD)])
+    tv = torchvision_fixture.torchvision_transform(size)
     for photo in bundled_photos():
         want = tv(photo.image).numpy()
         got = preprocess.msn_eval_transform(photo.image, size)
         assert np.array_equal(got, want), photo.name
 
 
+@pytest.mark.parametrize("size", torchvision_fixture.SIZES)
+def test_independent_transform_equals_stored_torchvision(size: int) -> None:
+    """Bit for bit against torchvision's outputs stored by ``make torchvision`` (float32 as
+    torchvision gave them), everywhere."""
+    stored = torchvision_fixture.load()
+    for i, photo in enumerate(bundled_photos()):
+        got = preprocess.msn_eval_transform(photo.image, size)
+        assert np.array_equal(got, stored.transform[(size, i)]), photo.name
+
+
+def test_stored_torchvision_outputs_are_of_these_photos_and_this_configuration() -> None:
+    """Outputs made from other photos, or by a processor loaded from another configuration,
+    prove nothing about these: ``make torchvision`` makes them again."""
+    stored = torchvision_fixture.load()
+    record = stored.record
+    assert record["photos"] == [p.name for p in bundled_photos()], "run make torchvision"
+    assert record["photo_sha256"] == torchvision_fixture.photo_hashes(), "run make torchvision"
+    assert record["processor_config"] == preprocess.msn_processor_config(
+        torchvision_fixture.PROCESSOR_SIZE), "run make torchvision"
+    assert {"torch", "torchvision", "transformers"} <= set(record["versions"])
+    for (size, _), a in stored.transform.items():
+        assert a.dtype == np.float32 and a.shape == (3, size, size)
+    for a in stored.processor:
+        assert a.dtype == np.float32 and a.shape == (3, 224, 224)
+
+
 # ---------------------------------------------------------------------------------------------
 # transformers' processor against it, per backend
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", ["pil", "torchvision"])
-def test_processor_matches_the_evaluation_transform(msn_folder, backend):
-    proc = _processor(msn_folder, backend)
+@pytest.mark.parametrize("backend", PROCESSORS)
+def test_processor_matches_the_evaluation_transform(msn_folder: Path, backend: str) -> None:
+    photos = bundled_photos()
+    proc, backend = _processor(msn_folder, backend, photos)
     rows = {}
-    for photo in bundled_photos():
+    for photo in photos:
         res = compare_photo(proc, backend, photo, "msn", 224)
         rows[photo.name] = res.row
         assert res.ok, res.row
@@ -137,11 +193,12 @@ def test_processor_matches_the_evaluation_transform(msn_folder, backend):
         assert rows["chelsea.png"]["status"] == "identical"
 
 
-@pytest.mark.parametrize("backend", ["pil", "torchvision"])
-def test_odd_margin_640x427_is_one_pixel_off(msn_folder, backend):
+@pytest.mark.parametrize("backend", PROCESSORS)
+def test_odd_margin_640x427_is_one_pixel_off(msn_folder: Path, backend: str) -> None:
     """The named case: transformers floors the crop offset (79), torchvision rounds it (80)."""
-    proc = _processor(msn_folder, backend)
-    for photo in bundled_photos()[:2]:  # rocket.jpg, landscape and rotated
+    photos = bundled_photos()
+    proc, backend = _processor(msn_folder, backend, photos)
+    for photo in photos[:2]:  # rocket.jpg, landscape and rotated
         res = compare_photo(proc, backend, photo, "msn", 224)
         assert res.row["geometry"]["odd_margin"] is True
         assert res.row["status"].startswith("one pixel off")
