@@ -89,11 +89,7 @@ def _converted(t: TensorPlan, ckpt: Checkpoint) -> torch.Tensor:
 
     src = t.take(ckpt.state[t.source])
     want = getattr(torch, t.dtype)
-    if src.dtype == want:
-        return src
-    out = src.to(want)
-    ckpt.release(src)  # the source pages were read for the conversion and are done with
-    return out
+    return src if src.dtype == want else src.to(want)
 
 
 def _require_finite(t: TensorPlan, out: torch.Tensor) -> None:
@@ -119,8 +115,8 @@ def write_folder(tmp: Path, ckpt: Checkpoint, plan: ConversionPlan, manifest: Ma
         progress("writing", done, total)
 
     weights = tmp / SAFE_WEIGHTS
-    pending = [PendingTensor(t.target, t.dtype, t.shape, functools.partial(_converted, t, ckpt),
-                             ckpt.release) for t in plan.tensors]
+    pending = [PendingTensor(t.target, t.dtype, t.shape, functools.partial(_converted, t, ckpt))
+               for t in plan.tensors]
     meta = {"format": "pt", "msn_tool": f"msn {__version__}",
             "msn_source_sha256": (manifest.get("source") or {}).get("sha256") or "",
             "msn_dropped": ",".join(r.source or "" for r in plan.dropped)}
@@ -231,7 +227,6 @@ def readback_check(path: Path, ckpt: Checkpoint, plan: ConversionPlan,
                 if not same_bits(got.reshape(ref.shape), ref):
                     raise _readback_failed(f"{t.target} differs from its source")
                 _require_finite(t, ref)  # the values as written, whichever way they went
-                ckpt.release(ref)
                 hasher.put(view, (pool.put, buf))
                 done += t.nbytes
                 progress("checking", done, plan.output_bytes)
