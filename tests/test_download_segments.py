@@ -27,7 +27,7 @@ from msn_cli.transfer.download import settings
 from msn_cli.transfer.partial import DamagedNote, read_partial_note
 
 SIZE = 6_000_000
-SEG = SIZE // 16  # what download.py picks for 4 connections
+SEG = SIZE // 16  # what download/segments.py picks for 4 connections
 PATH = "/big/run_c.pth.tar"
 NAME = "run_c.pth.tar"
 

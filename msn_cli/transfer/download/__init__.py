@@ -52,19 +52,12 @@ from msn_cli.progress import ProgressFn, no_progress
 from msn_cli.transfer.cache import Cache
 from msn_cli.transfer.download.context import NotifyFn
 from msn_cli.transfer.download.settings import download_connections
-from msn_cli.transfer.download.target import (
-    CachedFile,
-    Target,
-    check_sha256,
-    effective_base_url,
-    resolve_target,
-)
+from msn_cli.transfer.download.target import CachedFile, Target, check_sha256, resolve_target
 from msn_cli.transfer.offline import offline_variable
 from msn_cli.util.hashing import sha256_file
 from msn_cli.util.safeio import UnsafeInput, strip_credentials
 
-__all__ = ["TOTAL_STAGE", "CachedFile", "check_sha256", "download_connections",
-           "effective_base_url", "fetch", "fetch_many"]
+__all__ = ["TOTAL_STAGE", "CachedFile", "download_connections", "fetch", "fetch_many"]
 
 TOTAL_STAGE = "all files"
 """The progress stage under which :func:`fetch_many` reports the bytes of all its files."""
@@ -99,7 +92,7 @@ def fetch(spec: str, *, cache_dir: str | os.PathLike[str] | None = None, base_ur
             "use the network",
             hint=f"unset {var} and run 'msn download {strip_credentials(spec)}', or copy the file "
                  f"from {target.shown} onto this machine and give its path instead")
-    # Imported here: the transfer needs requests (about 0.15 s to import), a cache hit does not.
+    # Imported here: the transfer needs requests, whose import a cache hit need not pay for.
     from msn_cli.transfer.download.run import download
 
     cache.ensure()
