@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from msn_cli.original.variants import VARIANTS
-from msn_cli.transfer import download as dl
 from msn_cli.transfer.cache import Cache, default_cache_dir
+from msn_cli.transfer.download import settings
 
 
 @pytest.fixture(autouse=True)
 def _fast_backoff(monkeypatch):
-    monkeypatch.setattr(dl, "BACKOFF", 0.01)
+    monkeypatch.setattr(settings, "BACKOFF", 0.01)
 
 
 def blob(n: int, seed: int) -> bytes:
