@@ -24,13 +24,14 @@ from msn_cli.util.fmt import utc_now
 from msn_cli.verify import against, config, files, golden, image, loading, parity, preprocessing
 from msn_cli.verify.context import VerifyContext, VerifyOptions, could_not_run
 from msn_cli.verify.report import CheckResult, VerifyReport
-from msn_cli.verify.source import import_versions, recorded_heads, source_checkpoint
+from msn_cli.verify.source import SourceFile, find_source, import_versions, load_source, recorded_heads
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from msn_cli.hf.manifest import Manifest
     from msn_cli.original.architecture import Architecture
+    from msn_cli.original.checkpoint import Checkpoint
     from msn_cli.original.variants import Variant
     from msn_cli.verify.context import VerifyKeywords
 
@@ -71,11 +72,15 @@ def verify_folder(folder: str | os.PathLike[str], options: VerifyOptions | None 
     A failed check is part of the returned report. Raises :class:`FolderError`,
     :class:`CheckpointError` (exit 3) or a network error (exit 4) when verify cannot run.
     """
+    options = replace(options or VerifyOptions(), **keywords)
     start = time.perf_counter()
-    ctx = _context(Path(folder), replace(options or VerifyOptions(), **keywords))
-    seconds = {"source": time.perf_counter() - start}
+    found = _find(Path(folder), options)  # before the imports: what cannot run fails fast
+    found_at = time.perf_counter()
     versions = import_versions()
-    seconds["imports"] = time.perf_counter() - start - seconds["source"]
+    imported_at = time.perf_counter()
+    ctx = _context(found, options)
+    seconds = {"source": found_at - start + time.perf_counter() - imported_at,
+               "imports": imported_at - found_at}
     checks = []
     last_model_user = max(i for i, c in enumerate(CHECKS) if c.uses_models)
     for i, check in enumerate(CHECKS):
@@ -93,9 +98,18 @@ def verify_folder(folder: str | os.PathLike[str], options: VerifyOptions | None 
                         provenance=list(ctx.inferred.provenance), seconds=seconds)
 
 
-def _context(folder: Path, options: VerifyOptions) -> VerifyContext:
-    """What verify finds before the checks: the folder, its manifest, the source checkpoint
-    and the architecture read from it (raising when verify cannot run)."""
+@dataclass(frozen=True)
+class _Found:
+    folder: Path
+    manifest: Manifest | None
+    image: Path | None
+    against: Path | None
+    source: SourceFile | Checkpoint
+
+
+def _find(folder: Path, options: VerifyOptions) -> _Found:
+    """The folder, its manifest, the ``--image`` and ``--against`` and the source file: what
+    verify needs before anything is read (raising when verify cannot run)."""
     if not folder.is_dir():
         raise FolderError(f"{folder} is not a folder" if folder.exists() else f"no such folder: {folder}",
                           hint="give the folder msn convert wrote")
@@ -111,17 +125,24 @@ def _context(folder: Path, options: VerifyOptions) -> VerifyContext:
             raise FolderError(f"cannot read {folder / MANIFEST}: {e.strerror or e}") from e
     against_path = against.resolve_against(options.against, options.progress) \
         if options.against is not None else None
-    ckpt, source = source_checkpoint(manifest, folder, options)
+    return _Found(folder, manifest, image, against_path, find_source(manifest, folder, options))
+
+
+def _context(found: _Found, options: VerifyOptions) -> VerifyContext:
+    """The source read (and hashed), and the architecture its shapes give."""
+    ckpt, source = load_source(found.source, options)
     known = options.known
     if known is None:
-        known, _ = run_context(ckpt.path, options.config, options.num_heads, recorded_heads(manifest))
+        known, _ = run_context(ckpt.path, options.config, options.num_heads,
+                               recorded_heads(found.manifest))
     elif options.num_heads is not None:
         known = replace(known, num_heads=options.num_heads)
     inferred = infer_architecture(ckpt.state, known=known)
     summary = assumed_warning(inferred.provenance)
-    return VerifyContext(folder=folder, options=options, manifest=manifest, checkpoint=ckpt,
-                         source=source, inferred=inferred, variant=_variant(manifest, inferred.variant),
-                         image=image, against=against_path,
+    return VerifyContext(folder=found.folder, options=options, manifest=found.manifest,
+                         checkpoint=ckpt, source=source, inferred=inferred,
+                         variant=_variant(found.manifest, inferred.variant), image=found.image,
+                         against=found.against,
                          notes=[*inferred.warnings, *([summary] if summary else [])])
 
 

@@ -6,13 +6,14 @@ see :func:`manifest_download`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from msn_cli import __version__
 from msn_cli.conversion.provenance import HEADS, Provenance
 from msn_cli.errors import CheckpointError
-from msn_cli.original.checkpoint import Checkpoint, load_checkpoint
+from msn_cli.original.checkpoint import Checkpoint, Encoder, load_checkpoint
 from msn_cli.original.variants import VARIANTS
 from msn_cli.util.hashing import sha256_file
 from msn_cli.verify.context import VerifyOptions, could_not_run
@@ -91,26 +92,42 @@ def _resolve(src: SourceRecord, folder: Path, options: VerifyOptions) -> Resolve
                           hint="pass it with --source PATH|NAME|URL")
 
 
-def source_checkpoint(manifest: Manifest | None, folder: Path,
-                      options: VerifyOptions) -> tuple[Checkpoint, SourceReport]:
-    """The source checkpoint, and what verify reports of it; ``mismatch`` says when it is not
-    the file the manifest records (the files check then fails: never a recorded pass)."""
+@dataclass(frozen=True)
+class SourceFile:
+    """The source checkpoint found (not read yet), and what the manifest records of it."""
+
+    resolved: ResolvedSource
+    encoder: Encoder
+    record: SourceRecord
+
+
+def find_source(manifest: Manifest | None, folder: Path,
+                options: VerifyOptions) -> SourceFile | Checkpoint:
+    """The source file to compare with, or the checkpoint ``options`` holds loaded already."""
     if options.checkpoint is not None:
-        ckpt = options.checkpoint
-        return ckpt, {"path": str(ckpt.path), "kind": "given", "encoder": ckpt.encoder,
-                      "given": True}
+        return options.checkpoint
     src: SourceRecord = (manifest.get("source") if manifest else None) or {}
     enc = options.encoder or src.get("encoder") or "target"
     if enc not in ("target", "online"):
         raise could_not_run(f"unknown encoder '{enc}' in the manifest")
-    resolved = _resolve(src, folder, options)
-    ckpt = load_checkpoint(resolved.path, "online" if enc == "online" else "target")
+    return SourceFile(_resolve(src, folder, options), "online" if enc == "online" else "target", src)
+
+
+def load_source(found: SourceFile | Checkpoint,
+                options: VerifyOptions) -> tuple[Checkpoint, SourceReport]:
+    """The source checkpoint, and what verify reports of it; ``mismatch`` says when it is not
+    the file the manifest records (the files check then fails: never a recorded pass)."""
+    if isinstance(found, Checkpoint):
+        return found, {"path": str(found.path), "kind": "given", "encoder": found.encoder,
+                       "given": True}
+    resolved, src = found.resolved, found.record
+    ckpt = load_checkpoint(resolved.path, found.encoder)
     want_sha = src.get("sha256")
     have = None
     if want_sha and not (src.get("size") and ckpt.file_size != src.get("size")):
         have = resolved.sha256 or sha256_file(resolved.path, options.progress, "hashing source")
-    info: SourceReport = {"path": str(resolved.path), "kind": resolved.kind, "encoder": enc,
-                          "given": options.source is not None}
+    info: SourceReport = {"path": str(resolved.path), "kind": resolved.kind,
+                          "encoder": found.encoder, "given": options.source is not None}
     if want_sha and have != want_sha:  # never a pass: the card would vouch for want_sha
         info["mismatch"] = (f"the source {resolved.path} is not the file this folder was converted "
                             f"from (the manifest records {src.get('size')} bytes, sha256 "
