@@ -112,9 +112,9 @@ def test_rm_without_yes_and_no_terminal_refuses(cli, filled):
 
 @pytest.mark.parametrize(("answer", "kept"), [("n\n", 3), ("y\n", 0)])
 def test_rm_prompts_when_interactive(cli, filled, monkeypatch, answer, kept):
-    from msn_cli.cli import download_cmd
+    from msn_cli.cli import cache_cmd
 
-    monkeypatch.setattr(download_cmd, "_stdin_interactive", lambda: True)
+    monkeypatch.setattr(cache_cmd, "_stdin_interactive", lambda: True)
     monkeypatch.setattr("sys.stdin", io.StringIO(answer))
     r = cli("cache", "rm", "--all")
     assert r.code == 0, r.stderr

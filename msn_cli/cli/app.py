@@ -8,13 +8,14 @@ import typer
 
 from msn_cli import __version__
 from msn_cli.cli import completion
+from msn_cli.cli.cache_cmd import cache_app
 from msn_cli.cli.convert_cmd import convert
-from msn_cli.cli.download_cmd import cache_app, download
+from msn_cli.cli.download_cmd import download
 from msn_cli.cli.export_cmd import export
+from msn_cli.cli.helpfmt import MsnCommand, MsnGroup
 from msn_cli.cli.inspect_cmd import inspect
 from msn_cli.cli.push_cmd import push
 from msn_cli.cli.verify_cmd import verify
-from msn_cli.dev.clidocs import MsnCommand, MsnGroup
 from msn_cli.errors import EXIT_CODES_SUMMARY
 
 app = typer.Typer(

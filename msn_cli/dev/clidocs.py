@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import enum
 import inspect
-import pathlib
 import re
 import sys
-import typing
 from collections.abc import Iterator
 from typing import Any
 
+import typer
+
+from msn_cli.cli.app import app
+from msn_cli.cli.helpfmt import arg_name, is_option, subcommands, type_name, usage_pieces
 from msn_cli.errors import EXIT_CODES_SUMMARY
 
 GENERATED_BY = "python -m msn_cli.dev.clidocs > docs/cli.md"
@@ -82,44 +84,6 @@ def _help_markdown(text: str) -> list[str]:
     return out
 
 
-def _type_name(param: Any) -> str:
-    if getattr(param, "metavar", None) and _is_option(param):
-        return str(param.metavar) + _range(param)
-    click_type = getattr(param, "type", None)  # typer built on click
-    if click_type is not None and getattr(click_type, "name", None):
-        choices = getattr(click_type, "choices", None)
-        return "|".join(map(str, choices)) if choices else str(click_type.name).upper()
-    descriptor = getattr(param, "type_descriptor", None)  # typer with its own copy of click
-    ann = getattr(descriptor, "annotation", None)
-    return _annotation_name(ann, param)
-
-
-def _annotation_name(ann: Any, param: Any) -> str:
-    origin = typing.get_origin(ann)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        args = [a for a in typing.get_args(ann) if a is not type(None)]
-        return _annotation_name(args[0], param) if args else "TEXT"
-    if origin in (list, tuple, set):
-        items = typing.get_args(ann)
-        return _annotation_name(items[0], param) if items else "TEXT"
-    if origin is typing.Literal:
-        return "|".join(map(str, typing.get_args(ann)))
-    if isinstance(ann, type) and issubclass(ann, enum.Enum):
-        return "|".join(str(m.value) for m in ann)
-    names = {str: "TEXT", int: "INTEGER", float: "FLOAT", bool: "BOOLEAN"}
-    name = names.get(ann) if isinstance(ann, type) else None
-    if name is None:
-        name = "PATH" if isinstance(ann, type) and issubclass(ann, pathlib.PurePath) else "TEXT"
-    return name + _range(param)
-
-
-def _range(param: Any) -> str:
-    lo, hi = getattr(param, "min", None), getattr(param, "max", None)
-    if getattr(param, "count", False) or (lo is None and hi is None):
-        return ""
-    return f" ({lo if lo is not None else ''}..{hi if hi is not None else ''})"
-
-
 def _default(param: Any) -> str:
     if getattr(param, "show_default", True) is False:
         return ""
@@ -135,41 +99,13 @@ def _default(param: Any) -> str:
     return str(value)
 
 
-def _is_option(param: Any) -> bool:
-    return getattr(param, "param_type_name", "") == "option"
-
-
-def _arg_name(param: Any) -> str:
-    """An argument's name as help shows it: ``SOURCE``, ``NAMES...``."""
-    name = (param.metavar or param.name or "ARG").upper().removesuffix("...")
-    return name + "..." if param.nargs == -1 else name
-
-
-def _arg_usage(param: Any) -> str:
-    name = _arg_name(param)
-    return name if param.required else f"[{name}]"
-
-
-def _usage_pieces(cmd: Any) -> list[str]:
-    parts = ["[OPTIONS]"]
-    parts += [_arg_usage(p) for p in cmd.params if not _is_option(p) and not getattr(p, "hidden", False)]
-    if _subcommands(cmd):
-        parts.append("COMMAND [ARGS]...")
-    return parts
-
-
 def _usage(path: list[str], cmd: Any) -> str:
-    return " ".join([*path, *_usage_pieces(cmd)])
-
-
-def _subcommands(cmd: Any) -> dict[str, Any]:
-    commands = getattr(cmd, "commands", None) or {}
-    return {name: sub for name, sub in commands.items() if not getattr(sub, "hidden", False)}
+    return " ".join([*path, *usage_pieces(cmd)])
 
 
 def _walk(cmd: Any, path: list[str]) -> Iterator[tuple[list[str], Any]]:
     yield path, cmd
-    for name, sub in _subcommands(cmd).items():
+    for name, sub in subcommands(cmd).items():
         yield from _walk(sub, [*path, name])
 
 
@@ -183,23 +119,23 @@ def _command_section(path: list[str], cmd: Any) -> list[str]:
     body = _help_markdown(cmd.help or "")
     if body:
         out += [*body, ""]
-    subs = _subcommands(cmd)
+    subs = subcommands(cmd)
     if subs:
         out += ["| Command | What it does |", "| --- | --- |"]
         for name, sub in subs.items():
             first = plain(inspect.cleandoc(sub.short_help or sub.help or "")).split("\n\n")[0]
             out.append(f"| [`{' '.join([*path, name])}`](#{_anchor([*path, name])}) | {_cell(first)} |")
         out.append("")
-    args = [p for p in cmd.params if not _is_option(p) and not getattr(p, "hidden", False)]
+    args = [p for p in cmd.params if not is_option(p) and not getattr(p, "hidden", False)]
     if args:
         out += ["**Arguments**", "", "| Argument | Type | Required | Description |",
                 "| --- | --- | --- | --- |"]
         for p in args:
-            name = _arg_name(p)
-            out.append(f"| `{name}` | {_cell(_type_name(p))} | {'yes' if p.required else 'no'} | "
+            name = arg_name(p)
+            out.append(f"| `{name}` | {_cell(type_name(p))} | {'yes' if p.required else 'no'} | "
                        f"{_cell(plain(getattr(p, 'help', None) or ''))} |")
         out.append("")
-    opts = [p for p in cmd.params if _is_option(p) and not getattr(p, "hidden", False)]
+    opts = [p for p in cmd.params if is_option(p) and not getattr(p, "hidden", False)]
     out += ["**Options**", "", "| Option | Type | Default | Description |", "| --- | --- | --- | --- |"]
     for p in opts:
         names = ", ".join(f"`{o}`" for o in sorted(p.opts, key=len) + list(p.secondary_opts))
@@ -208,7 +144,7 @@ def _command_section(path: list[str], cmd: Any) -> list[str]:
         elif getattr(p, "is_flag", False):
             kind = "flag"
         else:
-            kind = _type_name(p)
+            kind = type_name(p)
         described = plain(p.help or "")
         if p.envvar and getattr(p, "show_envvar", True):
             envs = [p.envvar] if isinstance(p.envvar, str) else list(p.envvar)
@@ -242,10 +178,6 @@ completions: `msn --show-completion bash > ~/.local/share/bash-completion/comple
 
 def render() -> str:
     """docs/cli.md as a string."""
-    import typer
-
-    from msn_cli.cli.app import app
-
     root = typer.main.get_command(app)
     sections = list(_walk(root, ["msn"]))
     out = [
@@ -269,80 +201,6 @@ def render() -> str:
     out.append(_COMPLETION)
     text = "\n".join(out)
     return re.sub(r"\n{3,}", "\n\n", text).rstrip("\n") + "\n"
-
-
-# -- the live help (-h) reads like this reference ---------------------------------------------
-# Typer's own help names arguments {source} and [names]..., types <str>, <bool> (even for flags,
-# which take no value) and <list[str]>, keeps a paragraph's line breaks, and drops the
-# indentation of examples that directly follow the first paragraph. The command classes below
-# give -h the names used above: SOURCE OUT, [NAMES...], TEXT, PATH, INTEGER, nothing for a flag.
-
-
-def _conform(param: Any) -> None:
-    if getattr(param, "hidden", False):
-        return
-    if not _is_option(param):
-        kind = _type_name(param)
-        param.metavar = _arg_name(param)
-        if hasattr(param, "display_type_rich"):  # typer's own click: the type column of -h
-            param.display_type_rich = lambda ctx, _kind=kind: _kind
-    elif getattr(param, "is_flag", False) or getattr(param, "count", False):
-        param.metavar = ""  # a flag takes no value: show no type
-        param.show_default = False
-    elif not param.metavar:
-        param.metavar = _type_name(param).split(" (")[0]  # -h adds the range itself
-
-
-def live_help(text: str) -> str:
-    """Help text as -h shows it: each prose paragraph one line (the terminal wraps it at words),
-    indented lines (examples) kept as they are."""
-    paragraphs = []
-    for para in inspect.cleandoc(text or "").split("\n\n"):
-        lines = para.splitlines()
-        if any(line.startswith((" ", "\t", "\b")) for line in lines):
-            # "[default]" keeps typer from removing the indentation as common to all lines
-            paragraphs.append("\n".join(f"[default]{line}" if line.startswith(" ") else line
-                                        for line in lines))
-        else:
-            paragraphs.append(" ".join(line.strip() for line in lines))
-    return "\n\n".join(paragraphs)
-
-
-class _LikeTheReference:
-    params: list[Any]
-    help: str | None
-
-    def collect_usage_pieces(self, ctx: Any) -> list[str]:
-        return _usage_pieces(self)
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
-        for param in params:  # completion and help options included
-            _conform(param)
-        return params
-
-    def format_help(self, ctx: Any, formatter: Any) -> None:
-        original = self.help
-        self.help = live_help(original or "")
-        try:
-            super().format_help(ctx, formatter)  # type: ignore[misc]
-        finally:
-            self.help = original
-
-
-def _classes() -> tuple[type, type]:
-    from typer.core import TyperCommand, TyperGroup
-
-    class MsnCommand(_LikeTheReference, TyperCommand):
-        """A command whose -h reads like docs/cli.md."""
-
-    class MsnGroup(_LikeTheReference, TyperGroup):
-        """A command group whose -h reads like docs/cli.md."""
-
-    return MsnCommand, MsnGroup
-
-
-MsnCommand, MsnGroup = _classes()
 
 
 def main() -> int:

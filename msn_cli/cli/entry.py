@@ -1,0 +1,102 @@
+"""The console script: run the Typer app and turn every failure into a message and an exit code.
+
+``main()`` is the one place where exceptions become text: the project's own errors print
+``Error: ...`` and a hint, Typer's parse errors print as Click shows them, anything else is
+reported as a bug. Typer and the app are imported inside ``main()``, so that Ctrl-C while they
+load reads as ``interrupted`` (see :func:`run`) rather than as a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from msn_cli.cli.signals import Terminated, catch_sigterm
+from msn_cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, MsnError
+
+EXIT_BUG = 70  # sysexits.h's EX_SOFTWARE: an error msn does not know, so a bug of msn's
+
+
+@runtime_checkable
+class ParseError(Protocol):
+    """Click's ``ClickException`` interface (a bad option, a missing argument). Typer 0.26 and
+    later raise the exceptions of its own copy of Click, which have no public class to name."""
+
+    exit_code: int
+
+    def show(self) -> None: ...
+
+
+def _debug() -> bool:
+    return os.environ.get("MSN_DEBUG", "") not in ("", "0", "false")
+
+
+def _error(message: str, hint: str | None = None) -> None:
+    from msn_cli.cli.term import Term
+    from msn_cli.util.safeio import redact
+
+    # the last line of defence: no URL credentials in any message, whatever raised it
+    Term().error(redact(message), redact(hint) if hint else hint)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``msn ARGV`` (default: ``sys.argv[1:]``); return the exit code."""
+    import typer
+
+    from msn_cli.cli import completion
+    from msn_cli.cli.app import app
+    from msn_cli.original import checkpoint
+
+    catch_sigterm()
+    checkpoint.FREEZE_GC_AFTER_TORCH = True  # a short-lived process: see checkpoint.import_torch
+    command = typer.main.get_command(app)
+    args = completion.optional_values(list(sys.argv[1:] if argv is None else argv))
+    try:
+        rv = command.main(args=args, prog_name="msn", standalone_mode=False)
+    except (Exception, KeyboardInterrupt, Terminated) as e:
+        return exit_code_for(e)
+    if rv == EXIT_INTERRUPTED:  # typer turns KeyboardInterrupt into a silent Exit(130)
+        _error("interrupted")
+    return rv if isinstance(rv, int) else 0
+
+
+def exit_code_for(e: BaseException) -> int:
+    """Say what stopped the command (on stderr) and return its exit code; with ``MSN_DEBUG``
+    set, msn's own errors and bugs are raised again, for the traceback."""
+    import typer
+
+    if isinstance(e, MsnError):
+        if _debug():
+            raise e
+        _error(e.message, e.hint)
+        return e.exit_code
+    if isinstance(e, typer.Exit):
+        return e.exit_code
+    if isinstance(e, ParseError):
+        e.show()
+        return e.exit_code or EXIT_USAGE
+    if isinstance(e, (typer.Abort, KeyboardInterrupt)):
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    if isinstance(e, Terminated):
+        _error("terminated")
+        return EXIT_TERMINATED
+    if isinstance(e, BrokenPipeError):
+        return 1
+    if _debug():
+        raise e
+    _error(f"unexpected {type(e).__name__}: {e}",
+           hint="this is a bug in msn; rerun with MSN_DEBUG=1 for the traceback and report it")
+    return EXIT_BUG
+
+
+def run() -> None:
+    """The ``msn`` console script."""
+    try:
+        code = main()
+    except KeyboardInterrupt:  # Ctrl-C while the command was still being imported
+        _error("interrupted")
+        code = EXIT_INTERRUPTED
+    sys.exit(code)

@@ -1,0 +1,150 @@
+"""How ``-h`` names parameters and types, shared with the reference generator.
+
+Typer's own help names arguments {source} and [names]..., types <str>, <bool> (even for flags,
+which take no value) and <list[str]>, keeps a paragraph's line breaks, and drops the
+indentation of examples that directly follow the first paragraph. :class:`MsnCommand` and
+:class:`MsnGroup` give ``-h`` the names docs/cli.md uses (``msn_cli.dev.clidocs`` writes that
+page with the functions below): SOURCE OUT, [NAMES...], TEXT, PATH, INTEGER, nothing for a flag.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import pathlib
+import typing
+from typing import Any
+
+from typer.core import TyperCommand, TyperGroup
+
+
+def type_name(param: Any) -> str:
+    """A parameter's type as help shows it: ``TEXT``, ``PATH``, ``INTEGER (1..)``, ``a|b``."""
+    if getattr(param, "metavar", None) and is_option(param):
+        return str(param.metavar) + _range(param)
+    click_type = getattr(param, "type", None)  # typer built on click
+    if click_type is not None and getattr(click_type, "name", None):
+        choices = getattr(click_type, "choices", None)
+        return "|".join(map(str, choices)) if choices else str(click_type.name).upper()
+    descriptor = getattr(param, "type_descriptor", None)  # typer with its own copy of click
+    ann = getattr(descriptor, "annotation", None)
+    return _annotation_name(ann, param)
+
+
+def _annotation_name(ann: Any, param: Any) -> str:
+    origin = typing.get_origin(ann)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        return _annotation_name(args[0], param) if args else "TEXT"
+    if origin in (list, tuple, set):
+        items = typing.get_args(ann)
+        return _annotation_name(items[0], param) if items else "TEXT"
+    if origin is typing.Literal:
+        return "|".join(map(str, typing.get_args(ann)))
+    if isinstance(ann, type) and issubclass(ann, enum.Enum):
+        return "|".join(str(m.value) for m in ann)
+    names = {str: "TEXT", int: "INTEGER", float: "FLOAT", bool: "BOOLEAN"}
+    name = names.get(ann) if isinstance(ann, type) else None
+    if name is None:
+        name = "PATH" if isinstance(ann, type) and issubclass(ann, pathlib.PurePath) else "TEXT"
+    return name + _range(param)
+
+
+def _range(param: Any) -> str:
+    lo, hi = getattr(param, "min", None), getattr(param, "max", None)
+    if getattr(param, "count", False) or (lo is None and hi is None):
+        return ""
+    return f" ({lo if lo is not None else ''}..{hi if hi is not None else ''})"
+
+
+def is_option(param: Any) -> bool:
+    """An option (not an argument)."""
+    return getattr(param, "param_type_name", "") == "option"
+
+
+def arg_name(param: Any) -> str:
+    """An argument's name as help shows it: ``SOURCE``, ``NAMES...``."""
+    name = (param.metavar or param.name or "ARG").upper().removesuffix("...")
+    return name + "..." if param.nargs == -1 else name
+
+
+def _arg_usage(param: Any) -> str:
+    name = arg_name(param)
+    return name if param.required else f"[{name}]"
+
+
+def usage_pieces(cmd: Any) -> list[str]:
+    """What follows the command's name in its usage line: ``[OPTIONS] SOURCE [OUT]``."""
+    parts = ["[OPTIONS]"]
+    parts += [_arg_usage(p) for p in cmd.params if not is_option(p) and not getattr(p, "hidden", False)]
+    if subcommands(cmd):
+        parts.append("COMMAND [ARGS]...")
+    return parts
+
+
+def subcommands(cmd: Any) -> dict[str, Any]:
+    """A group's visible subcommands by name (none for a command)."""
+    commands = getattr(cmd, "commands", None) or {}
+    return {name: sub for name, sub in commands.items() if not getattr(sub, "hidden", False)}
+
+
+def _conform(param: Any) -> None:
+    if getattr(param, "hidden", False):
+        return
+    if not is_option(param):
+        kind = type_name(param)
+        param.metavar = arg_name(param)
+        if hasattr(param, "display_type_rich"):  # typer's own click: the type column of -h
+            param.display_type_rich = lambda ctx, _kind=kind: _kind
+    elif getattr(param, "is_flag", False) or getattr(param, "count", False):
+        param.metavar = ""  # a flag takes no value: show no type
+        param.show_default = False
+    elif not param.metavar:
+        param.metavar = type_name(param).split(" (")[0]  # -h adds the range itself
+
+
+def live_help(text: str) -> str:
+    """Help text as -h shows it: each prose paragraph one line (the terminal wraps it at words),
+    indented lines (examples) kept as they are."""
+    paragraphs = []
+    for para in inspect.cleandoc(text or "").split("\n\n"):
+        lines = para.splitlines()
+        if any(line.startswith((" ", "\t", "\b")) for line in lines):
+            # "[default]" keeps typer from removing the indentation as common to all lines
+            paragraphs.append("\n".join(f"[default]{line}" if line.startswith(" ") else line
+                                        for line in lines))
+        else:
+            paragraphs.append(" ".join(line.strip() for line in lines))
+    return "\n\n".join(paragraphs)
+
+
+class _LikeTheReference:
+    """-h with the reference's names (see the module's docstring), for a Typer command class."""
+
+    params: list[Any]
+    help: str | None
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return usage_pieces(self)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:  # completion and help options included
+            _conform(param)
+        return params
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        original = self.help
+        self.help = live_help(original or "")
+        try:
+            super().format_help(ctx, formatter)  # type: ignore[misc]
+        finally:
+            self.help = original
+
+
+class MsnCommand(_LikeTheReference, TyperCommand):
+    """A command whose -h reads like docs/cli.md."""
+
+
+class MsnGroup(_LikeTheReference, TyperGroup):
+    """A command group whose -h reads like docs/cli.md."""
