@@ -3,16 +3,24 @@
 Typer's own two options are flags whose shell argument exists only when its shell detection is
 switched off, so ``--install-completion zsh`` quietly installed for the detected shell. These
 take an optional shell name (bash, zsh, fish, powershell, pwsh) and detect the shell only when
-none is given; the scripts and the install locations are Typer's. Typer's parser has no
-options with an optional value, so :func:`optional_values` gives a bare option the empty value
-("detect") before parsing.
+none is given. The scripts, the install locations and the classes that answer the shell are
+Typer's, taken from ``typer.completion``, the one module of Typer's that is not private and
+holds them (it imports them without re-exporting them, hence the ``type: ignore``); the shell is
+detected with shellingham, as Typer does. Typer's parser has no options with an optional
+value, so :func:`optional_values` gives a bare option the empty value ("detect") before parsing.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Optional
 
+import shellingham
 import typer
+from typer.completion import (  # type: ignore[attr-defined]
+    completion_init,
+    get_completion_script,
+    install,
+)
 
 from msn_cli.errors import UsageError
 
@@ -36,8 +44,6 @@ def optional_values(args: list[str]) -> list[str]:
 
 def init() -> None:
     """Register Typer's completion classes (what answers when the shell asks for candidates)."""
-    from typer._completion_classes import completion_init
-
     completion_init()
 
 
@@ -47,21 +53,19 @@ def _shell(value: str) -> str:
         if shell not in SHELLS:
             raise UsageError(f"unknown shell '{value}'", hint="give one of " + ", ".join(SHELLS))
         return shell
-    from typer._completion_shared import _get_shell_name
-
-    detected = _get_shell_name()
+    hint = "name the shell: one of " + ", ".join(SHELLS)
+    try:
+        detected = str(shellingham.detect_shell()[0]).lower()
+    except shellingham.ShellDetectionFailure:
+        raise UsageError("cannot tell which shell this is", hint=hint) from None
     if detected not in SHELLS:
-        raise UsageError("cannot tell which shell this is" if detected is None
-                         else f"completion is not available for {detected}",
-                         hint="name the shell: one of " + ", ".join(SHELLS))
-    return str(detected)
+        raise UsageError(f"completion is not available for {detected}", hint=hint)
+    return detected
 
 
 def _install(ctx: typer.Context, value: Optional[str]) -> None:
     if value is None or ctx.resilient_parsing:
         return
-    from typer._completion_shared import install
-
     shell, path = install(shell=_shell(value), prog_name=PROG, complete_var=COMPLETE_VAR)
     typer.echo(f"{shell} completion installed in {path}", err=True)
     typer.echo("Completion will take effect once you restart the terminal", err=True)
@@ -71,8 +75,6 @@ def _install(ctx: typer.Context, value: Optional[str]) -> None:
 def _show(ctx: typer.Context, value: Optional[str]) -> None:
     if value is None or ctx.resilient_parsing:
         return
-    from typer._completion_shared import get_completion_script
-
     typer.echo(get_completion_script(prog_name=PROG, complete_var=COMPLETE_VAR, shell=_shell(value)))
     raise typer.Exit()
 
