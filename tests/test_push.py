@@ -236,11 +236,11 @@ def test_dry_run_sends_nothing_and_shows_repo_files_and_card(cli, hub, folder, m
     assert r.code == 0, r.stderr
     assert hub.requests == []
     assert "my-org/vit-msn-tiny" in r.stdout
-    from msn_cli.cli.render import human_bytes
+    from msn_cli.util.fmt import human_size
 
     for name, data in folder_files(folder).items():
         row = next(line for line in r.stdout.splitlines() if name in line)
-        assert human_bytes(len(data)) in row
+        assert human_size(len(data)) in row
     assert "README.md" in r.stdout
     assert "license: cc-by-nc-4.0" in r.stdout and "@inproceedings" in r.stdout
     assert "nothing was sent" in r.stderr

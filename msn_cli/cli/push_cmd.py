@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from msn_cli.cli.options import JsonOpt, QuietOpt, VerboseOpt
-from msn_cli.cli.render import human_bytes
 from msn_cli.cli.term import Term, styled
+from msn_cli.util.fmt import human_size
+
+if TYPE_CHECKING:
+    from msn_cli.transfer.push import PushPlan, PushResult
 
 
 def push(
@@ -71,7 +74,7 @@ def push(
 
       HF_TOKEN=hf_... msn push ./out my-org/vit-msn-small --json
     """
-    from msn_cli.transfer.push import plan_push, send_push
+    from msn_cli.transfer.push import plan_push
 
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
     with term.progress() as progress:
@@ -81,49 +84,65 @@ def push(
     for w in plan.warnings:
         term.warn(w)
     if dry_run:
-        from msn_cli.transfer.push import PushResult, hub_endpoint
-
-        result = PushResult(plan, hub_endpoint(), dry_run=True)
-        if json_out:
-            term.emit_json(result.to_dict())
-            return
-        _render_plan(term, result)
-        term.info(f"dry run: nothing was sent to {result.endpoint}")
+        _dry_run(term, plan, json_out)
         return
+    result = _send(term, plan, token)
+    if json_out:
+        term.emit_json(result.to_dict())
+    else:
+        _say_pushed(term, result)
+
+
+def _send(term: Term, plan: PushPlan, token: str | None) -> PushResult:
+    """The one commit (or pull request), with progress; warnings the Hub gave are said."""
+    from msn_cli.transfer.push import send_push
 
     if not term.interactive:
         _quiet_hub_bars()
-    n = len(plan.files)
-    term.info(f"pushing {n} files ({human_bytes(plan.total_bytes)}) to {plan.repo_id}"
-              f"{' as a pull request' if create_pr else ''}"
+    term.info(f"pushing {len(plan.files)} files ({human_size(plan.total_bytes)}) to {plan.repo_id}"
+              f"{' as a pull request' if plan.create_pr else ''}"
               f"{f' on branch {plan.revision}' if plan.revision else ''}")
     before = len(plan.warnings)
     with term.progress() as progress:
         result = send_push(plan, token=token, progress=progress)
     for w in plan.warnings[before:]:
         term.warn(w)
+    return result
+
+
+def _dry_run(term: Term, plan: PushPlan, json_out: bool) -> None:
+    """What a push would send (the repo, the files, the card); nothing is sent."""
+    from msn_cli.transfer.push import PushResult, hub_endpoint
+
+    result = PushResult(plan, hub_endpoint(), dry_run=True)
     if json_out:
         term.emit_json(result.to_dict())
         return
+    _render_plan(term, result)
+    term.info(f"dry run: nothing was sent to {result.endpoint}")
+
+
+def _say_pushed(term: Term, result: PushResult) -> None:
+    """Where the files went: the commit, the pull request, or nothing to push (its URL on stdout)."""
+    plan = result.plan
     if result.repo_created:
-        term.detail(f"created {result.repo_url}{' (private)' if private else ''}")
+        term.detail(f"created {result.repo_url}{' (private)' if plan.private else ''}")
     term.detail(f"as {result.user} on {result.endpoint}")
     if result.changed is False:
         term.success(f"nothing to push: {plan.repo_id} ({plan.revision or 'main'}) already holds exactly "
-                     f"these files; no {'pull request' if create_pr else 'commit'} made")
-        if not quiet:
-            term.line(str(result.commit_url))
+                     f"these files; no {'pull request' if plan.create_pr else 'commit'} made")
+        url = str(result.commit_url)
     elif result.pr_url:
         term.success(f"opened pull request #{result.pr_num} on {plan.repo_id}: {result.pr_url}")
-        if not quiet:
-            term.line(result.pr_url)
+        url = result.pr_url
     else:
         term.success(f"committed to {plan.repo_id} ({plan.revision or 'main'}): {result.commit_url}")
-        if not quiet:
-            term.line(str(result.commit_url))
+        url = str(result.commit_url)
+    if not term.quiet:
+        term.line(url)
 
 
-def _render_plan(term: Term, result) -> None:
+def _render_plan(term: Term, result: PushResult) -> None:
     from rich.table import Table
 
     plan = result.plan
@@ -136,8 +155,8 @@ def _render_plan(term: Term, result) -> None:
     t.add_column("size", justify="right")
     t.add_column("sha256")
     for f in plan.files:
-        t.add_row(f.path, human_bytes(f.size), f.sha256[:16] + "…")
-    t.caption = f"{len(plan.files)} files, {human_bytes(plan.total_bytes)}; message: {plan.commit_message}"
+        t.add_row(f.path, human_size(f.size), f.sha256[:16] + "…")
+    t.caption = f"{len(plan.files)} files, {human_size(plan.total_bytes)}; message: {plan.commit_message}"
     term.data(t)
     term.data(styled("\nREADME.md (model card):\n", "bold"))
     term.line(plan.card)
@@ -145,9 +164,6 @@ def _render_plan(term: Term, result) -> None:
 
 def _quiet_hub_bars() -> None:
     """huggingface_hub draws its own tqdm bars for LFS/Xet uploads: not on a pipe or with --json."""
-    try:
-        from huggingface_hub.utils import disable_progress_bars
+    from huggingface_hub.utils.tqdm import disable_progress_bars
 
-        disable_progress_bars()
-    except ImportError:  # pragma: no cover
-        pass
+    disable_progress_bars()

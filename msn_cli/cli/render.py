@@ -14,17 +14,10 @@ from rich.text import Text
 from msn_cli.conversion.plan import ConversionPlan
 from msn_cli.conversion.provenance import HEADS, assumed_warning
 from msn_cli.original.runfolder import RunReport
+from msn_cli.util.fmt import human_size
 
 _STYLE = {"renamed": "green", "split": "cyan", "dropped": "yellow", "unaccounted": "bold red",
           "missing": "bold red", "bad-shape": "bold red"}
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 _SOURCE_BLOCK = re.compile(r"^blocks\.(\d+)\.")
@@ -249,12 +242,12 @@ def run_checkpoints_table(report: RunReport) -> Table:
         t.add_column(name, justify=justify, no_wrap=name == "checkpoint")  # type: ignore[arg-type]
     for c in report.checkpoints:
         if c.problem is not None:
-            t.add_row(c.file, "", "", "", human_bytes(c.size), Text(c.problem, style="bold red"))
+            t.add_row(c.file, "", "", "", human_size(c.size), Text(c.problem, style="bold red"))
             continue
         loss = c.values.get("loss")
         t.add_row(c.file, "—" if c.epoch is None else str(c.epoch),
                   "—" if loss is None else (f"{loss:.4f}" if isinstance(loss, float) else str(loss)),
-                  str(c.values.get("world_size", "—")), human_bytes(c.size), ", ".join(c.networks))
+                  str(c.values.get("world_size", "—")), human_size(c.size), ", ".join(c.networks))
     latest = report.latest
     t.caption = ("epoch: as stored in the file (the training code names -ep{N} one above it)"
                  + (f"; furthest: {latest.file} at epoch {latest.epoch}" if latest else ""))

@@ -47,6 +47,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from msn_cli.progress import ProgressFn, item_unit
+from msn_cli.util.fmt import human_size
 
 DELAY = 0.5
 """Seconds a step must run before it gets a progress bar (``MSN_PROGRESS_DELAY`` overrides it,
@@ -62,10 +63,10 @@ def styled(text: str, style: str = "") -> Text:
 
 
 def literal(renderable: Any) -> Any:
-    """``renderable`` with every plain string in it made literal text (no markup).
-
-    Tables are walked: title, caption, headers, footers and cells, nested tables included;
-    a column that would cut its text short with an ellipsis folds it instead.
+    """``renderable`` laid out as a result on stdout: a plain string becomes literal text, and
+    in a table (nested tables included) a title or caption given as a string keeps its style
+    as a :class:`~rich.text.Text` of its own, and a column that would cut its text short with an
+    ellipsis folds it instead. Strings inside tables need nothing: msn's consoles read no markup.
     """
     if isinstance(renderable, str):
         return Text(renderable)
@@ -78,14 +79,13 @@ def literal(renderable: Any) -> Any:
         for column in renderable.columns:
             if column.overflow == "ellipsis":  # Rich's default cuts a name short: show all of it
                 column.overflow = "fold"
-            if isinstance(column.header, str):
-                column.header = Text(column.header)
-            if isinstance(column.footer, str):
-                column.footer = Text(column.footer)
-            column._cells = [literal(cell) for cell in column._cells]
+            for cell in column.cells:
+                if isinstance(cell, (Table, Group)):
+                    literal(cell)
         return renderable
     if isinstance(renderable, Group):
-        renderable.renderables[:] = [literal(r) for r in renderable.renderables]
+        for r in renderable.renderables:
+            literal(r)
     return renderable
 
 
@@ -112,10 +112,11 @@ def stream_width(console: Console) -> int:
 
 
 def _console(stderr: bool) -> Console:
-    """Messages on a pipe stay one line each (soft wrap); all else is laid out for the width."""
+    """A console that shows every string literally (no markup, no ``:emoji:`` codes). Messages
+    on a pipe stay one line each (soft wrap); all else is laid out for the width."""
     probe = Console(stderr=stderr, highlight=False)
-    return Console(stderr=stderr, highlight=False, soft_wrap=stderr and not probe.is_terminal,
-                   width=stream_width(probe))
+    return Console(stderr=stderr, highlight=False, markup=False, emoji=False,
+                   soft_wrap=stderr and not probe.is_terminal, width=stream_width(probe))
 
 
 class Term:
@@ -271,7 +272,7 @@ class _Bars:
         width = console.width
         self.progress = Progress(
             SpinnerColumn(),
-            TextColumn("[bold]{task.description}",
+            TextColumn("{task.description}", style="bold", markup=False,
                        table_column=Column(no_wrap=True, overflow="ellipsis", max_width=max(12, width // 3))),
             BarColumn(bar_width=max(10, min(40, width - 70))),
             _Amount(), _Speed(), TimeRemainingColumn(),
@@ -373,15 +374,9 @@ class _Bars:
             took = (st.ended or st.started) - st.started
             if took >= self.delay:
                 unit = item_unit(name)
-                amount = f"{st.done} {unit}" if unit else _bytes(st.done)
+                amount = f"{st.done} {unit}" if unit else human_size(st.done)
                 out.append(f"{name}: {amount} in {took:.1f} s")
         return out
-
-
-def _bytes(n: float) -> str:
-    from msn_cli.cli.render import human_bytes
-
-    return human_bytes(n)
 
 
 class _Amount(ProgressColumn):
