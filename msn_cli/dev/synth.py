@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from msn_cli.original.architecture import Architecture
 from msn_cli.original.variants import VARIANTS
@@ -66,7 +66,8 @@ def backbone_state(arch: Architecture, seed: int = 0, head: bool = True,
     d, f, p, c = arch.hidden_size, arch.intermediate_size, arch.patch_size, arch.num_channels
 
     def w(*shape: int, fan_in: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=g) * (fan_in ** -0.5)
+        scale: float = fan_in ** -0.5
+        return torch.randn(*shape, generator=g) * scale
 
     def small(*shape: int, scale: float = 0.02) -> torch.Tensor:
         return torch.randn(*shape, generator=g) * scale
@@ -120,7 +121,7 @@ def make_checkpoint(
     proj_out: int | None = None,
     num_prototypes: int | None = None,
     moments: bool = True,
-) -> dict:
+) -> dict[str, Any]:
     """A checkpoint dict as ``torch.save`` wrote it in the original code.
 
     ``moments=False``: the optimizer state without AdamW's moments (``state: {}``, which the
@@ -165,7 +166,7 @@ def make_checkpoint(
 
 
 def write_checkpoint(path: str | os.PathLike[str], arch: Architecture,
-                     layout: Layout = "released", **kwargs) -> Path:
+                     layout: Layout = "released", **kwargs: Any) -> Path:
     """Write a synthetic checkpoint to ``path`` with ``torch.save`` (zip format) and return it."""
     import torch
 
@@ -176,7 +177,7 @@ def write_checkpoint(path: str | os.PathLike[str], arch: Architecture,
 
 
 def make_conv_stem_checkpoint(name: str = "vitc_4gf", seed: int = 0, num_layers: int | None = None,
-                              image_size: int = 64) -> dict:
+                              image_size: int = 64) -> dict[str, Any]:
     """A released-layout file of a conv-stem constructor (``vitc_4gf``, ``deit_small_convstem``):
     ``patch_embed.stem.N.*`` (3x3 convolutions with BatchNorm, strides 2,2,2,2, then a 1x1
     convolution to the width) instead of ``patch_embed.proj.*``. The stem's channel counts are
@@ -212,7 +213,8 @@ def make_conv_stem_checkpoint(name: str = "vitc_4gf", seed: int = 0, num_layers:
     return {"target_encoder": target, "prototypes": torch.randn(64, 64, generator=g)}
 
 
-def make_linear_eval_checkpoint(arch: Architecture, num_classes: int = 1000, seed: int = 0) -> dict:
+def make_linear_eval_checkpoint(arch: Architecture, num_classes: int = 1000,
+                                seed: int = 0) -> dict[str, Any]:
     """A file as MSN's ``linear_eval.py`` saves it: the backbone without its final LayerNorm
     (built with ``norm = None``) and without the projection head, plus ``classifier``
     (LayerNorm, then L2 normalisation, then ``linear``), ``opt`` and bookkeeping."""
@@ -233,11 +235,11 @@ def make_linear_eval_checkpoint(arch: Architecture, num_classes: int = 1000, see
 # -- a training run on disk ----------------------------------------------------------------------
 
 def run_config(model_name: str = "deit_small", *, folder: str = "/checkpoint/msn_logs/",
-               write_tag: str = "msn-experiment-1", **overrides) -> dict:
+               write_tag: str = "msn-experiment-1", **overrides: Any) -> dict[str, Any]:
     """A ``params-msn-train.yaml`` mapping with every key the original pre-training config has
     (including its local paths, which must never be published). ``overrides`` replace values by
     key, whatever section they sit in (``epochs=100``, ``num_proto=64``)."""
-    cfg: dict = {
+    cfg: dict[str, dict[str, Any]] = {
         "criterion": {"batch_size": 64, "ent_weight": 0.0, "final_sharpen": 0.25, "me_max": True,
                       "memax_weight": 1.0, "num_proto": 1024, "start_sharpen": 0.25,
                       "temperature": 0.1, "use_ent": True, "use_sinkhorn": True},
@@ -261,7 +263,8 @@ def run_config(model_name: str = "deit_small", *, folder: str = "/checkpoint/msn
     return cfg
 
 
-def write_run_config(folder: str | os.PathLike[str], config: dict | None = None, **kwargs) -> Path:
+def write_run_config(folder: str | os.PathLike[str], config: dict[str, Any] | None = None,
+                     **kwargs: Any) -> Path:
     """Write ``params-msn-train.yaml`` into ``folder`` as the original ``main.py`` dumps it
     (PyYAML's block style, keys sorted)."""
     import yaml
@@ -282,7 +285,7 @@ def run_loss(epoch: int) -> float:
 def write_run_folder(folder: str | os.PathLike[str], arch: Architecture = TINY, *,
                      model_name: str = "deit_small", tag: str = "msn-experiment-1",
                      saved: tuple[int, ...] = (10, 25), epochs_done: int = 30, world_size: int = 1,
-                     config: bool = True, seed: int = 0, **config_overrides) -> Path:
+                     config: bool = True, seed: int = 0, **config_overrides: Any) -> Path:
     """A training run's logging folder as the original code leaves it.
 
     ``{tag}-ep{N}.pth.tar`` for each N of ``saved`` (the training code stores epoch N - 1 in
