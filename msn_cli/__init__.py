@@ -10,68 +10,26 @@ The library API: what each command does, as typed functions that return data::
     assert result.verify["passed"]
     check = verify_folder("vit-msn-small")             # VerifyReport: .passed, .checks, .layers
 
-Names are imported on first use, so ``import msn_cli`` loads neither torch, transformers,
-Typer nor Rich. The conversion function is ``convert_checkpoint`` (the name ``convert`` is
-the submodule :mod:`msn_cli.conversion.convert`, which would shadow a function of that name).
-Long steps take ``progress=callable(stage, done, total)``. Failures raise
-:class:`MsnError` subclasses (``message``, ``hint``, ``exit_code``).
+The conversion function is ``convert_checkpoint`` (the name ``convert`` is the submodule
+:mod:`msn_cli.conversion.convert`, which would shadow a function of that name). Long steps take
+``progress=callable(stage, done, total)``. Failures raise :class:`MsnError` subclasses
+(``message``, ``hint``, ``exit_code``).
+
+Names are imported on first use, so ``import msn_cli`` loads neither torch, transformers, Typer
+nor Rich. Where each public name lives is written once, as the ``if TYPE_CHECKING:`` imports
+below: a type checker reads them as the imports they are, and at run time :func:`__getattr__`
+reads them from this file (with :mod:`ast`, as scientific-python's lazy_loader reads a stub).
+``__all__`` names them again because type checkers take a renamed import
+(``convert as convert_checkpoint``) as public only from a literal ``__all__``.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-
-# public name -> (module, attribute)
-_LAZY: dict[str, tuple[str, str]] = {
-    # functions
-    "resolve_source": ("msn_cli.transfer.sources", "resolve_source"),
-    "fetch": ("msn_cli.transfer.download", "fetch"),
-    "fetch_many": ("msn_cli.transfer.download", "fetch_many"),
-    "load_checkpoint": ("msn_cli.original.checkpoint", "load_checkpoint"),
-    "infer_architecture": ("msn_cli.original.checkpoint", "infer_architecture"),
-    "inspect_checkpoint": ("msn_cli.conversion.inspect", "inspect_checkpoint"),
-    "build_plan": ("msn_cli.conversion.plan", "build_plan"),
-    "convert_checkpoint": ("msn_cli.conversion.convert", "convert"),
-    "verify_folder": ("msn_cli.verify.checks", "verify_folder"),
-    "push_folder": ("msn_cli.transfer.push", "push_folder"),
-    "convert_all": ("msn_cli.conversion.batch", "convert_all"),
-    "read_run_config": ("msn_cli.original.runconfig", "read_run_config"),
-    "inspect_run": ("msn_cli.original.runfolder", "inspect_run"),
-    "export_checkpoint": ("msn_cli.conversion.export", "export"),
-    "plan_export": ("msn_cli.conversion.export", "plan_export"),
-    # the data they return
-    "ResolvedSource": ("msn_cli.transfer.sources", "ResolvedSource"),
-    "Checkpoint": ("msn_cli.original.checkpoint", "Checkpoint"),
-    "Inferred": ("msn_cli.original.checkpoint", "Inferred"),
-    "Architecture": ("msn_cli.original.architecture", "Architecture"),
-    "InspectReport": ("msn_cli.conversion.inspect", "InspectReport"),
-    "ConversionPlan": ("msn_cli.conversion.plan", "ConversionPlan"),
-    "ConvertResult": ("msn_cli.conversion.convert", "ConvertResult"),
-    "VerifyReport": ("msn_cli.verify.checks", "VerifyReport"),
-    "PushResult": ("msn_cli.transfer.push", "PushResult"),
-    "CachedFile": ("msn_cli.transfer.download", "CachedFile"),
-    "BatchItem": ("msn_cli.conversion.batch", "BatchItem"),
-    "ExportPlan": ("msn_cli.conversion.export", "ExportPlan"),
-    "ExportResult": ("msn_cli.conversion.export", "ExportResult"),
-    "ProgressFn": ("msn_cli.progress", "ProgressFn"),
-    "Provenance": ("msn_cli.conversion.provenance", "Provenance"),
-    "Known": ("msn_cli.conversion.provenance", "Known"),
-    "RunConfig": ("msn_cli.original.runconfig", "RunConfig"),
-    "RunReport": ("msn_cli.original.runfolder", "RunReport"),
-    # errors
-    "MsnError": ("msn_cli.errors", "MsnError"),
-    "UsageError": ("msn_cli.errors", "UsageError"),
-    "CheckpointError": ("msn_cli.errors", "CheckpointError"),
-    "MappingError": ("msn_cli.errors", "MappingError"),
-    "OutputExistsError": ("msn_cli.errors", "OutputExistsError"),
-    "FolderError": ("msn_cli.errors", "FolderError"),
-    "VerificationFailed": ("msn_cli.errors", "VerificationFailed"),
-    "NetworkError": ("msn_cli.errors", "NetworkError"),
-    "ConfigError": ("msn_cli.errors", "ConfigError"),
-}
 
 __all__ = [
     "Architecture",
@@ -119,7 +77,7 @@ __all__ = [
     "verify_folder",
 ]
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the public API: read by type checkers, and by _public() at run time
     from msn_cli.conversion.batch import BatchItem as BatchItem
     from msn_cli.conversion.batch import convert_all as convert_all
     from msn_cli.conversion.convert import ConvertResult as ConvertResult
@@ -160,13 +118,26 @@ if TYPE_CHECKING:
     from msn_cli.transfer.push import push_folder as push_folder
     from msn_cli.transfer.sources import ResolvedSource as ResolvedSource
     from msn_cli.transfer.sources import resolve_source as resolve_source
-    from msn_cli.verify.checks import VerifyReport as VerifyReport
-    from msn_cli.verify.checks import verify_folder as verify_folder
+    from msn_cli.verify import VerifyReport as VerifyReport
+    from msn_cli.verify import verify_folder as verify_folder
+
+
+@functools.cache
+def _public() -> dict[str, tuple[str, str]]:
+    """Public name -> (module, attribute), from the ``if TYPE_CHECKING:`` imports above."""
+    import ast
+
+    with open(__file__, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    block = next(node for node in tree.body if isinstance(node, ast.If)
+                 and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
+    return {alias.asname or alias.name: (str(node.module), alias.name)
+            for node in block.body if isinstance(node, ast.ImportFrom) for alias in node.names}
 
 
 def __getattr__(name: str) -> Any:
     try:
-        module, attr = _LAZY[name]
+        module, attr = _public()[name]
     except KeyError:
         raise AttributeError(f"module 'msn_cli' has no attribute {name!r}") from None
     value = getattr(importlib.import_module(module), attr)
