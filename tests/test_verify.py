@@ -444,7 +444,7 @@ def test_records_in_manifest_and_no_record(cli, converted):
                       "torch_version", "dtype", "tolerance", "checks"}
     assert v["summary"].startswith("files, loading, config, parity, preprocessing: embeddings at "
                                    "64 px, all 4 layers at 32 px, 2 inputs each")
-    assert "rows" not in v["checks"][0]
+    assert "rows" not in v["checks"][0] and "seconds" not in v["checks"][0]  # times: not a record
     # a later failure overwrites the record (push must see it)
     edit_weights(out, _perturb("layernorm.bias"))
     assert cli("verify", out).code == 1
@@ -633,3 +633,23 @@ def test_known_hashes_are_compared_not_trusted_blindly(converted):
     bad = verify_folder(folder, known_hashes={W: "0" * 64}).to_dict()
     assert check(bad, "files")["passed"] is False
     assert bad["passed"] is False
+
+
+def test_each_check_is_timed(cli, converted):
+    """--json gives each check's seconds and the time before the checks; -v shows them."""
+    from msn_cli.verify import CHECKS, VerifyOptions
+
+    out = converted(TINY)
+    r, rep = run_verify(cli, out, "--no-record")
+    assert r.code == 0, r.stderr
+    assert [c["name"] for c in rep["checks"]] == [c.name for c in CHECKS]
+    assert all(isinstance(c["seconds"], float) and c["seconds"] >= 0 for c in rep["checks"])
+    assert set(rep["seconds"]) == {"source", "imports", "total"}
+    assert rep["seconds"]["total"] >= sum(c["seconds"] for c in rep["checks"]) + rep["seconds"]["source"]
+    r = cli("verify", out, "--no-record", "-v")
+    assert r.code == 0 and "seconds" in r.stdout
+    assert "time: source " in r.stderr
+    # the options as one value, as the keywords give them
+    report = verify_folder(out, VerifyOptions(preprocessing_effect=True))
+    rows = report.check("preprocessing").rows
+    assert report.passed and all("effect" in row for row in rows)
