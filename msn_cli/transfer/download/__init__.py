@@ -42,10 +42,10 @@ symlink is removed, never written through) and the finished file is a regular fi
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 
 from msn_cli.errors import CacheError, DownloadError, MsnError, OfflineError
 from msn_cli.progress import ProgressFn, no_progress
@@ -184,18 +184,20 @@ def fetch_many(specs: list[str], *, cache_dir: str | os.PathLike[str] | None = N
     Progress goes to ``progress`` under each file's name and, summed, under ``TOTAL_STAGE``.
     """
     conns = download_connections(connections)
-    batch = _Batch(specs, cache_dir, base_url, force, verify, notify, conns,
-                   threading.BoundedSemaphore(conns), [None] * len(specs))
-    groups: dict[str, list[int]] = {}  # specs for one cache entry go one after the other
     cache = Cache(cache_dir)
+    results: list[CachedFile | MsnError | None] = [None] * len(specs)
+    groups: dict[str, list[int]] = {}  # specs for one cache entry go one after the other
     for i, spec in enumerate(specs):
         try:
             groups.setdefault(resolve_target(spec, cache, base_url).name, []).append(i)
         except MsnError as e:
-            batch.results[i] = e
-    report = _Totals(progress, set(groups))
-    threads = [threading.Thread(target=batch.run, args=(indices, report), name=f"msn-fetch-{n}",
-                                daemon=True)
+            results[i] = e
+    slots = threading.BoundedSemaphore(conns)
+    get = functools.partial(fetch, cache_dir=cache_dir, base_url=base_url, force=force, verify=verify,
+                            progress=_Totals(progress, set(groups)), notify=notify,
+                            connections=conns, _slots=slots)
+    threads = [threading.Thread(target=_fetch_in_turn, args=(get, specs, indices, slots, results),
+                                name=f"msn-fetch-{n}", daemon=True)
                for n, indices in enumerate(groups.values())]
     for t in threads:
         t.start()
@@ -203,38 +205,23 @@ def fetch_many(specs: list[str], *, cache_dir: str | os.PathLike[str] | None = N
         while t.is_alive():
             t.join(0.2)
     return [r if r is not None else DownloadError(f"{strip_credentials(s)} was not fetched")
-            for r, s in zip(batch.results, specs, strict=True)]
+            for r, s in zip(results, specs, strict=True)]
 
 
-@dataclass
-class _Batch:
-    specs: list[str]
-    cache_dir: str | os.PathLike[str] | None
-    base_url: str | None
-    force: bool
-    verify: bool
-    notify: NotifyFn | None
-    connections: int
-    slots: threading.Semaphore
-    results: list[CachedFile | MsnError | None]
-
-    def run(self, indices: list[int], report: ProgressFn) -> None:
-        """Fetch the specs at ``indices`` one after the other, each holding a connection."""
-        for i in indices:
-            while not self.slots.acquire(timeout=0.2):
-                pass
-            try:
-                self.results[i] = fetch(self.specs[i], cache_dir=self.cache_dir,
-                                        base_url=self.base_url, force=self.force,
-                                        verify=self.verify, progress=report, notify=self.notify,
-                                        connections=self.connections, _slots=self.slots)
-            except MsnError as e:
-                self.results[i] = e
-            except BaseException as e:  # a bug: reported as the file's failure, never lost
-                spec = strip_credentials(self.specs[i])
-                self.results[i] = DownloadError(f"{spec}: {type(e).__name__}: {e}")
-            finally:
-                self.slots.release()
+def _fetch_in_turn(get: Callable[[str], CachedFile], specs: list[str], indices: list[int],
+                   slots: threading.Semaphore, results: list[CachedFile | MsnError | None]) -> None:
+    """Fetch the specs at ``indices`` one after the other, each holding a connection."""
+    for i in indices:
+        while not slots.acquire(timeout=0.2):
+            pass
+        try:
+            results[i] = get(specs[i])
+        except MsnError as e:
+            results[i] = e
+        except BaseException as e:  # a bug: reported as the file's failure, never lost
+            results[i] = DownloadError(f"{strip_credentials(specs[i])}: {type(e).__name__}: {e}")
+        finally:
+            slots.release()
 
 
 class _Totals:

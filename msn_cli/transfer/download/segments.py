@@ -97,7 +97,7 @@ def segmented(job: Job, first: FirstStream | None = None,
         _check_ended(ledger)
         return hasher.result(), total
     finally:
-        if crew is None or crew.done():  # never close a descriptor still written to
+        if crew is None or not crew.alive():  # never close a descriptor still written to
             os.close(fd)
         hasher.close()
 
@@ -215,9 +215,6 @@ class Crew:
 
     def alive(self) -> bool:
         return any(th.is_alive() for th in self.threads)
-
-    def done(self) -> bool:
-        return not self.alive()
 
     def wait(self) -> None:
         """Until every worker ends, in short waits so that Ctrl-C and SIGTERM get through."""
