@@ -88,6 +88,7 @@ class VariantResult:
     identical: Comparison | None = None
     identical_4x: Comparison | None = None
     verify: Series | None = None
+    verify_seconds: dict[str, float] | None = None  # from the fastest run's --json
     forward: ForwardTiming | None = None
     forward_proc: Series | None = None
 
@@ -280,7 +281,7 @@ def startup(start: dict[str, Series]) -> list[str]:
 
 def verify(results: list[VariantResult]) -> list[str]:
     lines = ["## Verify", "",
-             "`msn verify FOLDER --no-record` on msn's output (a fresh process: the import, both "
+             "`msn verify FOLDER --json --no-record` on msn's output (a fresh process: the import, both "
              "models, the sha256 of the source and of every file, every check) against one "
              "forward pass of the converted model on one image at the native size "
              "(`bench/forward.py`: the forward pass alone, and its whole process: import + "
@@ -305,6 +306,26 @@ def verify(results: list[VariantResult]) -> list[str]:
                      f"{fmt_ratio(res.verify.wall / fw if fw else None)} | "
                      f"{fmt_ratio(res.verify.wall / fp if fp else None)} | "
                      f"{'' if beyond is None else f'{beyond:.1f}'} |")
+    return [*lines, "", *verify_breakdown(results)]
+
+
+def verify_breakdown(results: list[VariantResult]) -> list[str]:
+    """Seconds of each part of ``msn verify``, as its ``--json`` report gives them."""
+    parts: list[str] = []
+    for res in results:
+        for name in res.verify_seconds or {}:
+            if name not in parts:
+                parts.append(name)
+    if not parts:
+        return []
+    lines = ["Where `msn verify`'s time goes (seconds, from its `--json` report, fastest run): the "
+             "imports (torch, transformers), the source file, then each check in order.", "",
+             "| variant | " + " | ".join(parts) + " |", "|---|" + "---:|" * len(parts)]
+    for res in results:
+        if res.verify_seconds:
+            got = res.verify_seconds
+            lines.append(f"| {res.variant} | "
+                         + " | ".join(f"{got[p]:.2f}" if p in got else "" for p in parts) + " |")
     return [*lines, ""]
 
 
