@@ -18,7 +18,7 @@ from msn_cli.verify.photos import (
     declared_choice,
     folder_processor,
     load_photo,
-    model_outputs,
+    model_output,
     output_effect,
 )
 from msn_cli.verify.report import CheckResult, Json, Tolerance
@@ -38,7 +38,6 @@ def run(ctx: VerifyContext) -> CheckResult:
 def check_image(folder: Path, model: Any, reference: Any, arch: Architecture, dtype: str,
                 image: Path, tolerance: Tolerance) -> CheckResult:
     """End to end: processor + converted model vs independent transform + independent reference."""
-    import numpy as np
     import torch
 
     from msn_cli.original.reference import run_reference
@@ -52,13 +51,9 @@ def check_image(folder: Path, model: Any, reference: Any, arch: Architecture, dt
     processor, backend = loaded
     photo = load_photo(image)
     res = compare_photo(processor, backend, photo, choice, arch.image_size)
-    got = model_outputs(model, [res.pixels], dtype)[0]
-    if res.pixels.shape == res.expected.shape:  # the reference on both, as one batch
-        ref = run_reference(reference, torch.from_numpy(np.stack([res.pixels, res.expected]))).final
-        ref_same, ref_orig = ref[0:1], ref[1:2]
-    else:
-        ref_same, ref_orig = (run_reference(reference, torch.from_numpy(p)[None]).final
-                              for p in (res.pixels, res.expected))
+    got = model_output(model, res.pixels, dtype)
+    ref_same = run_reference(reference, torch.from_numpy(res.pixels)[None]).final
+    ref_orig = run_reference(reference, torch.from_numpy(res.expected)[None]).final
     stage = output_effect(got, ref_same)
     allowed = tolerance.atol * max(1.0, float(ref_same.abs().max()))
     model_ok = stage["tokens_max_abs_err"] <= allowed and stage["tokens_min_cosine"] >= tolerance.cosine_min

@@ -18,7 +18,6 @@ Anything else fails.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -212,15 +211,14 @@ def output_effect(a: torch.Tensor, b: torch.Tensor) -> Effect:
             "tokens_max_abs_err": float((a - b).abs().max()), "tokens_min_cosine": float(cos.min())}
 
 
-def model_outputs(model: Any, pixels: Sequence[np.ndarray], dtype: str) -> list[torch.Tensor]:
-    """``last_hidden_state`` of each image (1 x T x D each), computed as one batch."""
-    import numpy as np
+def model_output(model: Any, pixels: np.ndarray, dtype: str) -> torch.Tensor:
+    """``last_hidden_state`` of one image (1 x T x D)."""
     import torch
 
-    x = torch.from_numpy(np.stack(pixels)).to(getattr(torch, dtype))
+    x = torch.from_numpy(pixels)[None].to(getattr(torch, dtype))
     with torch.inference_mode():
-        out = model(pixel_values=x).last_hidden_state
-    return [out[i:i + 1] for i in range(len(pixels))]
+        out: torch.Tensor = model(pixel_values=x).last_hidden_state
+    return out
 
 
 @dataclass(eq=False)
@@ -262,17 +260,12 @@ def compare_photo(processor: Any, backend: str, photo: Photo, choice: str, size:
     return PhotoResult(row, ok, got, expected)
 
 
-def add_effects(model: Any, results: Sequence[PhotoResult], dtype: str) -> None:
-    """Each compared photo's effect on ``model``'s output: its ``last_hidden_state`` on the
-    processor's pixels against on the transform's. Photos whose pixels are identical have
-    none (the same input gives the same output); the others run as one batch."""
-    differing = []
-    for r in results:
-        if r.row.get("max_abs_pixel_diff") == 0:
-            r.row["effect"] = NO_EFFECT.copy()
-        elif "max_abs_pixel_diff" in r.row:
-            differing.append(r)
-    if differing:
-        outs = model_outputs(model, [p for r in differing for p in (r.pixels, r.expected)], dtype)
-        for i, r in enumerate(differing):
-            r.row["effect"] = output_effect(outs[2 * i], outs[2 * i + 1])
+def add_effect(model: Any, result: PhotoResult, dtype: str) -> None:
+    """The photo's effect on ``model``'s output: its ``last_hidden_state`` on the processor's
+    pixels against on the transform's (none when the pixels are identical: the same input
+    gives the same output). Nothing for a photo whose pixels could not be compared."""
+    if result.row.get("max_abs_pixel_diff") == 0:
+        result.row["effect"] = NO_EFFECT.copy()
+    elif "max_abs_pixel_diff" in result.row:
+        result.row["effect"] = output_effect(model_output(model, result.pixels, dtype),
+                                             model_output(model, result.expected, dtype))

@@ -7,8 +7,8 @@ and mean absolute pixel difference (normalised units) and, when asked for, the e
 converted model's output (``last_hidden_state`` on the processor's pixels vs on the
 transform's: max abs error and cosine of the cls token, and of all tokens). ``msn verify``
 measures the effect unless ``--no-effect``; convert's own verify does not. The effect costs
-two images through the converted model at the native size per photo whose pixels differ, run
-as one batch, and never decides the check.
+two forward passes of the converted model at the native size per photo whose pixels differ,
+and never decides the check.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Any
 from msn_cli.verify.context import first_line
 from msn_cli.verify.photos import (
     PIXEL_ATOL,
-    PhotoResult,
     PhotoRow,
-    add_effects,
+    add_effect,
     bundled_photos,
     compare_photo,
     declared_choice,
@@ -52,29 +51,16 @@ def check_preprocessing(folder: Path, model: Any, arch: Architecture, dtype: str
     processor, backend = loaded
     photos = bundled_photos() + [load_photo(p) for p in images or []]
     rows: list[PhotoRow] = []
-    compared: list[PhotoResult] = []
     for photo in photos:
-        try:
+        try:  # a processor (or with the effect, the model) that crashes on a photo fails its row
             result = compare_photo(processor, backend, photo, choice, arch.image_size)
-        except Exception as e:  # a processor that crashes on an image is a failed row
+            if effect and model is not None:
+                add_effect(model, result, dtype)
+            rows.append(result.row)
+        except Exception as e:
             rows.append({"photo": photo.name, "backend": backend, "ok": False,
                          "status": f"the processor failed: {first_line(e)}"})
-            continue
-        rows.append(result.row)
-        compared.append(result)
-    if effect and model is not None:
-        _add_effects(model, compared, dtype)
     return _summarise("preprocessing", type(processor).__name__, backend, choice, rows)
-
-
-def _add_effects(model: Any, compared: list[PhotoResult], dtype: str) -> None:
-    try:
-        add_effects(model, compared, dtype)
-    except Exception as e:  # the converted model failing on a photo fails that photo's row
-        for r in compared:
-            if "effect" not in r.row:
-                r.row.update({"ok": False, "status": f"the converted model failed on its "
-                              f"pixels: {first_line(e)}"})
 
 
 def _summarise(name: str, cls: str, backend: str, choice: str, rows: list[PhotoRow]) -> CheckResult:
