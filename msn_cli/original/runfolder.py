@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from msn_cli.errors import CheckpointError, MsnError
+from msn_cli.original.checkpoint import load_file, sniff, storage_label
 from msn_cli.original.family import constructor
 from msn_cli.original.runconfig import CONFIG_NAME, RunConfig, find_run_config, read_run_config
 
@@ -92,20 +93,13 @@ class RunReport:
                                   hint="inspect the file alone for details")
 
 
-def is_run_folder(path: str | os.PathLike[str]) -> bool:
-    p = Path(path)
-    return p.is_dir() and any(CHECKPOINT_NAME.fullmatch(q.name) for q in p.iterdir() if q.is_file())
-
-
 def _read(path: Path, row: RunCheckpoint) -> None:
-    from msn_cli.original.checkpoint import _load, sniff
-
     try:
-        obj = _load(path)
+        obj = load_file(path)
     except MsnError as e:
         row.problem = e.message
         return
-    row.storage = "zip (memory-mapped)" if sniff(path) == "zip" else "legacy pickle (read whole)"
+    row.storage = storage_label(sniff(path))
     if not isinstance(obj, Mapping):
         row.problem = f"holds a {type(obj).__name__}, not a dict: not an MSN checkpoint"
         return
