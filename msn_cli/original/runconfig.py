@@ -6,9 +6,8 @@ model family (``meta.model_name``) and holds the hyperparameters that describe t
 the run. It also holds local paths (``data.root_path``, ``data.image_folder``,
 ``logging.folder``, ``meta.read_checkpoint``): those are never read into anything here.
 
-The file is untrusted input. It is read with ``yaml.safe_load`` semantics (no Python tags), at
-most :data:`MAX_BYTES`, with caps on aliases, nodes and nesting (an alias bomb cannot expand),
-and only the fields of :data:`FIELDS` are taken, each checked for its type. Anything else
+The file is untrusted input. It is read with ``yaml.safe_load`` (no Python tags), at most
+:data:`MAX_BYTES`, and only the fields of :data:`FIELDS` are taken, each checked for its type. Anything else
 raises :class:`~msn_cli.errors.ConfigError` (exit 3) with a one-line message naming the file.
 Key names are those of the original ``configs/pretrain/*.yaml`` and ``src/msn_train.py`` (facts
 in ``shared/msn-facts.md``); no code is taken from the original repository.
@@ -30,9 +29,6 @@ CONFIG_NAME = "params-msn-train.yaml"
 
 MAX_BYTES = 1 << 20
 """A real config is about 1 kB; anything over 1 MiB is not one (and would be slow to parse)."""
-MAX_ALIASES = 100
-MAX_NODES = 20_000
-MAX_DEPTH = 50
 
 SECTIONS = ("meta", "criterion", "data", "optimization", "logging")
 
@@ -140,70 +136,6 @@ def find_run_config(checkpoint_path: str | os.PathLike[str]) -> Path | None:
 
 # -- reading -------------------------------------------------------------------------------------
 
-class _Limit(Exception):
-    pass
-
-
-def _loader_class() -> type:
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        """``SafeLoader`` (no Python tags) that counts aliases, nodes and depth as it composes,
-        so an alias bomb or a deeply nested file stops before anything is expanded."""
-
-        def __init__(self, stream: str) -> None:
-            super().__init__(stream)
-            self.aliases = self.nodes = self.depth = 0
-
-        def compose_node(self, parent: Any, index: Any) -> Any:
-            if self.check_event(yaml.AliasEvent):
-                self.aliases += 1
-                if self.aliases > MAX_ALIASES:
-                    raise _Limit(f"more than {MAX_ALIASES} YAML aliases (an alias bomb?)")
-            self.nodes += 1
-            if self.nodes > MAX_NODES:
-                raise _Limit(f"more than {MAX_NODES} YAML nodes")
-            self.depth += 1
-            try:
-                if self.depth > MAX_DEPTH:
-                    raise _Limit(f"YAML nested more than {MAX_DEPTH} levels deep")
-                return super().compose_node(parent, index)
-            finally:
-                self.depth -= 1
-
-    return Loader
-
-
-def _check_expansion(root: Any) -> None:
-    """Refuse a document whose aliases would expand past :data:`MAX_NODES` nodes (a
-    billion-laughs file composes to a few nodes that alias each other), or that refers to
-    itself. Each node's expanded size is counted once (memoised), so this is linear."""
-    import yaml
-
-    size: dict[int, int] = {}
-    active: set[int] = set()
-
-    def count(node: Any) -> int:
-        key = id(node)
-        if key in size:
-            return size[key]
-        if key in active:
-            raise _Limit("a YAML alias refers to a node that contains it (a recursive document)")
-        active.add(key)
-        n = 1
-        if isinstance(node, yaml.SequenceNode):
-            n += sum(count(c) for c in node.value)
-        elif isinstance(node, yaml.MappingNode):
-            n += sum(count(k) + count(v) for k, v in node.value)
-        active.discard(key)
-        if n > MAX_NODES:
-            raise _Limit(f"YAML aliases expand to more than {MAX_NODES} nodes (an alias bomb?)")
-        size[key] = n
-        return n
-
-    count(root)
-
-
 def _yaml_problem(e: Exception) -> str:
     problem = getattr(e, "problem", None) or getattr(e, "context", None)
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
@@ -214,10 +146,8 @@ def _yaml_problem(e: Exception) -> str:
     return text
 
 
-def parse_yaml(path: Path) -> Any:
-    """The YAML document in ``path``, read with the caps above; ConfigError on any problem."""
-    import yaml
-
+def _read_text(path: Path) -> str:
+    """The file's text: a regular file of at most :data:`MAX_BYTES`, UTF-8."""
     from msn_cli.util.safeio import UnsafeInput, open_regular
 
     try:
@@ -234,30 +164,37 @@ def parse_yaml(path: Path) -> Any:
         raise ConfigError(f"training config {path} is over {MAX_BYTES // 1024} kB: not an MSN config",
                           hint=f"a run's {CONFIG_NAME} is about 1 kB")
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ConfigError(f"training config {path} is not UTF-8 text (byte {e.start})") from None
-    loader = _loader_class()(text)
+
+
+def parse_yaml(path: Path) -> Any:
+    """The YAML document in ``path`` (``yaml.safe_load`` on the size-capped text); ConfigError
+    on any problem.
+
+    ``safe_load`` constructs no Python object from a tag, and an alias is one shared object,
+    never a copy, so an alias bomb stays a few objects; only :data:`FIELDS` are ever read from
+    the result, each checked for its type. Nesting deeper than the parser can recurse is
+    refused (``RecursionError``).
+    """
+    import yaml
+
+    text = _read_text(path)
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_expansion(node)
-        return loader.construct_document(node)
-    except _Limit as e:
-        raise ConfigError(f"refused training config {path}: {e}",
-                          hint="a run's config is a small plain mapping") from None
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"refused training config {path}: YAML nested more than the parser "
+                          "can follow", hint="a run's config is a small plain mapping") from None
     except yaml.constructor.ConstructorError as e:
         raise ConfigError(f"refused training config {path}: it is not plain YAML data: {_yaml_problem(e)}",
                           hint="msn never constructs Python objects from YAML tags") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"training config {path} is not valid YAML: {_yaml_problem(e)}") from None
-    except (ValueError, TypeError, RecursionError, OverflowError) as e:
+    except (ValueError, TypeError, OverflowError) as e:
         # e.g. an integer with more digits than Python converts
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConfigError(f"training config {path} holds a value that cannot be read: {first}") from None
-    finally:
-        loader.dispose()
 
 
 def _check(path: Path, where: str, f: Field, value: Any) -> Any:
