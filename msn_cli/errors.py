@@ -7,8 +7,7 @@ Library users catch :class:`MsnError`; nothing here imports Typer or Rich.
 
 from __future__ import annotations
 
-# Exit codes, shared by every command (documented in the README).
-EXIT_OK = 0
+# Exit codes, shared by every command (0 is success; documented in docs/cli.md).
 EXIT_CHECK_FAILED = 1  # verify ran and a check failed
 EXIT_USAGE = 2  # bad arguments, unknown names, refusing to overwrite
 EXIT_BAD_INPUT = 3  # input that is not what it should be; verify could not run
@@ -100,7 +99,9 @@ class CacheError(MsnError):
 
 
 class ConfigError(MsnError):
-    """A training run's config (``params-msn-train.yaml``) is unreadable, malformed or hostile."""
+    """A config file is unreadable, malformed or hostile: a training run's
+    ``params-msn-train.yaml``, or a folder's ``config.json`` values that cannot describe its
+    weights (the message names the value)."""
 
     exit_code = EXIT_BAD_INPUT
 

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from msn_cli.errors import FolderError
+from msn_cli.errors import ConfigError, FolderError
 from msn_cli.original.architecture import Architecture
 from msn_cli.util import safeio
 
@@ -39,10 +39,6 @@ CONFIG_BOUNDS: dict[str, tuple[str, int, int]] = {
     "image_size": ("image_size", 1, 16_384),
     "num_channels": ("num_channels", 1, 64),
 }
-
-
-class ConfigError(ValueError):
-    """``config.json`` values that cannot describe the weights (the message names them)."""
 
 
 def read_json_object(path: Path) -> tuple[dict[str, Any] | None, str | None]:
