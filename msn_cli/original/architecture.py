@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 LAYER_NORM_EPS = 1e-6
 
@@ -32,27 +33,13 @@ class Architecture:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["num_patches"] = self.num_patches
         d["head_dim"] = self.head_dim
         return d
 
-    @classmethod
-    def from_hf_config(cls, config: dict) -> Architecture:
-        """Read the architecture back from a ``config.json`` dict."""
-        return cls(
-            hidden_size=int(config["hidden_size"]),
-            num_layers=int(config["num_hidden_layers"]),
-            num_heads=int(config["num_attention_heads"]),
-            intermediate_size=int(config["intermediate_size"]),
-            patch_size=int(config["patch_size"]),
-            image_size=int(config["image_size"]),
-            num_channels=int(config.get("num_channels", 3)),
-            qkv_bias=bool(config.get("qkv_bias", True)),
-        )
-
-    def hf_config(self, dtype: str) -> dict:
+    def hf_config(self, dtype: str) -> dict[str, Any]:
         """``config.json`` for ``ViTMSNModel``: the backbone only, no classifier labels.
 
         Written by hand (no transformers import) with the keys ``ViTMSNConfig`` reads; every
@@ -83,7 +70,7 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
-def preprocessor_config(image_size: int) -> dict:
+def preprocessor_config(image_size: int) -> dict[str, Any]:
     """``preprocessor_config.json``: the seed's ``ViTImageProcessor`` with ImageNet statistics.
 
     A plain bilinear resize to ``image_size`` squared (resample 2), rescale by 1/255, normalise.

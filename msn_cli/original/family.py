@@ -13,6 +13,7 @@ original repository.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 FALLBACK_HEAD_DIM = 64
 """Head size assumed for a width that no constructor of the family has (and used by every
@@ -40,7 +41,7 @@ class Constructor:
     def intermediate_size(self) -> int:
         return self.hidden_size * self.mlp_ratio
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "hidden_size": self.hidden_size, "depth": self.depth,
                 "num_heads": self.num_heads, "head_dim": self.head_dim,
                 "mlp_ratio": self.mlp_ratio, "intermediate_size": self.intermediate_size,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from msn_cli.errors import UsageError
 
@@ -32,7 +33,7 @@ class Variant:
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["url"] = self.url()
         d["expected_slice"] = list(self.expected_slice)

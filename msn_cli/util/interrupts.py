@@ -3,10 +3,9 @@
 Python raises ``KeyboardInterrupt`` (and the CLI's SIGTERM handler its own exception) at the
 next bytecode the main thread runs, wherever that is. During ``import torch`` it can be the
 import of numpy that torch's C++ start-up performs and whose failure it clears and ignores:
-the interrupt vanished and the conversion went on to the end with exit code 0 (seen in about
-half of the Ctrl-Cs sent 0.45 to 0.6 s after start). Inside :func:`deferred` the two signals
-are only recorded; they are delivered, to the handlers that were there before, as the block
-ends.
+the interrupt would vanish and the command go on to the end with exit code 0. Inside
+:func:`deferred` the two signals are only recorded; they are delivered, to the handlers that
+were there before, as the block ends.
 """
 
 from __future__ import annotations

@@ -18,11 +18,14 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from msn_cli.errors import OutputError, OutputExistsError, UsageError
 from msn_cli.util.interrupts import deferred
 from msn_cli.util.safeio import fsync_dir, fsync_file
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 TMP_MARK = ".msn-tmp-"
 OLD_MARK = ".msn-old-"
@@ -93,8 +96,7 @@ def _output_lock(out: Path, what: str) -> Iterator[None]:
                           hint=f"choose an output {what} in a writable location") from e
     lock = _OutLock(lock_path(out))
     # Ctrl-C and SIGTERM are held back while the lock changes hands: one raised between taking
-    # it and entering this ``try`` (or inside release) left the lock file behind (1 in 70
-    # interrupted conversions)
+    # it and entering this ``try`` (or inside release) would leave the lock file behind
     try:
         try:
             with deferred():
@@ -236,13 +238,14 @@ class _OutLock:
     the lock, that the path still names the file it locked (else it locked a removed file and
     tries again). A process killed while holding it leaves the file; the kernel has dropped the
     lock, so the next run takes it and removes it. Without ``fcntl`` (Windows) ``filelock`` is
-    used and the file stays.
+    used and the file stays. ``filelock`` is not used on POSIX because it leaves the file
+    beside OUT after every run.
     """
 
     def __init__(self, path: Path):
         self.path = path
         self._fd: int | None = None
-        self._fallback: Any = None
+        self._fallback: FileLock | None = None
 
     def acquire(self) -> bool:
         try:
