@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from msn_cli.conversion import mapping
-from msn_cli.hf.folder import SAFE_WEIGHTS, ConfigError, config_architecture, read_json_object
+from msn_cli.errors import ConfigError
+from msn_cli.hf.folder import SAFE_WEIGHTS, config_architecture, read_json_object
 from msn_cli.hf.manifest import CONFIG, PREPROCESSOR, regular_file_problem
 from msn_cli.hf.manifest import check_files as check_listed_files
 from msn_cli.hf.safetensors_io import HeaderError, read_header
