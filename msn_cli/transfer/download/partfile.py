@@ -12,14 +12,21 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from msn_cli.errors import CacheError
 from msn_cli.transfer.download.settings import CHUNK
-from msn_cli.util.hashing import BackgroundSha256
 from msn_cli.util.safeio import UnsafeInput, open_regular
 
 NotifyFn = Callable[[str], None]
+
+
+class Hasher(Protocol):
+    """A running digest (``hashlib.sha256()``)."""
+
+    def update(self, data: bytes | memoryview, /) -> None: ...
+    def hexdigest(self) -> str: ...
+
 _SOMEONE_ELSE = "someone else writes into this cache: download again"
 
 
@@ -86,17 +93,19 @@ def reading(path: Path) -> Iterator[BinaryIO]:
         yield f
 
 
-def feed(hasher: BackgroundSha256, f: BinaryIO, start: int, end: int,
+def feed(h: Hasher, f: BinaryIO, start: int, end: int,
          report: Callable[[int], None] | None = None) -> int:
-    """Put bytes ``[start, end)`` of ``f`` into ``hasher``, in order; the position reached
-    (short of ``end`` where the file is). ``report`` gets the position after each read."""
+    """Hash bytes ``[start, end)`` of ``f`` into ``h``, in order; the position reached (short of
+    ``end`` where the file is). ``report`` gets the position after each read."""
+    buf = bytearray(min(CHUNK, max(end - start, 1)))
+    view = memoryview(buf)
     pos = start
     while pos < end:
-        data = os.pread(f.fileno(), min(CHUNK, end - pos), pos)
-        if not data:
+        n = os.preadv(f.fileno(), [view[: min(len(buf), end - pos)]], pos)
+        if not n:
             break
-        hasher.put(data)
-        pos += len(data)
+        h.update(view[:n])
+        pos += n
         if report is not None:
             report(pos)
     return pos

@@ -12,6 +12,7 @@ range lands.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import threading
 from collections import deque
@@ -22,7 +23,7 @@ import requests
 
 from msn_cli.errors import DownloadError, UsageError
 from msn_cli.transfer.download.context import Transfer
-from msn_cli.transfer.download.partfile import feed, open_for_writing, reading, write_at
+from msn_cli.transfer.download.partfile import Hasher, feed, open_for_writing, reading, write_at
 from msn_cli.transfer.download.protocol import (
     BROKEN,
     CONTENT_RANGE,
@@ -46,7 +47,6 @@ from msn_cli.transfer.download.settings import (
     retry_delay,
 )
 from msn_cli.transfer.partial import PartialNote, write_partial_note
-from msn_cli.util.hashing import BackgroundSha256
 from msn_cli.util.safeio import redact
 
 Range = tuple[int, int]
@@ -65,21 +65,20 @@ class Job:
     range answered with 200 means the server ignores ranges, not that the file changed."""
 
 
-def segmented(job: Job, first: FirstStream | None = None,
-              hasher: BackgroundSha256 | None = None) -> tuple[str, int]:
+def segmented(job: Job, first: FirstStream | None = None, h: Hasher | None = None) -> tuple[str, int]:
     """Fetch the missing ranges of the partial file over the configured connections; returns
     (sha256, size).
 
     ``first``: this run's first stream, which goes on as the first range while the other
-    connections take the rest; ``hasher`` then holds the sha256 of the bytes before it.
+    connections take the rest; ``h`` then holds the sha256 of the bytes before it.
     Without it, an earlier run's segmented partial file is resumed.
     """
     total, validator = job.note.total, strong_validator(job.note.etag, job.note.last_modified)
     if total is None or validator is None:
         raise StartOver()
     ledger = Ledger(job, total)
-    hashed = ledger.prefix() if hasher is not None else 0
-    hasher = BackgroundSha256() if hasher is None else hasher
+    hashed = ledger.prefix() if h is not None else 0
+    h = hashlib.sha256() if h is None else h
     fd = open_for_writing(job.transfer.part)
     crew: Crew | None = None
     try:
@@ -87,7 +86,7 @@ def segmented(job: Job, first: FirstStream | None = None,
         plan = _plan(job, ledger, validator, first)
         crew = Crew(job, fd, ledger, plan, first)
         try:
-            _hash_as_it_grows(job, ledger, crew, hasher, hashed)
+            _hash_as_it_grows(job, ledger, crew, h, hashed)
             crew.wait()
         except BaseException as e:  # Ctrl-C, SIGTERM: stop the workers, keep what arrived
             ledger.fail(e)
@@ -95,11 +94,10 @@ def segmented(job: Job, first: FirstStream | None = None,
         finally:
             crew.stop()
         _check_ended(ledger)
-        return hasher.result(), total
+        return h.hexdigest(), total
     finally:
         if crew is None or not crew.alive():  # never close a descriptor still written to
             os.close(fd)
-        hasher.close()
 
 
 def _prepare(job: Job, fd: int, ledger: Ledger, resuming: bool) -> None:
@@ -130,8 +128,7 @@ def _check_ended(ledger: Ledger) -> None:
         raise Retry(f"the segments ended with {ledger.bytes:,} of {ledger.total:,} bytes")
 
 
-def _hash_as_it_grows(job: Job, ledger: Ledger, crew: Crew, hasher: BackgroundSha256,
-                      pos: int) -> None:
+def _hash_as_it_grows(job: Job, ledger: Ledger, crew: Crew, h: Hasher, pos: int) -> None:
     """Hash the file in order from ``pos`` as its contiguous start grows (reading back what the
     workers wrote, from the page cache), until it is all hashed or the workers stop short."""
     part = job.transfer.part
@@ -140,7 +137,7 @@ def _hash_as_it_grows(job: Job, ledger: Ledger, crew: Crew, hasher: BackgroundSh
             end = ledger.wait_for_start(min(pos + HASH_BATCH, ledger.total), crew.alive)
             if ledger.stop.is_set() or end <= pos:
                 return  # the workers ended short or failed: the caller reports it
-            if feed(hasher, f, pos, end) != end:
+            if feed(h, f, pos, end) != end:
                 raise Retry(f"{part.name} is shorter than what was written")
             pos = end
 

@@ -3,6 +3,7 @@ end while hashing it, and hand a large file whose stream is slow over to :mod:`s
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -13,7 +14,7 @@ import requests
 from msn_cli.errors import CacheError, DownloadError, UsageError
 from msn_cli.transfer.cache import disk_free
 from msn_cli.transfer.download.context import Outcome, Transfer
-from msn_cli.transfer.download.partfile import feed, open_for_writing, reading, write_at
+from msn_cli.transfer.download.partfile import Hasher, feed, open_for_writing, reading, write_at
 from msn_cli.transfer.download.protocol import (
     BROKEN,
     CONTENT_RANGE,
@@ -31,7 +32,6 @@ from msn_cli.transfer.download.segments import Job, segmented
 from msn_cli.transfer.download.settings import CHUNK
 from msn_cli.transfer.partial import DamagedNote, PartialNote, read_partial_note, write_partial_note
 from msn_cli.util.fmt import utc_now
-from msn_cli.util.hashing import BackgroundSha256
 from msn_cli.util.safeio import redact
 
 
@@ -90,12 +90,9 @@ def _complete_already(t: Transfer, r: requests.Response, have: int,
     the checks; then the file is hashed as it is. Otherwise the transfer starts over."""
     m = UNSATISFIED.match(r.headers.get("Content-Range", ""))
     if m and int(m.group(1)) == have and note is not None and note.total == have:
-        hasher = BackgroundSha256()
-        try:
-            _hash_start(t, hasher, have, t.name)
-            return hasher.result(), have
-        finally:
-            hasher.close()
+        h = hashlib.sha256()
+        _hash_start(t, h, have, t.name)
+        return h.hexdigest(), have
     t.say(f"the server refused to resume {t.name}; starting over")
     raise StartOver()
 
@@ -146,10 +143,10 @@ def _check_space(t: Transfer, start: int, total: int | None) -> None:
             hint="free some space (msn cache rm ...) or use --cache-dir / MSN_CACHE elsewhere")
 
 
-def _hash_start(t: Transfer, hasher: BackgroundSha256, n: int, stage: str) -> int:
+def _hash_start(t: Transfer, h: Hasher, n: int, stage: str) -> int:
     """Hash the first ``n`` bytes of the partial file; the bytes there were (short: fewer)."""
     with reading(t.part) as f:
-        return feed(hasher, f, 0, n, lambda done: t.progress(stage, done, n))
+        return feed(h, f, 0, n, lambda done: t.progress(stage, done, n))
 
 
 # -- the first stream of a large file: split the rest when it is slow --------------------------
@@ -220,24 +217,21 @@ def _receive(t: Transfer, r: requests.Response, note: PartialNote, start: int,
              probe: Probe | None, outcome: Outcome) -> tuple[str, int]:
     """The body into the partial file from ``start``, hashed on the way; (sha256, size)."""
     total = note.total
-    hasher = BackgroundSha256()
-    try:
-        if start and _hash_start(t, hasher, start, f"checking partial {t.name}") != start:
-            raise StartOver()
-        read = body_reader(r)
-        done, split = _copy(t, read, hasher, start, total, probe)
-        if split:  # the rest of the file over several connections, this one included
-            return _split(t, r, read, note, done, hasher, outcome)
-        if total is not None and done != total:
-            if done < total:
-                raise Retry(f"the body ended after {done:,} of {total:,} bytes", gained=done - start)
-            raise StartOver()
-        return hasher.result(), done
-    finally:
-        hasher.close()
+    h = hashlib.sha256()
+    if start and _hash_start(t, h, start, f"checking partial {t.name}") != start:
+        raise StartOver()
+    read = body_reader(r)
+    done, split = _copy(t, read, h, start, total, probe)
+    if split:  # the rest of the file over several connections, this one included
+        return _split(t, r, read, note, done, h, outcome)
+    if total is not None and done != total:
+        if done < total:
+            raise Retry(f"the body ended after {done:,} of {total:,} bytes", gained=done - start)
+        raise StartOver()
+    return h.hexdigest(), done
 
 
-def _copy(t: Transfer, read: BodyReader, hasher: BackgroundSha256, start: int, total: int | None,
+def _copy(t: Transfer, read: BodyReader, h: Hasher, start: int, total: int | None,
           probe: Probe | None) -> tuple[int, bool]:
     """Write what arrives at once (a broken connection loses nothing that came) and hash it.
     Returns the bytes the file holds and whether the probe asks to split the rest."""
@@ -253,7 +247,7 @@ def _copy(t: Transfer, read: BodyReader, hasher: BackgroundSha256, start: int, t
             return done, True  # split at once, without measuring
         while data := read(CHUNK):
             write_at(fd, data, done, t.part)
-            hasher.put(data)
+            h.update(data)
             done += len(data)
             if done - shown >= CHUNK:
                 t.progress(t.name, done, total)
@@ -269,10 +263,10 @@ def _copy(t: Transfer, read: BodyReader, hasher: BackgroundSha256, start: int, t
 
 
 def _split(t: Transfer, r: requests.Response, read: BodyReader, note: PartialNote, done: int,
-           hasher: BackgroundSha256, outcome: Outcome) -> tuple[str, int]:
+           h: Hasher, outcome: Outcome) -> tuple[str, int]:
     if outcome.rate is not None:
         t.say(f"{t.name} comes at {outcome.rate / 1e6:.1f} MB/s over one connection; "
               f"splitting the rest over up to {t.settings.connections} connections")
     outcome.split = True
     job = Job(t, replace(note, segments=((0, done),) if done else ()), fresh=True)
-    return segmented(job, first=(r, read), hasher=hasher)
+    return segmented(job, first=(r, read), h=h)
