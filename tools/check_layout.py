@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 MAX_MODULE_LINES = 600
@@ -33,7 +34,7 @@ def _is_type_checking(node: ast.If) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _runtime_nodes(tree: ast.AST):
+def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
     """Every node that can run (the bodies of ``if TYPE_CHECKING:`` left out)."""
     stack = [tree]
     while stack:
@@ -66,53 +67,67 @@ class Module:
 def check(root: Path) -> list[str]:
     modules = {m.name: m for m in (Module(p, root) for p in sorted((root / PACKAGE).rglob("*.py")))}
     problems: list[str] = []
-    edges: dict[str, set[str]] = {name: set() for name in modules}
+    edges: dict[str, set[str]] = {}
     for m in modules.values():
-        rel = m.path.relative_to(root)
-        lines = len(m.source.splitlines())
-        if lines > MAX_MODULE_LINES:
-            problems.append(f"{rel}: {lines} lines (at most {MAX_MODULE_LINES})")
-        for node in ast.walk(m.tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                n = (node.end_lineno or node.lineno) - node.lineno + 1
-                if n > MAX_FUNCTION_LINES:
-                    problems.append(f"{rel}:{node.lineno}: {node.name}() is {n} lines "
-                                    f"(at most {MAX_FUNCTION_LINES})")
-        aliases: dict[str, str] = {}  # local name -> package module it stands for
-        for node in _runtime_nodes(m.tree):
-            if isinstance(node, ast.Import):
-                for a in node.names:
-                    if a.name.split(".")[0] == PACKAGE:
-                        target = a.name if a.name in modules else a.name.rsplit(".", 1)[0]
-                        edges[m.name].add(target)
-                        if a.asname:
-                            aliases[a.asname] = a.name
-            elif isinstance(node, ast.ImportFrom):
-                base = _absolute(m.name, m.is_pkg, node.level, node.module)
-                if base.split(".")[0] != PACKAGE:
-                    continue
-                for a in node.names:
-                    sub = f"{base}.{a.name}"
-                    if sub in modules:
-                        edges[m.name].add(sub)
-                        aliases[a.asname or a.name] = sub
-                    else:
-                        edges[m.name].add(base)
-                        if a.name.startswith("_") and not a.name.startswith("__"):
-                            problems.append(f"{rel}:{node.lineno}: imports the private name "
-                                            f"{a.name} from {base}")
-        for node in ast.walk(m.tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                    and node.value.id in aliases and node.attr.startswith("_")
-                    and not node.attr.startswith("__")):
-                problems.append(f"{rel}:{node.lineno}: uses the private name "
-                                f"{aliases[node.value.id]}.{node.attr}")
-    for name in edges:
-        edges[name].discard(name)
-        # a module importing its own package's __init__ (for __version__, say) is no cycle
-        # the package's __init__ could close, as long as __init__ imports nothing at run time
+        problems += _sizes(m, root)
+        edges[m.name], found = _imports(m, modules, root)
+        problems += found
+        edges[m.name].discard(m.name)
     problems.extend(f"import cycle: {' -> '.join(c)}" for c in _cycles(edges))
     return problems
+
+
+def _sizes(m: Module, root: Path) -> list[str]:
+    rel = m.path.relative_to(root)
+    problems = []
+    lines = len(m.source.splitlines())
+    if lines > MAX_MODULE_LINES:
+        problems.append(f"{rel}: {lines} lines (at most {MAX_MODULE_LINES})")
+    for node in ast.walk(m.tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            n = (node.end_lineno or node.lineno) - node.lineno + 1
+            if n > MAX_FUNCTION_LINES:
+                problems.append(f"{rel}:{node.lineno}: {node.name}() is {n} lines "
+                                f"(at most {MAX_FUNCTION_LINES})")
+    return problems
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _imports(m: Module, modules: dict[str, Module], root: Path) -> tuple[set[str], list[str]]:
+    """The package modules ``m`` imports at run time, and its uses of others' private names."""
+    rel = m.path.relative_to(root)
+    edges: set[str] = set()
+    problems: list[str] = []
+    aliases: dict[str, str] = {}  # local name -> the package module it stands for
+    for node in _runtime_nodes(m.tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] == PACKAGE:
+                    edges.add(a.name if a.name in modules else a.name.rsplit(".", 1)[0])
+                    if a.asname:
+                        aliases[a.asname] = a.name
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(m.name, m.is_pkg, node.level, node.module)
+            if base.split(".")[0] != PACKAGE:
+                continue
+            for a in node.names:
+                sub = f"{base}.{a.name}"
+                if sub in modules:  # a module, imported by name from its package
+                    edges.add(sub)
+                    aliases[a.asname or a.name] = sub
+                    continue
+                edges.add(base)
+                if _private(a.name):
+                    problems.append(f"{rel}:{node.lineno}: imports the private name {a.name} "
+                                    f"from {base}")
+    problems += [f"{rel}:{node.lineno}: uses the private name {aliases[node.value.id]}.{node.attr}"
+                 for node in ast.walk(m.tree)
+                 if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                 and node.value.id in aliases and _private(node.attr)]
+    return edges, problems
 
 
 def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:

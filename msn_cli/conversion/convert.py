@@ -21,7 +21,6 @@ import functools
 import hashlib
 import json
 import os
-import queue
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -52,7 +51,7 @@ from msn_cli.original.variants import VARIANTS
 from msn_cli.progress import ProgressFn, no_progress
 from msn_cli.transfer.sources import ResolvedSource
 from msn_cli.util.fmt import utc_now
-from msn_cli.util.hashing import BackgroundSha256, sha256_file
+from msn_cli.util.hashing import sha256_file
 from msn_cli.util.outdir import atomic_output_dir, check_target
 from msn_cli.util.safeio import fsync_file
 
@@ -198,43 +197,36 @@ def readback_check(path: Path, ckpt: Checkpoint, plan: ConversionPlan,
 
     After the header checks (:func:`_check_header`) the file is read once, in order: each
     tensor's bytes are compared with the source tensor converted again and its values
-    checked finite, and every byte, header included, goes to sha256 in a background thread.
-    Each buffer goes back to the pool once hashed, so memory stays at three tensors.
+    checked finite, and every byte, header included, goes to sha256. One buffer the size of
+    the largest tensor is reused, so memory stays at one tensor.
     """
     import torch
 
     base, ordered = _check_header(path, plan)
-    largest = max((t.nbytes for t in plan.tensors), default=0)
-    pool: queue.Queue[bytearray] = queue.Queue()
-    for _ in range(3):
-        pool.put(bytearray(largest))
-    hasher = BackgroundSha256()
+    buf = bytearray(max((t.nbytes for t in plan.tensors), default=0))
+    digest = hashlib.sha256()
     done = 0
-    try:
-        with open(path, "rb") as f:
-            head = f.read(base)
-            if len(head) != base or base < 8 or int.from_bytes(head[:8], "little") != base - 8:
-                raise _readback_failed(f"{path.name} has bytes its header does not account for")
-            hasher.put(head)
-            for t in ordered:
-                buf = pool.get()
-                view = memoryview(buf)[:t.nbytes]
-                if f.readinto(view) != t.nbytes:
-                    raise _readback_failed(f"{path.name} is shorter than its header says")
-                ref = _converted(t, ckpt)
-                got = torch.frombuffer(buf, dtype=ref.dtype, count=ref.numel()) if t.nbytes \
-                    else torch.empty(0, dtype=ref.dtype)
-                if not same_bits(got.reshape(ref.shape), ref):
-                    raise _readback_failed(f"{t.target} differs from its source")
-                _require_finite(t, ref)  # the values as written, whichever way they went
-                hasher.put(view, (pool.put, buf))
-                done += t.nbytes
-                progress("checking", done, plan.output_bytes)
-            if f.read(1):
-                raise _readback_failed(f"{path.name} has bytes its header does not account for")
-        return hasher.result()
-    finally:
-        hasher.close()
+    with open(path, "rb") as f:
+        head = f.read(base)
+        if len(head) != base or base < 8 or int.from_bytes(head[:8], "little") != base - 8:
+            raise _readback_failed(f"{path.name} has bytes its header does not account for")
+        digest.update(head)
+        for t in ordered:
+            view = memoryview(buf)[:t.nbytes]
+            if f.readinto(view) != t.nbytes:
+                raise _readback_failed(f"{path.name} is shorter than its header says")
+            ref = _converted(t, ckpt)
+            got = torch.frombuffer(buf, dtype=ref.dtype, count=ref.numel()) if t.nbytes \
+                else torch.empty(0, dtype=ref.dtype)
+            if not same_bits(got.reshape(ref.shape), ref):
+                raise _readback_failed(f"{t.target} differs from its source")
+            _require_finite(t, ref)  # the values as written, whichever way they went
+            digest.update(view)
+            done += t.nbytes
+            progress("checking", done, plan.output_bytes)
+        if f.read(1):
+            raise _readback_failed(f"{path.name} has bytes its header does not account for")
+    return digest.hexdigest()
 
 
 class _SourceCheck:

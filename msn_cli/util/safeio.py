@@ -19,6 +19,7 @@ own format's error (cache, folder, manifest ...) with that format's exit code an
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -26,7 +27,7 @@ import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
@@ -91,7 +92,7 @@ def _printable(text: str) -> str:
 # -- reading ----------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def open_regular(path: str | os.PathLike[str], *, follow_links: bool = True) -> Iterator[BinaryIO]:
+def open_regular(path: str | os.PathLike[str], *, follow_links: bool = True) -> Iterator[io.BufferedReader]:
     """A binary file object for ``path`` if it is a regular file.
 
     Opened non-blocking first, so a FIFO cannot hang the open; a FIFO, device, socket or
