@@ -244,17 +244,17 @@ def test_default_is_msn_and_recorded_with_why(cli, make_ckpt, tmp_path):
     assert p["passed"] is True and p["preprocessing"] == "msn" and p["photos"] == 4
     assert p["backend"] in ("pil", "torchvision")
     # the odd-margin photos are reported; their effect on the converted model's output costs
-    # forward passes at the native size, so convert's own verify skips it (msn verify measures it)
+    # forward passes at the native size, so verify measures it only with --effect
     assert "one pixel off" in p["detail"] and "cls cosine" not in p["detail"]
     assert "cls_min_cosine" not in p
 
 
 def test_preprocessing_rows_give_pixels_and_output_effect(cli, make_ckpt, tmp_path):
     out, _ = _convert(cli, make_ckpt, tmp_path, TINY224)
-    r, rep = run_verify(cli, out, "--no-effect")
+    r, rep = run_verify(cli, out)  # the effect costs forward passes: only when asked for
     assert r.code == 0
     assert not any("effect" in row for row in check(rep, "preprocessing")["rows"])
-    r, rep = run_verify(cli, out)  # msn verify measures the effect unless told not to
+    r, rep = run_verify(cli, out, "--effect")
     assert r.code == 0
     p = check(rep, "preprocessing")
     assert "cls cosine" in p["detail"] and 0.9 < p["cls_min_cosine"] < 1.0 and p["cls_max_abs_err"] > 0

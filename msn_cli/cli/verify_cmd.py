@@ -34,11 +34,10 @@ AgainstOpt = Annotated[Optional[str], typer.Option(
 NoRecordOpt = Annotated[bool, typer.Option(
     "--no-record", help="Do not store the result in msn_manifest.json.")]
 EffectOpt = Annotated[bool, typer.Option(
-    "--effect/--no-effect", help="Measure, for each bundled photo whose processor pixels "
+    "--effect/--no-effect", help="Also measure, for each bundled photo whose processor pixels "
     "differ from the independent transform's, the effect on the converted model's output "
-    "(two forward passes at the native size per such photo: about 30 s for ViT-L/7 on 2 "
-    "cores). The pixel comparison, which decides the check, always runs; msn convert's "
-    "own verify skips the effect.")]
+    "(two forward passes at the native size per such photo). The pixel comparison, which "
+    "decides the check, always runs.")]
 
 
 def verify(
@@ -49,7 +48,7 @@ def verify(
     num_heads: NumHeadsOpt = None,
     config: ConfigOpt = None,
     no_record: NoRecordOpt = False,
-    effect: EffectOpt = True,
+    effect: EffectOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
