@@ -7,7 +7,8 @@ difference between the two is msn's code. Per variant, untimed first: each revis
 the file once with ``--no-verify``; the two outputs must hold identical tensors, and each
 revision's own output is what its ``msn verify`` runs on. Then ``--runs`` rounds of the six
 commands (``convert --no-verify``, ``convert`` with verify, ``verify``, for each revision),
-the order rotated every round, each measured by ``bench/measure.py``.
+each command's two revisions back to back, which goes first swapped every round, a sync before
+each run, each measured by ``bench/measure.py``.
 
 Writes a markdown section (medians, min-max of wall, after / before) to ``--output`` and to
 stdout; exit 1 when a run fails or the outputs differ.
@@ -113,23 +114,32 @@ def run_variant(opts: Options, codes: list[Code], src: Path, scratch: Path) -> V
     folders = prepare(codes, src, outs, scratch)
     rows = VariantRows(src.name.split("_")[0], src.stat().st_size,
                        same_tensors(folders[codes[0].name], folders[codes[1].name]))
-    modes = [(cmd, code) for cmd in COMMANDS for code in codes]
-    for cmd, code in modes:
-        rows.series[(cmd, code.name)] = Series(f"`msn {cmd}`")
+    for cmd in COMMANDS:
+        for code in codes:
+            rows.series[(cmd, code.name)] = Series(f"`msn {cmd}`")
     for r in range(opts.runs):
-        for cmd, code in modes[r % len(modes):] + modes[:r % len(modes)]:
-            out = outs / f"{rows.variant}-{code.name}-out"
-            shutil.rmtree(out, ignore_errors=True)
-            log(f"{rows.variant} run {r + 1}/{opts.runs}: {code.name}: msn {cmd}")
-            run = measure(command(cmd, src, out, folders[code.name]), scratch, env=code.env(),
-                          cwd=code.tree)
-            if run.rc != 0:
-                log(f"  FAILED (exit {run.rc}): {run.stderr.strip()[-600:]}")
-            rows.series[(cmd, code.name)].runs.append(run)
-            shutil.rmtree(out, ignore_errors=True)
+        # each command's two revisions back to back, the first of them swapped every round, so
+        # neither always runs just after the other's writing; a sync before each run, so that
+        # no run pays for the write-back of the one before
+        for cmd in COMMANDS:
+            for code in (codes if r % 2 == 0 else codes[::-1]):
+                _timed(opts, rows, cmd, code, src, folders, scratch, r)
     for folder in folders.values():
         shutil.rmtree(folder, ignore_errors=True)
     return rows
+
+
+def _timed(opts: Options, rows: VariantRows, cmd: str, code: Code, src: Path,
+           folders: dict[str, Path], scratch: Path, r: int) -> None:
+    out = scratch / "out" / f"{rows.variant}-{code.name}-out"
+    shutil.rmtree(out, ignore_errors=True)
+    os.sync()
+    log(f"{rows.variant} run {r + 1}/{opts.runs}: {code.name}: msn {cmd}")
+    run = measure(command(cmd, src, out, folders[code.name]), scratch, env=code.env(), cwd=code.tree)
+    if run.rc != 0:
+        log(f"  FAILED (exit {run.rc}): {run.stderr.strip()[-600:]}")
+    rows.series[(cmd, code.name)].runs.append(run)
+    shutil.rmtree(out, ignore_errors=True)
 
 
 def table(results: list[VariantRows]) -> list[str]:
@@ -156,8 +166,9 @@ def render(opts: Options, codes: list[Code], results: list[VariantRows], started
     ended = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
     lines = ["## Before and after", "",
              f"`bench/run.py {' '.join(sys.argv[1:])}` (`bench/against.py`): the same venv, "
-             "each revision's code through `PYTHONPATH`, alternating runs, the order rotated "
-             f"every round; runs of each: {opts.runs}; medians (min-max of wall in brackets).", "",
+             "each revision's code through `PYTHONPATH`, each command's two revisions back to "
+             "back, which goes first swapped every round, a sync before each run; "
+             f"runs of each: {opts.runs}; medians (min-max of wall in brackets).", "",
              *(f"- {c.name}: {c.describe}" for c in codes),
              *environment_lines(started, ended, elapsed, load),
              "- Peak anon: RssAnon + RssShmem of the process tree, sampled every 10 ms "

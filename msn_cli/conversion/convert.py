@@ -5,13 +5,15 @@ map -> write ``model.safetensors`` (the header, then one tensor at a time) into 
 folder -> read every tensor back and compare it bit for bit with its source -> fsync ->
 config, preprocessor config, manifest -> optionally verify -> rename the folder into place.
 
-The source's integrity pass (CRC-32 of every member, sha256) runs in a thread from the start:
-reading and hashing the file releases the GIL, so it overlaps the torch import and the load;
-the writer waits for it, since the header records the source's sha256.
+Three things run beside the main thread, because reading, hashing and syncing release the GIL
+and each saves a measured share of the wall time (docs/benchmarks.md): the source's integrity
+pass (CRC-32 of every member, sha256) from the start, waited for before the manifest is written;
+the fsync of the weights while they are read back; and the read-back's sha256 of each tensor
+while the next one is read and compared.
 
 Memory: every output tensor is a view of the memory-mapped source unless ``--dtype`` changes
-it, the writer holds one tensor at a time and the read-back three tensor-sized buffers, so
-peak anonymous memory stays a few tensors above the interpreter whatever the file size.
+it, the writer holds one tensor at a time and the read-back two tensor-sized buffers, so peak
+anonymous memory stays a few tensors above the interpreter whatever the file size.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -98,13 +101,10 @@ def _require_finite(t: TensorPlan, out: torch.Tensor) -> None:
             "checkpoint", hint="the file is damaged or was saved from a diverged run")
 
 
-def write_folder(tmp: Path, ckpt: Checkpoint, plan: ConversionPlan, manifest: Manifest,
-                 progress: ProgressFn = no_progress) -> dict[str, FileEntry]:
-    """Write weights, configs and manifest into ``tmp``; return the file table.
-
-    The weights' sha256 is taken from the bytes read back from the file, and the file is on
-    the disk (fsync) before anything else is written.
-    """
+def write_weights(tmp: Path, ckpt: Checkpoint, plan: ConversionPlan,
+                  progress: ProgressFn = no_progress) -> FileEntry:
+    """Write ``model.safetensors`` into ``tmp``, read it back bit for bit and fsync it; its
+    size and the sha256 of the bytes read back."""
     total = plan.output_bytes
     done = 0
 
@@ -117,13 +117,19 @@ def write_folder(tmp: Path, ckpt: Checkpoint, plan: ConversionPlan, manifest: Ma
     pending = [PendingTensor(t.target, t.dtype, t.shape, functools.partial(_converted, t, ckpt))
                for t in plan.tensors]
     meta = {"format": "pt", "msn_tool": f"msn {__version__}",
-            "msn_source_sha256": (manifest.get("source") or {}).get("sha256") or "",
             "msn_dropped": ",".join(r.source or "" for r in plan.dropped)}
-    with _one_torch_thread():
+    with _one_torch_thread(), ThreadPoolExecutor(1, thread_name_prefix="msn-fsync") as syncer:
         written = write_safetensors(weights, pending, meta, on_bytes, sync=False)
+        synced = syncer.submit(fsync_file, weights)  # the disk catches up during the read-back
         digest = readback_check(weights, ckpt, plan, progress)
-    fsync_file(weights)
-    files: dict[str, FileEntry] = {SAFE_WEIGHTS: {"size": written.size, "sha256": digest}}
+        synced.result()
+    return {"size": written.size, "sha256": digest}
+
+
+def write_configs(tmp: Path, plan: ConversionPlan, manifest: Manifest,
+                  weights: FileEntry) -> dict[str, FileEntry]:
+    """Write the config, the preprocessor config and the manifest; return the file table."""
+    files: dict[str, FileEntry] = {SAFE_WEIGHTS: weights}
     from msn_cli.original.preprocess import get as preprocessing
 
     choice = preprocessing((manifest.get("preprocessing") or {}).get("name") or "msn")
@@ -140,7 +146,7 @@ def write_folder(tmp: Path, ckpt: Checkpoint, plan: ConversionPlan, manifest: Ma
 def _one_torch_thread() -> Iterator[None]:
     """torch's intra-op pool off while writing and reading back: the only torch work there is
     a cheap reduction and a comparison per tensor, and pool threads spinning after each one
-    take a core from the hashing thread."""
+    take a core from the hashing and syncing threads."""
     import torch
 
     n = torch.get_num_threads()
@@ -196,22 +202,24 @@ def readback_check(path: Path, ckpt: Checkpoint, plan: ConversionPlan,
     return the file's sha256 as read back.
 
     After the header checks (:func:`_check_header`) the file is read once, in order: each
-    tensor's bytes are compared with the source tensor converted again and its values
-    checked finite, and every byte, header included, goes to sha256. One buffer the size of
-    the largest tensor is reused, so memory stays at one tensor.
+    tensor's bytes are compared with the source tensor converted again and its values checked
+    finite, and every byte, header included, goes to sha256 in a second thread while the next
+    tensor is read and compared. Two buffers the size of the largest tensor take turns.
     """
     import torch
 
     base, ordered = _check_header(path, plan)
-    buf = bytearray(max((t.nbytes for t in plan.tensors), default=0))
+    largest = max((t.nbytes for t in plan.tensors), default=0)
+    buffers = (bytearray(largest), bytearray(largest))
     digest = hashlib.sha256()
-    done = 0
-    with open(path, "rb") as f:
+    done, total = 0, plan.output_bytes
+    with ThreadPoolExecutor(1, thread_name_prefix="msn-sha256") as hasher, open(path, "rb") as f:
         head = f.read(base)
         if len(head) != base or base < 8 or int.from_bytes(head[:8], "little") != base - 8:
             raise _readback_failed(f"{path.name} has bytes its header does not account for")
-        digest.update(head)
-        for t in ordered:
+        hashing = hasher.submit(digest.update, head)
+        for i, t in enumerate(ordered):
+            buf = buffers[i % 2]  # the other one may still be being hashed
             view = memoryview(buf)[:t.nbytes]
             if f.readinto(view) != t.nbytes:
                 raise _readback_failed(f"{path.name} is shorter than its header says")
@@ -221,9 +229,11 @@ def readback_check(path: Path, ckpt: Checkpoint, plan: ConversionPlan,
             if not same_bits(got.reshape(ref.shape), ref):
                 raise _readback_failed(f"{t.target} differs from its source")
             _require_finite(t, ref)  # the values as written, whichever way they went
-            digest.update(view)
+            hashing.result()
+            hashing = hasher.submit(digest.update, view)
             done += t.nbytes
-            progress("checking", done, plan.output_bytes)
+            progress("checking", done, total)
+        hashing.result()
         if f.read(1):
             raise _readback_failed(f"{path.name} has bytes its header does not account for")
     return digest.hexdigest()
@@ -233,8 +243,8 @@ class _SourceCheck:
     """The source's integrity pass and sha256, run in a thread from the start of ``convert``.
 
     Reading and hashing the file (I/O and hashlib/zlib, which release the GIL) overlaps the
-    torch import, the load and the plan; :meth:`wait` is called before the weights are
-    written, since their header records the sha256.
+    torch import, the load, the plan and the writing; :meth:`wait` is called before the
+    manifest, which records the sha256, is written.
     """
 
     class _Cancelled(Exception):
@@ -359,10 +369,13 @@ def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, opts
                              training=training)
     manifest = _manifest(plan, src_info, run_info, training, opts.preprocessing)
     with atomic_output_dir(out, opts.force) as tmp:
-        # the header records the source's sha256: the source check must be over (or have
-        # raised, which also explains a damaged tensor read as NaN) before the weights go in
+        try:
+            weights = write_weights(tmp, ckpt, plan, progress)
+        except Exception:
+            check.wait(progress)  # a damaged source explains a damaged tensor: its error first
+            raise
         src_info["sha256"] = check.wait(progress)
-        files = write_folder(tmp, ckpt, plan, manifest, progress)
+        files = write_configs(tmp, plan, manifest, weights)
         verify_result = None
         if opts.verify:
             from msn_cli.verify import record_in_manifest, verify_folder
