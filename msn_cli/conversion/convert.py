@@ -7,12 +7,12 @@ config, preprocessor config, manifest -> optionally verify -> rename the folder 
 
 Three things run beside the main thread, because reading, hashing and syncing release the GIL
 and each saves a measured share of the wall time (docs/benchmarks.md): the source's integrity
-pass (CRC-32 of every member, sha256) from the start, waited for before the manifest is written;
+pass (CRC-32 of every member, sha256) from the start, waited for once the weights are written;
 the fsync of the weights while they are read back; and the read-back's sha256 of each tensor
 while the next one is read and compared.
 
 Memory: every output tensor is a view of the memory-mapped source unless ``--dtype`` changes
-it, the writer holds one tensor at a time and the read-back two tensor-sized buffers, so peak
+it, the writer holds one tensor at a time and the read-back three tensor-sized buffers, so peak
 anonymous memory stays a few tensors above the interpreter whatever the file size.
 """
 
@@ -24,8 +24,9 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -102,9 +103,16 @@ def _require_finite(t: TensorPlan, out: torch.Tensor) -> None:
 
 
 def write_weights(tmp: Path, ckpt: Checkpoint, plan: ConversionPlan,
-                  progress: ProgressFn = no_progress) -> FileEntry:
+                  progress: ProgressFn = no_progress,
+                  source_checked: Callable[[], object] = lambda: None) -> FileEntry:
     """Write ``model.safetensors`` into ``tmp``, read it back bit for bit and fsync it; its
-    size and the sha256 of the bytes read back."""
+    size and the sha256 of the bytes read back.
+
+    ``source_checked`` waits for the source's integrity check (and raises its error): it is
+    called once the tensors are written, before the read-back, so that the read-back has the
+    cores to itself and a damaged source is reported as such rather than as the NaN or the
+    failed read it explains.
+    """
     total = plan.output_bytes
     done = 0
 
@@ -119,7 +127,12 @@ def write_weights(tmp: Path, ckpt: Checkpoint, plan: ConversionPlan,
     meta = {"format": "pt", "msn_tool": f"msn {__version__}",
             "msn_dropped": ",".join(r.source or "" for r in plan.dropped)}
     with _one_torch_thread(), ThreadPoolExecutor(1, thread_name_prefix="msn-fsync") as syncer:
-        written = write_safetensors(weights, pending, meta, on_bytes, sync=False)
+        try:
+            written = write_safetensors(weights, pending, meta, on_bytes, sync=False)
+        except Exception:
+            source_checked()
+            raise
+        source_checked()
         synced = syncer.submit(fsync_file, weights)  # the disk catches up during the read-back
         digest = readback_check(weights, ckpt, plan, progress)
         synced.result()
@@ -204,22 +217,26 @@ def readback_check(path: Path, ckpt: Checkpoint, plan: ConversionPlan,
     After the header checks (:func:`_check_header`) the file is read once, in order: each
     tensor's bytes are compared with the source tensor converted again and its values checked
     finite, and every byte, header included, goes to sha256 in a second thread while the next
-    tensor is read and compared. Two buffers the size of the largest tensor take turns.
+    tensors are read and compared. Hashing is the slowest of the three, so three buffers the
+    size of the largest tensor take turns: the reader stays up to two tensors ahead.
     """
     import torch
 
     base, ordered = _check_header(path, plan)
     largest = max((t.nbytes for t in plan.tensors), default=0)
-    buffers = (bytearray(largest), bytearray(largest))
+    buffers = [bytearray(largest) for _ in range(3)]
+    hashing: deque[Future[None]] = deque()  # in order: the oldest holds the buffer needed next
     digest = hashlib.sha256()
     done, total = 0, plan.output_bytes
-    with ThreadPoolExecutor(1, thread_name_prefix="msn-sha256") as hasher, open(path, "rb") as f:
+    with ThreadPoolExecutor(1, thread_name_prefix="msn-sha256") as hasher, open(path, "rb", buffering=0) as f:
         head = f.read(base)
         if len(head) != base or base < 8 or int.from_bytes(head[:8], "little") != base - 8:
             raise _readback_failed(f"{path.name} has bytes its header does not account for")
-        hashing = hasher.submit(digest.update, head)
+        hashing.append(hasher.submit(digest.update, head))
         for i, t in enumerate(ordered):
-            buf = buffers[i % 2]  # the other one may still be being hashed
+            while len(hashing) >= len(buffers):
+                hashing.popleft().result()
+            buf = buffers[i % len(buffers)]
             view = memoryview(buf)[:t.nbytes]
             if f.readinto(view) != t.nbytes:
                 raise _readback_failed(f"{path.name} is shorter than its header says")
@@ -229,11 +246,11 @@ def readback_check(path: Path, ckpt: Checkpoint, plan: ConversionPlan,
             if not same_bits(got.reshape(ref.shape), ref):
                 raise _readback_failed(f"{t.target} differs from its source")
             _require_finite(t, ref)  # the values as written, whichever way they went
-            hashing.result()
-            hashing = hasher.submit(digest.update, view)
+            hashing.append(hasher.submit(digest.update, view))
             done += t.nbytes
             progress("checking", done, total)
-        hashing.result()
+        for pending in hashing:
+            pending.result()
         if f.read(1):
             raise _readback_failed(f"{path.name} has bytes its header does not account for")
     return digest.hexdigest()
@@ -369,11 +386,7 @@ def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, opts
                              training=training)
     manifest = _manifest(plan, src_info, run_info, training, opts.preprocessing)
     with atomic_output_dir(out, opts.force) as tmp:
-        try:
-            weights = write_weights(tmp, ckpt, plan, progress)
-        except Exception:
-            check.wait(progress)  # a damaged source explains a damaged tensor: its error first
-            raise
+        weights = write_weights(tmp, ckpt, plan, progress, lambda: check.wait(progress))
         src_info["sha256"] = check.wait(progress)
         files = write_configs(tmp, plan, manifest, weights)
         verify_result = None

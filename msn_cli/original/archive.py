@@ -12,12 +12,16 @@ import hashlib
 import os
 import struct
 import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from msn_cli.errors import CheckpointError
 from msn_cli.progress import ProgressFn, no_progress
+
+try:  # zlib-ng's CRC-32 is about 4x the standard library's; the source check can be the last
+    from zlib_ng.zlib_ng import crc32  # step of a large convert (docs/benchmarks.md)
+except ImportError:  # pragma: no cover - zlib-ng is a dependency; a build without it still works
+    from zlib import crc32
 
 ZIP_MAGIC = b"PK\x03\x04"
 LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
@@ -129,7 +133,7 @@ class _CrcChecker:
             m = self.members[j]
             lo, hi = max(m.start, pos), min(m.stop, end)
             if lo < hi:
-                self.crcs[j] = zlib.crc32(chunk[lo - pos:hi - pos], self.crcs[j])
+                self.crcs[j] = crc32(chunk[lo - pos:hi - pos], self.crcs[j])
             if m.stop > end:
                 return
             if self.crcs[j] != m.crc:
@@ -148,7 +152,7 @@ def check_zip_integrity(path: str | os.PathLike[str], progress: ProgressFn = no_
     """Read a zip-format checkpoint once, checking every member against its stored CRC-32.
 
     The file's sha256 is computed in the same pass and returned when ``want_sha256``. The
-    checksums (:func:`zlib.crc32`, hashlib) release the GIL, so the check can run in a thread
+    checksums (CRC-32, hashlib) release the GIL, so the check can run in a thread
     beside the conversion. Raises :class:`CheckpointError` naming the first damaged member.
     """
     path = Path(path)
