@@ -36,6 +36,7 @@ from msn_cli.conversion.plan import ConversionPlan, TensorPlan, build_plan
 from msn_cli.conversion.provenance import run_context, run_record
 from msn_cli.conversion.tensor_checks import all_finite, same_bits
 from msn_cli.errors import CheckpointError
+from msn_cli.hf.dtypes import ST_DTYPES
 from msn_cli.hf.folder import SAFE_WEIGHTS
 from msn_cli.hf.manifest import (
     CONFIG,
@@ -49,7 +50,7 @@ from msn_cli.hf.manifest import (
     SourceRecord,
     write_manifest,
 )
-from msn_cli.hf.safetensors_io import ST_DTYPES, PendingTensor, read_header, write_safetensors
+from msn_cli.hf.safetensors_io import PendingTensor, read_header, write_safetensors
 from msn_cli.original.checkpoint import Checkpoint, Encoder, check_zip_integrity, load_checkpoint, sniff
 from msn_cli.original.variants import VARIANTS
 from msn_cli.progress import ProgressFn, no_progress
@@ -128,7 +129,7 @@ def write_weights(tmp: Path, ckpt: Checkpoint, plan: ConversionPlan,
             "msn_dropped": ",".join(r.source or "" for r in plan.dropped)}
     with _one_torch_thread(), ThreadPoolExecutor(1, thread_name_prefix="msn-fsync") as syncer:
         try:
-            written = write_safetensors(weights, pending, meta, on_bytes, sync=False)
+            written = write_safetensors(weights, pending, meta, on_bytes)
         except Exception:
             source_checked()
             raise

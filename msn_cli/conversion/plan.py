@@ -6,6 +6,7 @@ the same :class:`ConversionPlan`, which is derived from :data:`msn_cli.conversio
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from msn_cli.conversion import mapping
 from msn_cli.conversion.provenance import Known, Provenance
 from msn_cli.errors import MappingError, UsageError
+from msn_cli.hf.dtypes import nbytes_of
 from msn_cli.original.architecture import Architecture
 from msn_cli.original.checkpoint import Checkpoint, Inferred, infer_architecture
 
@@ -36,10 +38,7 @@ class TensorPlan:
 
     @property
     def nbytes(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n * _itemsize(self.dtype)
+        return nbytes_of(self.dtype, self.shape)
 
     def take(self, tensor: torch.Tensor) -> torch.Tensor:
         """This plan's slice of the source tensor, as a view (no copy)."""
@@ -100,7 +99,7 @@ class ConversionPlan:
 
     @property
     def num_parameters(self) -> int:
-        return sum(t.nbytes // _itemsize(t.dtype) for t in self.tensors)
+        return sum(math.prod(t.shape) for t in self.tensors)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -149,11 +148,6 @@ class ConversionPlan:
         }
 
 
-_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
-
-
-def _itemsize(dtype: str) -> int:
-    return _ITEMSIZE.get(dtype, 4)
 
 
 def dtype_name(t: torch.Tensor) -> str:

@@ -19,15 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError, safe_open
 
+from msn_cli.hf.dtypes import ST_DTYPES, nbytes_of
 from msn_cli.util import safeio
 
 if TYPE_CHECKING:
     import torch
 
-ST_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64",
-             "int64": "I64", "int32": "I32", "uint8": "U8", "bool": "BOOL"}
-"""torch dtype name -> safetensors dtype name, for the dtypes msn writes."""
-_ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "U8": 1, "BOOL": 1}
 
 
 @dataclass(frozen=True)
@@ -37,16 +34,10 @@ class PendingTensor:
     shape: tuple[int, ...]
     produce: Callable[[], torch.Tensor]
     """Returns the tensor (any layout); called once, when its bytes are due."""
-    release: Callable[[torch.Tensor], None] | None = None
-    """Called with the produced tensor once its bytes are written (e.g. to drop
-    memory-mapped source pages from the resident set)."""
 
     @property
     def nbytes(self) -> int:
-        n = _ITEMSIZE[ST_DTYPES[self.dtype]]
-        for s in self.shape:
-            n *= s
-        return n
+        return nbytes_of(self.dtype, self.shape)
 
 
 @dataclass(frozen=True)
@@ -56,12 +47,11 @@ class Written:
 
 
 def write_safetensors(path: Path, tensors: Iterable[PendingTensor], metadata: dict[str, str],
-                      on_bytes: Callable[[int], None] | None = None, *,
-                      sync: bool = True) -> Written:
+                      on_bytes: Callable[[int], None] | None = None) -> Written:
     """Write ``tensors`` (sorted by name) to ``path``: the header, then each tensor's bytes.
 
-    ``fsync`` the file unless ``sync=False`` (the caller then syncs it itself, e.g. once it
-    has read it back). ``on_bytes`` is told each tensor's size as it is written.
+    ``on_bytes`` is told each tensor's size as it is written. The file is not fsynced here:
+    the caller syncs it, beside its read-back.
     """
     import torch  # here, not above: reading a header needs no torch
 
@@ -79,14 +69,9 @@ def write_safetensors(path: Path, tensors: Iterable[PendingTensor], metadata: di
         for t in items:
             tensor = _produce(t)
             f.write(tensor.reshape(-1).view(torch.uint8).numpy().data)
-            if t.release is not None:
-                t.release(tensor)
             if on_bytes is not None:
                 on_bytes(t.nbytes)
             del tensor
-        if sync:
-            f.flush()
-            os.fsync(f.fileno())
     return Written(path, 8 + len(raw) + data_size)
 
 

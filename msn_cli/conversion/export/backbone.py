@@ -4,7 +4,6 @@ model with the same rules as ``convert``."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from msn_cli.conversion import mapping
 from msn_cli.conversion.export.head import Head, HeadTensors, head_from_state
 from msn_cli.conversion.plan import dtype_name, plan_from_state
 from msn_cli.errors import CheckpointError
+from msn_cli.hf.dtypes import nbytes_of
 from msn_cli.original.architecture import Architecture
 from msn_cli.original.checkpoint import (
     Checkpoint,
@@ -30,9 +30,6 @@ from msn_cli.transfer.sources import ResolvedSource
 if TYPE_CHECKING:
     import torch
 
-_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8}
-
-
 @dataclass(frozen=True)
 class ExportTensor:
     """One tensor of the output: where it goes and where it comes from."""
@@ -47,7 +44,7 @@ class ExportTensor:
 
     @property
     def nbytes(self) -> int:
-        return math.prod(self.shape) * _ITEMSIZE.get(self.dtype, 4)
+        return nbytes_of(self.dtype, self.shape)
 
     def to_dict(self) -> dict[str, Any]:
         return {"entry": self.entry, "key": self.key, "origin": self.origin,

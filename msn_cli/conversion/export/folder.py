@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from msn_cli.conversion import mapping
 from msn_cli.conversion.export.backbone import Backbone, ExportTensor, SourceNetworks
 from msn_cli.errors import CheckpointError, ConfigError, FolderError, MappingError, UsageError
+from msn_cli.hf.dtypes import ST_DTYPES
 from msn_cli.hf.folder import BIN_WEIGHTS, config_architecture, weights_files
-from msn_cli.hf.safetensors_io import ST_DTYPES, read_header
+from msn_cli.hf.safetensors_io import read_header
 from msn_cli.original.checkpoint import Encoder
 from msn_cli.progress import ProgressFn, no_progress
 from msn_cli.transfer.sources import ResolvedSource
