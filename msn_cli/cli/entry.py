@@ -99,4 +99,17 @@ def run() -> None:
     except KeyboardInterrupt:  # Ctrl-C while the command was still being imported
         _error("interrupted")
         code = EXIT_INTERRUPTED
+    _forget_caught_interrupt()
     sys.exit(code)
+
+
+def _forget_caught_interrupt() -> None:
+    """Make ``python -m msn_cli`` exit with the code :func:`main` chose.
+
+    CPython remembers a ``KeyboardInterrupt`` that escaped code run from a string (``exec`` and
+    ``eval``: dataclasses and namedtuple build their methods that way, at import time), even
+    when msn catches it later; under ``python -m`` the interpreter then kills itself with
+    SIGINT at exit (exit status -2, not 130). Running a string resets that memory
+    (``run_eval_code_obj`` in CPython's Python/pythonrun.c).
+    """
+    exec("")
