@@ -24,7 +24,7 @@ from typing import Any, TypedDict, Union
 from msn_cli.errors import FolderError
 from msn_cli.progress import ProgressFn, no_progress
 from msn_cli.util import safeio
-from msn_cli.util.hashing import sha256_file
+from msn_cli.util.hashing import HashFn, sha256_file
 
 MANIFEST = "msn_manifest.json"
 CONFIG = "config.json"
@@ -296,22 +296,32 @@ class FileRow(TypedDict, total=False):
 
 
 def check_files(folder: Path, manifest: Manifest | None, progress: ProgressFn = no_progress,
-                known_hashes: dict[str, str] | None = None) -> list[FileRow]:
+                known_hashes: dict[str, str] | None = None,
+                hash_file: HashFn = sha256_file) -> list[FileRow]:
     """Compare every file the manifest lists with the file in ``folder`` (size, then sha256).
 
     One row per file; its ``problem``: ``missing``, ``points outside the folder`` (a link
     leaving it), ``a named pipe, not a regular file`` (and the like), ``size N, the manifest
     says M`` or ``sha256 differs from the manifest``. Only regular files inside ``folder`` are
     read. ``known_hashes``: sha256 values the caller computed from the files' bytes as read
-    back a moment ago (not read again).
+    back a moment ago (not read again). ``hash_file``: how the others are hashed.
     """
     listed = (manifest.get("files") if manifest else None) or {}
-    return [_file_row(folder, name, want, progress, (known_hashes or {}).get(name))
+    return [_file_row(folder, name, want, progress, (known_hashes or {}).get(name), hash_file)
             for name, want in listed.items()]
 
 
+def listed_file(folder: Path, name: str) -> Path | None:
+    """The regular file inside ``folder`` that the manifest's ``name`` is (None: it is not one)."""
+    try:
+        p = safeio.inside(folder, name)
+    except safeio.UnsafeInput:
+        return None
+    return p if regular_file_problem(p) is None else None
+
+
 def _file_row(folder: Path, name: str, want: FileEntry, progress: ProgressFn,
-              known_hash: str | None) -> FileRow:
+              known_hash: str | None, hash_file: HashFn) -> FileRow:
     row = FileRow(file=name, expected_size=want["size"], expected_sha256=want["sha256"])
 
     def failed(problem: str) -> FileRow:
@@ -332,7 +342,7 @@ def _file_row(folder: Path, name: str, want: FileEntry, progress: ProgressFn,
         return failed(f"size {size}, the manifest says {want['size']}")
     if known_hash is None:
         try:
-            known_hash = sha256_file(p, progress, f"hashing {name}")
+            known_hash = hash_file(p, progress, f"hashing {name}")
         except (OSError, safeio.UnsafeInput) as e:
             return failed(f"unreadable ({e})")
     row["sha256"] = known_hash

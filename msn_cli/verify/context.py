@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from msn_cli.errors import EXIT_BAD_INPUT, MsnError
 from msn_cli.progress import ProgressFn, no_progress
+from msn_cli.util.hashing import HashFn, sha256_file
 from msn_cli.verify.report import InputRecord, LayerStat, SourceReport, Tolerance, tolerance_for
 
 if TYPE_CHECKING:
@@ -92,6 +93,8 @@ class VerifyContext:
     against: Path | None
     """The ``--against`` folder (fetched from the Hub when a repo id was given)."""
     notes: list[str] = field(default_factory=list)
+    hash_file: HashFn = sha256_file
+    """How the files check hashes the folder's files (begun in a thread before the imports)."""
     # -- found by the checks, for the ones after them --------------------------------------
     dtype: str = "float32"
     """files: the weights' dtype (else the manifest's; float32 if neither has one)."""

@@ -26,6 +26,7 @@ from msn_cli.hf.manifest import CONFIG, PREPROCESSOR, regular_file_problem
 from msn_cli.hf.manifest import check_files as check_listed_files
 from msn_cli.hf.safetensors_io import HeaderError, read_header
 from msn_cli.progress import ProgressFn, no_progress
+from msn_cli.util.hashing import HashFn, sha256_file
 from msn_cli.verify.report import TOLERANCES, CheckResult, Json, Row
 
 if TYPE_CHECKING:
@@ -56,7 +57,8 @@ class _Findings:
 
 
 def run(ctx: VerifyContext) -> CheckResult:
-    found = check_files(ctx.folder, ctx.manifest, ctx.progress, ctx.options.known_hashes)
+    found = check_files(ctx.folder, ctx.manifest, ctx.progress, ctx.options.known_hashes,
+                        ctx.hash_file)
     result = found.result
     manifest_dtype = ctx.manifest.get("dtype") if ctx.manifest else None
     dtype = found.dtype or manifest_dtype or "float32"
@@ -92,7 +94,8 @@ def _weights_header(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def check_files(folder: Path, manifest: Manifest | None, progress: ProgressFn = no_progress,
-                known_hashes: Mapping[str, str] | None = None) -> FilesFound:
+                known_hashes: Mapping[str, str] | None = None,
+                hash_file: HashFn = sha256_file) -> FilesFound:
     """Hashes against the manifest, required files, config <-> weights header; and the dtype.
 
     ``known_hashes``: sha256 values the caller computed from the files' bytes as read back
@@ -106,7 +109,7 @@ def check_files(folder: Path, manifest: Manifest | None, progress: ProgressFn = 
             f.problems.append(f"{name} is {problem}")
             f.rows.append({"file": name, "ok": False, "problem": problem})
             absent.add(name)
-    for row in check_listed_files(folder, manifest, progress, dict(known_hashes or {})):
+    for row in check_listed_files(folder, manifest, progress, dict(known_hashes or {}), hash_file):
         if row["file"] in absent:
             continue
         f.rows.append(row)

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 
 from msn_cli.conversion.provenance import assumed_warning, run_context
 from msn_cli.errors import FolderError
-from msn_cli.hf.manifest import MANIFEST, read_manifest
+from msn_cli.hf.manifest import MANIFEST, listed_file, read_manifest
 from msn_cli.original.checkpoint import infer_architecture
 from msn_cli.original.variants import VARIANTS, match_variant
 from msn_cli.util.fmt import utc_now
+from msn_cli.util.hashing import BackgroundHashes
 from msn_cli.verify import against, config, files, golden, image, loading, parity, preprocessing
 from msn_cli.verify.context import VerifyContext, VerifyOptions, could_not_run
 from msn_cli.verify.report import CheckResult, VerifyReport
@@ -76,20 +77,24 @@ def verify_folder(folder: str | os.PathLike[str], options: VerifyOptions | None 
     start = time.perf_counter()
     found = _find(Path(folder), options)  # before the imports: what cannot run fails fast
     found_at = time.perf_counter()
-    versions = import_versions()
-    imported_at = time.perf_counter()
-    ctx = _context(found, options)
-    seconds = {"source": found_at - start + time.perf_counter() - imported_at,
-               "imports": imported_at - found_at}
-    checks = []
-    last_model_user = max(i for i, c in enumerate(CHECKS) if c.uses_models)
-    for i, check in enumerate(CHECKS):
-        began = time.perf_counter()
-        result = check.run(ctx)
-        result.seconds = time.perf_counter() - began
-        checks.append(result)
-        if i == last_model_user:
-            ctx.model = ctx.reference = None
+    hashes = BackgroundHashes(_to_hash(found, options))  # on the second core, during the imports
+    try:
+        versions = import_versions()
+        imported_at = time.perf_counter()
+        ctx = _context(found, options, hashes)
+        seconds = {"source": found_at - start + time.perf_counter() - imported_at,
+                   "imports": imported_at - found_at}
+        checks = []
+        last_model_user = max(i for i, c in enumerate(CHECKS) if c.uses_models)
+        for i, check in enumerate(CHECKS):
+            began = time.perf_counter()
+            result = check.run(ctx)
+            result.seconds = time.perf_counter() - began
+            checks.append(result)
+            if i == last_model_user:
+                ctx.model = ctx.reference = None
+    finally:
+        hashes.close()
     seconds["total"] = time.perf_counter() - start
     variant = ctx.variant.name if ctx.variant else _variant_name(ctx.arch)
     return VerifyReport(folder=ctx.folder, dtype=ctx.dtype, tolerance=ctx.tolerance, checks=checks,
@@ -128,9 +133,26 @@ def _find(folder: Path, options: VerifyOptions) -> _Found:
     return _Found(folder, manifest, image, against_path, find_source(manifest, folder, options))
 
 
-def _context(found: _Found, options: VerifyOptions) -> VerifyContext:
+def _to_hash(found: _Found, options: VerifyOptions) -> list[Path]:
+    """The files verify will hash: the source when its recorded sha256 is to be checked, and
+    the manifest's files that are regular files inside the folder (and not hashed already)."""
+    paths = []
+    src = found.source
+    if isinstance(src, SourceFile) and src.record.get("sha256") and not src.resolved.sha256 \
+            and src.record.get("size") in (None, src.resolved.path.stat().st_size):
+        paths.append(src.resolved.path)
+    listed = (found.manifest.get("files") if found.manifest else None) or {}
+    for name in listed:
+        if name not in (options.known_hashes or {}):
+            path = listed_file(found.folder, name)
+            if path is not None:
+                paths.append(path)
+    return paths
+
+
+def _context(found: _Found, options: VerifyOptions, hashes: BackgroundHashes) -> VerifyContext:
     """The source read (and hashed), and the architecture its shapes give."""
-    ckpt, source = load_source(found.source, options)
+    ckpt, source = load_source(found.source, options, hashes)
     known = options.known
     if known is None:
         known, _ = run_context(ckpt.path, options.config, options.num_heads,
@@ -143,7 +165,8 @@ def _context(found: _Found, options: VerifyOptions) -> VerifyContext:
                          checkpoint=ckpt, source=source, inferred=inferred,
                          variant=_variant(found.manifest, inferred.variant), image=found.image,
                          against=found.against,
-                         notes=[*inferred.warnings, *([summary] if summary else [])])
+                         notes=[*inferred.warnings, *([summary] if summary else [])],
+                         hash_file=hashes)
 
 
 def _variant(manifest: Manifest | None, inferred: Variant | None) -> Variant | None:

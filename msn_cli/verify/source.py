@@ -15,7 +15,7 @@ from msn_cli.conversion.provenance import HEADS, Provenance
 from msn_cli.errors import CheckpointError
 from msn_cli.original.checkpoint import Checkpoint, Encoder, load_checkpoint
 from msn_cli.original.variants import VARIANTS
-from msn_cli.util.hashing import sha256_file
+from msn_cli.util.hashing import HashFn, sha256_file
 from msn_cli.verify.context import VerifyOptions, could_not_run
 from msn_cli.verify.report import SourceReport, Versions
 
@@ -113,8 +113,8 @@ def find_source(manifest: Manifest | None, folder: Path,
     return SourceFile(_resolve(src, folder, options), "online" if enc == "online" else "target", src)
 
 
-def load_source(found: SourceFile | Checkpoint,
-                options: VerifyOptions) -> tuple[Checkpoint, SourceReport]:
+def load_source(found: SourceFile | Checkpoint, options: VerifyOptions,
+                hash_file: HashFn = sha256_file) -> tuple[Checkpoint, SourceReport]:
     """The source checkpoint, and what verify reports of it; ``mismatch`` says when it is not
     the file the manifest records (the files check then fails: never a recorded pass)."""
     if isinstance(found, Checkpoint):
@@ -125,7 +125,7 @@ def load_source(found: SourceFile | Checkpoint,
     want_sha = src.get("sha256")
     have = None
     if want_sha and not (src.get("size") and ckpt.file_size != src.get("size")):
-        have = resolved.sha256 or sha256_file(resolved.path, options.progress, "hashing source")
+        have = resolved.sha256 or hash_file(resolved.path, options.progress, "hashing source")
     info: SourceReport = {"path": str(resolved.path), "kind": resolved.kind,
                           "encoder": found.encoder, "given": options.source is not None}
     if want_sha and have != want_sha:  # never a pass: the card would vouch for want_sha
