@@ -291,3 +291,23 @@ def test_force_refuses_to_replace_a_folder_holding_the_source(cli, tiny_ckpt, tm
     r = cli("convert", inside, out, "--no-verify", "--force")
     _one_error(r, 2, "is inside", "would delete it")
     assert _tree(out) == before and _leftovers(out) == []
+
+
+@pytest.mark.parametrize("command", ["convert", "export"])
+def test_a_planted_symlink_as_the_output_lock_is_refused(cli, tiny_ckpt, tmp_path, command):
+    """Anyone who can write beside OUT could plant ``.OUT.msn-lock`` as a link to a file of the
+    user's: msn never opens it through the link (the file is neither created nor touched)."""
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"keep me\n")
+    missing = tmp_path / "created-through-link"
+    out = tmp_path / ("out" if command == "convert" else "out.pth.tar")
+    for target in (victim, missing):
+        lock_path(out).unlink(missing_ok=True)
+        lock_path(out).symlink_to(target)
+        extra = ("--no-verify",) if command == "convert" else ()
+        r = cli(command, tiny_ckpt, out, *extra)
+        _one_error(r, 3, "symbolic link", str(lock_path(out)))
+        assert victim.read_bytes() == b"keep me\n"
+        assert not missing.exists()
+        assert not out.exists()
+        assert lock_path(out).is_symlink()  # left for the user to look at, never followed

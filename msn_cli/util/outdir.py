@@ -15,6 +15,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -260,7 +261,7 @@ class _OutLock:
                 return False
             return True
         for _ in range(20):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = _open_lock_file(self.path)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -270,7 +271,7 @@ class _OutLock:
                 os.close(fd)
                 raise
             try:
-                current = os.stat(self.path)
+                current = os.lstat(self.path)
             except FileNotFoundError:
                 current = None
             if current is not None and os.path.samestat(os.fstat(fd), current):
@@ -289,6 +290,25 @@ class _OutLock:
             self.path.unlink()
         os.close(self._fd)
         self._fd = None
+
+
+def _open_lock_file(path: Path) -> int:
+    """``path`` opened for the lock, created if missing, never through a link: anyone who can
+    write beside OUT could plant one pointing at a file of the user's, which ``O_CREAT`` would
+    otherwise create or open (and release would leave behind)."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP or path.is_symlink():
+            raise OutputError(f"refusing to use the lock file {path}: it is a symbolic link",
+                              hint=f"remove it (rm {path}) if you did not put it there") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OutputError(f"refusing to use the lock file {path}: it is not a regular file",
+                          hint="remove it if you did not put it there")
+    return fd
 
 
 def _install(tmp: Path, out: Path) -> None:
