@@ -375,6 +375,10 @@ def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, opts
     ckpt = load_checkpoint(source.path, opts.encoder)
     plan = build_plan(ckpt, opts.dtype, known=known)
     plan.require_ok()
+    if opts.verify and check is not None:
+        from msn_cli.verify.source import import_in_background
+
+        import_in_background()
     wrong = plan.fetched_as(source.name) if source.kind == "variant" else None
     if wrong:
         raise CheckpointError(wrong, hint="the mirror or cache holds the wrong file: "

@@ -6,6 +6,7 @@ see :func:`manifest_download`.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -157,3 +158,21 @@ def import_versions() -> Versions:
 
     return {"msn": __version__, "transformers": transformers.__version__,
             "torch": str(torch.__version__)}
+
+
+def import_in_background() -> None:
+    """Begin importing transformers' ``ViTMSNModel`` in a daemon thread.
+
+    ``convert`` calls it before writing the weights: the import (about 2 s, verify's largest
+    fixed cost) then overlaps the writing and the read-back, which leave the interpreter mostly
+    free (file I/O, hashing, torch kernels): at ViT-L/16, convert with verify takes 0.5 s less
+    (docs/benchmarks.md). :func:`import_versions` then finds the module imported, or waits on
+    the import lock for the rest. An error is left for that import to raise.
+    """
+    import threading
+
+    def run() -> None:
+        with contextlib.suppress(BaseException):
+            from transformers import ViTMSNModel  # noqa: F401
+
+    threading.Thread(target=run, name="msn-import-transformers", daemon=True).start()
