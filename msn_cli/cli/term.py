@@ -6,6 +6,12 @@ think about them:
 - **Text is literal.** A ``str`` handed to a message or put in a table (a path, a URL, a key
   name, a folder called ``odd[/b]``) is shown as it is, never read as Rich markup. Style is
   given explicitly, with :func:`styled` (a :class:`rich.text.Text`).
+- **Text is inert.** File names, manifest fields, keys and server messages come from whoever
+  made them: every C0 and C1 control character in anything shown (but the newline that lays
+  out lines) is written as a visible escape (``\x1b``), so that no string can retitle the
+  window, clear the screen or write the clipboard (OSC 52). The consoles do it as they render,
+  for every string and every :class:`~rich.text.Text` at any depth of a table, so no call site
+  can forget it; ``--json`` needs nothing, JSON escapes them itself.
 - **Width is the stream's own.** Messages wrap at word boundaries to the width of the terminal
   they go to (stderr's, even when stdout is piped), continuation lines indented under the
   message; on a pipe they stay one line each. Tables on stdout take the terminal's width, or
@@ -23,14 +29,16 @@ import contextlib
 import io
 import json
 import os
+import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -43,8 +51,9 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.segment import Segment
 from rich.table import Column, Table
-from rich.text import Text
+from rich.text import Span, Text
 
 from msn_cli.progress import ProgressFn, item_unit
 from msn_cli.util.fmt import human_size
@@ -57,9 +66,32 @@ FALLBACK_WIDTH = 80
 """Columns for output that goes to no terminal and no ``COLUMNS`` says otherwise."""
 
 
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+"""C0 and C1 control characters and DEL; the newline is left alone, it lays out the lines."""
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character written as a visible escape: ``ESC ] 0;x`` is shown
+    as ``\\x1b]0;x``, never sent to the terminal as a command."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def printable_text(text: Text) -> Text:
+    """:func:`printable` for a styled text: its styles stay on the characters they were on."""
+    plain = text.plain
+    if not _CONTROL.search(plain):
+        return text
+    pieces = [printable(ch) for ch in plain]
+    at = list(accumulate((len(p) for p in pieces), initial=0))
+    safe = text.copy()
+    safe.plain = "".join(pieces)
+    safe.spans = [Span(at[s.start], at[min(s.end, len(plain))], s.style) for s in text.spans]
+    return safe
+
+
 def styled(text: str, style: str = "") -> Text:
     """``text`` shown literally, in ``style`` (the one way to colour a message or a cell)."""
-    return Text(text, style=style)
+    return Text(printable(text), style=style)
 
 
 def literal(renderable: Any) -> Any:
@@ -111,12 +143,33 @@ def stream_width(console: Console) -> int:
     return FALLBACK_WIDTH
 
 
+class PipeConsole(Console):
+    """A console whose closed pipe is the caller's to handle (Rich's own exits 1, which
+    would read as "a check failed"): see ``entry.exit_code_for``."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
+class SafeConsole(PipeConsole):
+    """A console that renders every string and every :class:`~rich.text.Text` through
+    :func:`printable`, wherever it sits (a message, a table cell, a title, a progress bar)."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(printable(text), **kwargs)
+
+    def render(self, renderable: Any, options: ConsoleOptions | None = None) -> Iterable[Segment]:
+        if isinstance(renderable, Text):
+            renderable = printable_text(renderable)
+        return super().render(renderable, options)
+
+
 def _console(stderr: bool) -> Console:
     """A console that shows every string literally (no markup, no ``:emoji:`` codes). Messages
     on a pipe stay one line each (soft wrap); all else is laid out for the width."""
     probe = Console(stderr=stderr, highlight=False)
-    return Console(stderr=stderr, highlight=False, markup=False, emoji=False,
-                   soft_wrap=stderr and not probe.is_terminal, width=stream_width(probe))
+    return SafeConsole(stderr=stderr, highlight=False, markup=False, emoji=False,
+                       soft_wrap=stderr and not probe.is_terminal, width=stream_width(probe))
 
 
 class Term:
@@ -137,7 +190,7 @@ class Term:
     def say(self, message: str | Text, prefix: Text | None = None) -> None:
         """One message on stderr, literal, wrapped to stderr's terminal at word boundaries
         with continuation lines under the message (not under the prefix)."""
-        body = message if isinstance(message, Text) else Text(message)
+        body = message if isinstance(message, Text) else Text(printable(message))
         if prefix is None or not prefix.plain:
             self.err.print(body)
         elif self.err.soft_wrap:  # not a terminal: one line, whatever its length
@@ -204,8 +257,8 @@ class Term:
         self._write(json.dumps(payload, indent=2, default=str) + "\n")
 
     def line(self, text: str) -> None:
-        """A plain line on stdout, for results scripts read (paths)."""
-        self._write(text + "\n")
+        """A plain line on stdout, for results scripts read (paths), control characters escaped."""
+        self._write(printable(text) + "\n")
 
     def _write(self, text: str) -> None:
         with self._stdout():
