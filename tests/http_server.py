@@ -13,6 +13,8 @@ Last-Modified with If-Range, and faults injected per path that a test queues up:
 - ``no_length``: no Content-Length (the body ends when the connection closes);
 - ``ignore_if_range``: serve the Range even when If-Range names another version (a broken
   cache in the path).
+- ``swap_etag``: serve the Range whatever If-Range says, under the ETag ``etag`` (None: no
+  ETag and no Last-Modified), as a server whose file changed and that ignores If-Range does.
 
 A fault applies to the next request for its path; with ``ranged=True`` only to a request with a
 Range header, with ``start=N`` only to one whose Range starts at byte N (so one segment of a
@@ -59,6 +61,7 @@ class Fault:
     step: int = STEP
     ranged: bool = False
     start: int | None = None
+    etag: str | None = None
 
     def matches(self, rng: str | None) -> bool:
         if (self.ranged or self.start is not None) and not rng:
@@ -239,7 +242,7 @@ class _Handler(BaseHTTPRequestHandler):
         if rng and not (fault and fault.kind == "ignore_range"):
             if_range = self.headers.get("If-Range")
             honour = if_range is None or if_range in (item.etag, formatdate(item.mtime, usegmt=True)) \
-                or bool(fault and fault.kind == "ignore_if_range")
+                or bool(fault and fault.kind in ("ignore_if_range", "swap_etag"))
             m = _RANGE.match(rng.strip())
             if honour and m and (m.group(1) or m.group(2)):
                 if m.group(1):
@@ -266,7 +269,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(length))
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        if srv.etag:
+        if fault and fault.kind == "swap_etag":
+            if fault.etag is not None:
+                self.send_header("ETag", fault.etag)
+        elif srv.etag:
             self.send_header("ETag", item.etag)
             self.send_header("Last-Modified", formatdate(item.mtime, usegmt=True))
         self.send_header("Connection", "close")

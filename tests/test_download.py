@@ -417,7 +417,8 @@ def test_complete_partial_left_before_the_rename_is_finished_without_a_body(cli,
     c = cache()
     c.ensure()
     c.partial_path("run_a.pth.tar").write_bytes(data)
-    write_partial_note(c.partial_meta_path("run_a.pth.tar"), PartialNote(url, total=len(data)))
+    etag = '"' + sha(data)[:16] + '"'  # the test server's, which the first run noted
+    write_partial_note(c.partial_meta_path("run_a.pth.tar"), PartialNote(url, etag, total=len(data)))
     r = cli("download", url, "--json")
     assert r.code == 0, r.stderr
     reqs = server.requests()
@@ -451,3 +452,48 @@ def test_verify_works_offline_on_a_cached_file(cli, served, monkeypatch):
     r = cli("download", url)
     assert r.code == 4 and "MSN_OFFLINE" in r.stderr
     assert len(server.requests()) == 1
+
+
+@pytest.mark.parametrize("answer_etag", ['"v2"', None])
+def test_a_206_of_another_version_starts_over_instead_of_splicing(cli, server, monkeypatch,
+                                                                  answer_etag):
+    """The file changed on the server and the server (or a proxy) ignores If-Range: it answers
+    the resume with 206 under another ETag, or none. Its bytes are not appended to the old ones."""
+    old, new = payload(seed=1), payload(seed=2)
+    url = server.add("/x.bin", old)
+    server.fault("/x.bin", "cut", after=1_000_000)
+    monkeypatch.setenv("MSN_DOWNLOAD_RETRIES", "0")
+    assert cli("download", url).code == 4
+    have = cache().partial_path("x.bin").stat().st_size
+    assert have > 0
+    server.add("/x.bin", new)
+    server.fault("/x.bin", "swap_etag", etag=answer_etag, ranged=True)
+    monkeypatch.delenv("MSN_DOWNLOAD_RETRIES")
+    before = len(server.requests())
+    r = cli("download", url, "--json")
+    assert r.code == 0, r.stderr
+    assert "changed on the server" in r.stderr and "resuming" not in r.stderr
+    asked = server.requests()[before:]
+    assert [(q.range, q.status) for q in asked] == [(f"bytes={have}-", 206), (None, 200)]
+    f = r.json()["files"][0]
+    assert f["resumed_from"] == 0 and f["sha256"] == sha(new)
+    assert Path(f["path"]).read_bytes() == new
+    assert cache().get("x.bin").sha256 == sha(new)
+
+
+def test_a_partial_file_without_a_validator_is_not_resumed(cli, monkeypatch):
+    """Without an ETag or Last-Modified nothing could tell a changed file from the same one."""
+    old, new = payload(seed=1), payload(seed=2)
+    with FileServer(etag=False) as srv:
+        url = srv.add("/y.bin", old)
+        srv.fault("/y.bin", "cut", after=1_000_000)
+        monkeypatch.setenv("MSN_DOWNLOAD_RETRIES", "0")
+        assert cli("download", url).code == 4
+        assert cache().partial_path("y.bin").stat().st_size > 0
+        srv.add("/y.bin", new)
+        monkeypatch.delenv("MSN_DOWNLOAD_RETRIES")
+        before = len(srv.requests())
+        r = cli("download", url)
+        assert r.code == 0, r.stderr
+        assert [q.range for q in srv.requests()[before:]] == [None]
+        assert Path(r.stdout.strip()).read_bytes() == new

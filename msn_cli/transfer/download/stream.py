@@ -65,6 +65,10 @@ def _note_to_resume(t: Transfer, have: int) -> PartialNote | None:
         raise StartOver() from None
     if note is None:
         raise StartOver()
+    if not (note.etag or note.last_modified):
+        t.say(f"the server gave no ETag or Last-Modified for {t.name}, so a resumed transfer could "
+              "not be told from a changed file; starting over")
+        raise StartOver()
     return note
 
 
@@ -128,8 +132,23 @@ def _resumed_total(t: Transfer, r: requests.Response, have: int, note: PartialNo
     if note is not None and note.total is not None and total is not None and note.total != total:
         t.say(f"{t.name} changed size on the server; starting over")
         raise StartOver()
+    if not _same_version(r, note):
+        t.say(f"{t.name} changed on the server (the answer's validator is not the one its first "
+              "bytes came with); starting over")
+        raise StartOver()
     t.say(f"resuming {t.name} from byte {have:,}")
     return total
+
+
+def _same_version(r: requests.Response, note: PartialNote | None) -> bool:
+    """Whether a 206 carries the validator the partial file's bytes came with (the ETag when
+    the note has one, else Last-Modified). A server or proxy that ignores If-Range answers a
+    changed file with 206 too, so the answer's own validator is checked: missing is different."""
+    if note is None:
+        return False
+    if note.etag:
+        return r.headers.get("ETag") == note.etag
+    return bool(note.last_modified) and r.headers.get("Last-Modified") == note.last_modified
 
 
 def _check_space(t: Transfer, start: int, total: int | None) -> None:
