@@ -14,9 +14,11 @@ EXIT_BAD_INPUT = 3  # input that is not what it should be; verify could not run
 EXIT_NETWORK = 4  # download / Hub errors, offline mode
 EXIT_INTERRUPTED = 130  # Ctrl-C
 EXIT_TERMINATED = 143  # SIGTERM (128 + 15, what a shell reports for a process it killed)
+EXIT_OUTPUT_CLOSED = 141  # stdout's reader went away (128 + SIGPIPE's 13, as git exits)
 
 EXIT_CODES_SUMMARY = ("Exit codes: 0 ok, 1 a check failed, 2 usage or refusing to overwrite, "
-                      "3 bad input, 4 network or Hub, 130 interrupted, 143 terminated.")
+                      "3 bad input, 4 network or Hub, 130 interrupted, 141 output closed (a pipe's reader "
+                      "quit), 143 terminated.")
 """The one-line summary shown by ``msn -h`` and docs/cli.md."""
 
 

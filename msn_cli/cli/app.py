@@ -7,11 +7,12 @@ from typing import Annotated, Optional
 import typer
 
 from msn_cli import __version__
-from msn_cli.cli import completion
+from msn_cli.cli import completion, version_cmd
 from msn_cli.cli.cache_cmd import cache_app
 from msn_cli.cli.convert_cmd import convert
 from msn_cli.cli.download_cmd import download
 from msn_cli.cli.export_cmd import export
+from msn_cli.cli.fewshot_cmd import fewshot
 from msn_cli.cli.helpfmt import MsnCommand, MsnGroup
 from msn_cli.cli.inspect_cmd import inspect
 from msn_cli.cli.push_cmd import push
@@ -47,7 +48,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[Optional[bool], typer.Option(
-        "--version", callback=_version, is_eager=True, help="Show the version and exit.")] = None,
+        "--version", "-V", callback=_version, is_eager=True, help="Show the version and exit.")] = None,
     install_completion: completion.InstallOpt = None,
     show_completion: completion.ShowOpt = None,
 ) -> None:
@@ -57,4 +58,6 @@ def _root(
 completion.init()
 for _command in (download, inspect, convert, verify, push, export):
     app.command(rich_help_panel="Pipeline", cls=MsnCommand)(_command)
+app.command(rich_help_panel="About", cls=MsnCommand)(version_cmd.version)
+app.command(rich_help_panel="Evaluation", cls=MsnCommand)(fewshot)
 app.add_typer(cache_app, name="cache", rich_help_panel="Cache")

@@ -12,7 +12,10 @@ value, so :func:`optional_values` gives a bare option the empty value ("detect")
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import shellingham
 import typer
@@ -89,3 +92,41 @@ ShowOpt = Annotated[Optional[str], typer.Option(
     expose_value=False, callback=_show, show_default=False,
     help="Print the completion script for SHELL (by default the current shell), "
          "to install it yourself.")]
+
+
+# -- candidates for values: what the shell offers after an option or for SOURCE --------------
+
+MAX_PATHS = 200  # a folder of thousands of files offers its first 200, not a stall
+
+
+def choices(values: Sequence[str]) -> Callable[[Any, list[str], str], list[str]]:
+    """Completion for an option with a fixed set of values (``--dtype <TAB>``)."""
+
+    def complete(ctx: Any, args: list[str], incomplete: str) -> list[str]:
+        return [v for v in values if v.startswith(incomplete.lower())]
+
+    return complete
+
+
+def sources(ctx: Any, args: list[str], incomplete: str) -> list[str]:
+    """Completion for SOURCE: the released names (and ``all`` for convert) and the paths that
+    match. Typer's bash and zsh scripts complete file names only when a command offers
+    nothing, so the paths are listed here too, or a checkpoint beside would never be offered."""
+    from msn_cli.original.variants import VARIANTS
+
+    names = [*VARIANTS, "all"] if getattr(ctx, "info_name", None) == "convert" else list(VARIANTS)
+    return [n for n in names if n.startswith(incomplete)] + paths(incomplete)
+
+
+def paths(incomplete: str) -> list[str]:
+    """The files and folders whose path starts with ``incomplete`` (folders end with /),
+    hidden ones only when asked for by a leading dot."""
+    folder, _, stem = incomplete.rpartition("/")
+    prefix = folder + "/" if _ else ""
+    base = Path(folder or ("/" if _ else ".")).expanduser()
+    try:
+        entries = sorted(e for e in os.listdir(base) if e.startswith(stem)
+                         and (stem.startswith(".") or not e.startswith(".")))
+    except OSError:
+        return []
+    return [prefix + e + ("/" if (base / e).is_dir() else "") for e in entries[:MAX_PATHS]]

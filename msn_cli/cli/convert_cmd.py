@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from msn_cli.cli.completion import choices, sources
 from msn_cli.cli.options import (
     BaseUrlOpt,
     CacheDirOpt,
@@ -22,7 +23,9 @@ from msn_cli.cli.options import (
 )
 from msn_cli.cli.render import arch_table, assumption_warnings, counts_line, keydiff_table
 from msn_cli.cli.term import Term, styled
+from msn_cli.conversion.plan import DTYPES
 from msn_cli.hf.folder import SAFE_WEIGHTS
+from msn_cli.original.preprocess import PREPROCESSING
 from msn_cli.util.fmt import human_size
 
 if TYPE_CHECKING:
@@ -32,15 +35,17 @@ SourceArg = Annotated[str, typer.Argument(
     help="A checkpoint file, a released name (vits16, vitb16, vitl16, vitb4, vitl7) or an "
          "entry of msn cache ls, a URL, or 'all' for the five released checkpoints (OUT is "
          "then a parent folder).",
-    show_default=False)]
+    autocompletion=sources, show_default=False)]
 OutArg = Annotated[Path, typer.Argument(help="Output folder (created whole or not at all).",
                                         show_default=False)]
 DtypeOpt = Annotated[Optional[str], typer.Option(
-    "--dtype", help="float32, float16 or bfloat16 \\[default: as stored].", show_default=False)]
+    "--dtype", metavar="|".join(DTYPES), autocompletion=choices(DTYPES),
+    help="The weights' dtype \\[default: as stored].", show_default=False)]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")]
 NoVerifyOpt = Annotated[bool, typer.Option("--no-verify", help="Skip msn verify after writing.")]
 PreprocessingOpt = Annotated[str, typer.Option(
-    "--preprocessing", help="The preprocessor_config.json to write: 'msn' (MSN's own "
+    "--preprocessing", metavar="|".join(PREPROCESSING), autocompletion=choices(list(PREPROCESSING)),
+    help="The preprocessor_config.json to write: 'msn' (MSN's own "
     "evaluation transform: short side 256, center crop 224) or 'seed' (the official "
     "uploads' whole-image resize to 224x224).")]
 AllKeysOpt = Annotated[bool, typer.Option("--all-keys", help="List every key of every block.")]

@@ -9,12 +9,19 @@ load reads as ``interrupted`` (see :func:`run`) rather than as a traceback.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from msn_cli.cli.signals import Terminated, catch_sigterm
-from msn_cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, MsnError
+from msn_cli.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OUTPUT_CLOSED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    MsnError,
+)
 
 EXIT_BUG = 70  # sysexits.h's EX_SOFTWARE: an error msn does not know, so a bug of msn's
 
@@ -70,12 +77,16 @@ def exit_code_for(e: BaseException) -> int:
     if isinstance(e, MsnError):
         if _debug():
             raise e
-        _error(e.message, e.hint)
+        _error(plain_words(e.message), e.hint)
         return e.exit_code
     if isinstance(e, typer.Exit):
         return e.exit_code
     if isinstance(e, ParseError):
-        e.show()
+        said = bad_value_message(e)
+        if said is None:
+            e.show()
+        else:
+            _error(*said)
         return e.exit_code or EXIT_USAGE
     if isinstance(e, (typer.Abort, KeyboardInterrupt)):
         _error("interrupted")
@@ -84,12 +95,72 @@ def exit_code_for(e: BaseException) -> int:
         _error("terminated")
         return EXIT_TERMINATED
     if isinstance(e, BrokenPipeError):
-        return 1
+        return _output_closed()
     if _debug():
         raise e
     _error(f"unexpected {type(e).__name__}: {e}",
            hint="this is a bug in msn; rerun with MSN_DEBUG=1 for the traceback and report it")
     return EXIT_BUG
+
+
+# Python's words inside a library's message that msn passes on: a file object's repr (PIL),
+# exception class names chained by huggingface_hub ("LocalEntryNotFoundError: Got:
+# ConnectError: [Errno 111] ..."), errno numbers
+_INTERNALS = (
+    (re.compile(r"cannot identify image file <_io\.[^>]*>"), "not in an image format PIL reads"),
+    (re.compile(r"<_io\.\w+ name=(['\"])(.*?)\1[^>]*>"), r"\2"),
+    (re.compile(r"\b(?:[A-Z][a-z0-9]*)+(?:Error|Exception): (?:Got: )?"), ""),
+    (re.compile(r"\[Errno -?\d+\] "), ""),
+)
+
+
+def plain_words(message: str) -> str:
+    """``message`` without Python's internals (see ``_INTERNALS``): what a user reads."""
+    for pattern, repl in _INTERNALS:
+        message = pattern.sub(repl, message)
+    return message
+
+
+# Typer checks a value's type and bounds with pydantic, whose sentences are not msn's
+_PYDANTIC = (
+    (re.compile(r"Input should be greater than or equal to (\S+)"), "must be {0} or more"),
+    (re.compile(r"Input should be greater than (\S+)"), "must be more than {0}"),
+    (re.compile(r"Input should be less than or equal to (\S+)"), "must be {0} or less"),
+    (re.compile(r"Input should be less than (\S+)"), "must be less than {0}"),
+    (re.compile(r"Input should be a valid integer"), "must be a whole number"),
+    (re.compile(r"Input should be a valid number"), "must be a number"),
+)
+
+
+def bad_value_message(e: BaseException) -> tuple[str, str] | None:
+    """msn's ``Error:`` line and hint for a value Typer refused (``--num-heads 0``), or None
+    for every other parse error, which Click's own text says well."""
+    param, message = getattr(e, "param", None), str(getattr(e, "message", ""))
+    ctx = getattr(e, "ctx", None)
+    if param is None or not message.startswith("Input should be"):
+        return None
+    for pattern, words in _PYDANTIC:
+        m = pattern.match(message)
+        if m:
+            message = words.format(*(g.rstrip(".,") for g in m.groups()))
+            break
+    opts = getattr(param, "opts", None) or [str(getattr(param, "name", "value")).upper()]
+    command = getattr(ctx, "command_path", "msn")
+    return f"{max(opts, key=len)} {message}", f"{command} -h describes each option"
+
+
+def _output_closed() -> int:
+    """The reader of stdout went away (``msn inspect X | head -1``): exit quietly with the
+    status a shell gives a process SIGPIPE killed, as git does. Nothing is said: stderr is
+    often the same closed pipe, and the reader asked for no more. stdout is pointed at
+    /dev/null so that the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real stdout (a test's capture): nothing to flush
+        pass
+    return EXIT_OUTPUT_CLOSED
 
 
 def run() -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
+from msn_cli.cli.completion import sources
 from msn_cli.cli.options import (
     BaseUrlOpt,
     CacheDirOpt,
@@ -29,7 +30,7 @@ SourceArg = Annotated[str, typer.Argument(
     help="A checkpoint file (released or training), a released name (vits16, vitb16, "
          "vitl16, vitb4, vitl7), a URL, a ViTMSNModel folder (msn convert's output or a "
          "downloaded Hub model), or a Hub repo id (owner/name: its config and safetensors "
-         "weights are fetched).", show_default=False)]
+         "weights are fetched).", autocompletion=sources, show_default=False)]
 OutArg = Annotated[Path, typer.Argument(help="The checkpoint file to write (written whole or "
                                              "not at all).", show_default=False)]
 SingleProcessOpt = Annotated[bool, typer.Option(

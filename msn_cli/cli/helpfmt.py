@@ -9,17 +9,20 @@ page with the functions below): SOURCE OUT, [NAMES...], TEXT, PATH, INTEGER, not
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import inspect
 import pathlib
+import re
 import typing
+from collections.abc import Iterator
 from typing import Any
 
 from typer.core import TyperCommand, TyperGroup
 
 
 def type_name(param: Any) -> str:
-    """A parameter's type as help shows it: ``TEXT``, ``PATH``, ``INTEGER (1..)``, ``a|b``."""
+    """A parameter's type as help shows it: ``TEXT``, ``PATH``, ``INTEGER [x>=1]``, ``a|b``."""
     if getattr(param, "metavar", None) and is_option(param):
         return str(param.metavar) + _range(param)
     click_type = getattr(param, "type", None)  # typer built on click
@@ -51,10 +54,15 @@ def _annotation_name(ann: Any, param: Any) -> str:
 
 
 def _range(param: Any) -> str:
+    """The bounds as -h writes them after the type (``[x>=1]``, ``[0<=x<=9]``)."""
     lo, hi = getattr(param, "min", None), getattr(param, "max", None)
     if getattr(param, "count", False) or (lo is None and hi is None):
         return ""
-    return f" ({lo if lo is not None else ''}..{hi if hi is not None else ''})"
+    if hi is None:
+        return f" [x>={lo}]"
+    if lo is None:
+        return f" [x<={hi}]"
+    return f" [{lo}<=x<={hi}]"
 
 
 def is_option(param: Any) -> bool:
@@ -100,22 +108,70 @@ def _conform(param: Any) -> None:
         param.metavar = ""  # a flag takes no value: show no type
         param.show_default = False
     elif not param.metavar:
-        param.metavar = type_name(param).split(" (")[0]  # -h adds the range itself
+        param.metavar = type_name(param).split(" [")[0]  # -h adds the range itself
 
 
-def live_help(text: str) -> str:
+_COMMENT = re.compile(r"^(\s+)(\S.*?)\s+(#.*)$")
+
+
+def fit_example(line: str, width: int | None) -> list[str]:
+    """An example line as it fits ``width`` columns: a trailing ``# comment`` that would wrap
+    to column 1 goes on its own line above the command, with the same indentation."""
+    m = _COMMENT.match(line)
+    if width is None or m is None or len(line) <= width:
+        return [line]
+    indent, command, comment = m.groups()
+    return [indent + comment, indent + command]
+
+
+def live_help(text: str, width: int | None = None) -> str:
     """Help text as -h shows it: each prose paragraph one line (the terminal wraps it at words),
-    indented lines (examples) kept as they are."""
+    indented lines (examples) kept as they are, their comments moved above them where a line
+    is wider than ``width``."""
     paragraphs = []
     for para in inspect.cleandoc(text or "").split("\n\n"):
         lines = para.splitlines()
         if any(line.startswith((" ", "\t", "\b")) for line in lines):
+            fitted = [part for line in lines for part in fit_example(line, width)]
             # "[default]" keeps typer from removing the indentation as common to all lines
             paragraphs.append("\n".join(f"[default]{line}" if line.startswith(" ") else line
-                                        for line in lines))
+                                        for line in fitted))
         else:
             paragraphs.append(" ".join(line.strip() for line in lines))
     return "\n\n".join(paragraphs)
+
+
+@contextlib.contextmanager
+def _folding_help() -> Iterator[None]:
+    """Typer's help rendering with long words (URLs) folded onto the next line rather than cut
+    with "…", which is what the narrow help column of an options table otherwise does. Typer
+    reads its module's ``highlighter`` each time it styles a text and has no option for the
+    overflow, so the highlighter also sets it. (Rich and typer's Rich layer are imported here:
+    only -h needs them.)"""
+    from rich.highlighter import Highlighter
+    from rich.text import Text
+    from typer import rich_utils
+
+    inner = rich_utils.highlighter
+
+    class Folding(Highlighter):
+        def highlight(self, text: Text) -> None:
+            inner.highlight(text)
+            text.overflow = "fold"
+
+    rich_utils.highlighter = Folding()  # type: ignore[assignment]  # duck-typed by typer
+    try:
+        yield
+    finally:
+        rich_utils.highlighter = inner
+
+
+def help_width() -> int:
+    """Columns an example line of -h may use: typer's console, less the one-column margins."""
+    from rich.console import Console
+    from typer import rich_utils
+
+    return Console(width=rich_utils.MAX_WIDTH).width - 2
 
 
 class _LikeTheReference:
@@ -135,9 +191,10 @@ class _LikeTheReference:
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         original = self.help
-        self.help = live_help(original or "")
+        self.help = live_help(original or "", help_width())
         try:
-            super().format_help(ctx, formatter)  # type: ignore[misc]
+            with _folding_help():
+                super().format_help(ctx, formatter)  # type: ignore[misc]
         finally:
             self.help = original
 

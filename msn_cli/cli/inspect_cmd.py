@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from msn_cli.cli.completion import sources
 from msn_cli.cli.options import (
     BaseUrlOpt,
     CacheDirOpt,
@@ -28,7 +29,7 @@ def inspect(
     checkpoint: Annotated[str, typer.Argument(
         help="A checkpoint file, a released name (vits16, vitb16, vitl16, vitb4, vitl7) or an "
              "entry of msn cache ls, a URL, or a training run's folder.",
-        show_default=False)],
+        autocompletion=sources, show_default=False)],
     encoder: EncoderOpt = "target",
     num_heads: NumHeadsOpt = None,
     config: ConfigOpt = None,

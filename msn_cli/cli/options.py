@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from msn_cli.cli.completion import choices
 from msn_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -24,11 +25,13 @@ CacheDirOpt = Annotated[Optional[Path], typer.Option(
 BaseUrlOpt = Annotated[Optional[str], typer.Option(
     "--base-url", envvar="MSN_BASE_URL",
     help="Mirror of https://dl.fbaipublicfiles.com/msn/ to fetch released checkpoints from.")]
+ENCODERS = ("target", "online")
 EncoderOpt = Annotated[str, typer.Option(
-    "--encoder", help="Which network of the file: target (the EMA teacher, as released) "
+    "--encoder", metavar="|".join(ENCODERS), autocompletion=choices(ENCODERS),
+    help="Which network of the file: target (the EMA teacher, as released) "
     "or online (the 'encoder' of a training checkpoint).",
     case_sensitive=False)]
-"""``--encoder``: read it with :func:`encoder_choice`."""
+"""``--encoder``: read it with :func:`encoder_choice` (msn's own message for a wrong value)."""
 NumHeadsOpt = Annotated[Optional[int], typer.Option(
     "--num-heads", min=1, help="Attention heads (the weights do not hold them) \\[default: "
     "from the run's config, else the original model family by width (1280 wide: 16), else "

@@ -154,8 +154,16 @@ def _command_section(path: list[str], cmd: Any) -> list[str]:
         default = _default(p)
         out.append(f"| {names} | {_cell(kind)} | {f'`{_cell(default)}`' if default else ''} | "
                    f"{_cell(described)} |")
-    out += ["| `-h`, `--help` | flag |  | Show the help and exit. |", ""]
+    out += [_help_row(cmd), ""]
     return out
+
+
+def _help_row(cmd: Any) -> str:
+    """The help option's row, in the words -h itself uses for it."""
+    ctx = typer.Context(cmd, info_name=cmd.name, help_option_names=["-h", "--help"])
+    option = cmd.get_help_option(ctx)
+    names = ", ".join(f"`{o}`" for o in sorted(option.opts, key=len))
+    return f"| {names} | flag |  | {_cell(plain(option.help or ''))} |"
 
 
 _COMPLETION = """## Shell completion
