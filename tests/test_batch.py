@@ -90,3 +90,45 @@ def test_convert_all_fetches_every_checkpoint_at_once_then_converts(cli, tmp_pat
     for name in ("vits16", "vitb16", "vitl16", "vitb4"):  # fetched, then refused (tiny shapes)
         assert by_name[name]["exit_code"] == 3 and "shapes" in by_name[name]["message"]
     assert r.code == 4
+
+
+def test_rerun_skips_what_is_done_and_names_what_failed(cli, tmp_path):
+    mirror = tmp_path / "mirror"
+    write_checkpoint(mirror / "vits16_800ep.pth.tar", arch_for("vits16"))  # the rest: 404
+    outdir = tmp_path / "models"
+    with FileServer(mirror).start() as server:
+        first = cli("convert", "all", outdir, "--base-url", server.url("/"))
+        manifest = outdir / "vits16" / "msn_manifest.json"
+        written = manifest.stat().st_mtime_ns
+        again = cli("convert", "all", outdir, "--base-url", server.url("/"), "--json")
+    assert first.code == 4 and "4 of 5 conversions failed" in first.stderr
+    assert f"Hint: vits16 is in {outdir}; rerun the same command" in first.stderr
+    by_name = {i["name"]: i for i in again.json()["items"]}
+    assert by_name["vits16"]["ok"] is True and by_name["vits16"]["skipped"] is True
+    assert by_name["vits16"]["message"] == "already converted and verified"
+    assert "exists and is not empty" not in again.stderr
+    assert again.json()["failed"] == 4 and again.code == 4
+    assert manifest.stat().st_mtime_ns == written  # left as it was
+
+
+def test_rerun_with_another_dtype_is_not_skipped(cli, tmp_path):
+    from msn_cli.conversion.batch import already_converted
+
+    mirror = tmp_path / "mirror"
+    write_checkpoint(mirror / "vits16_800ep.pth.tar", arch_for("vits16"))
+    outdir = tmp_path / "models"
+    with FileServer(mirror).start() as server:
+        cli("convert", "all", outdir, "--base-url", server.url("/"))
+    options = {"verify": True, "preprocessing": "msn"}
+    assert already_converted(outdir / "vits16", "vits16", {**options, "dtype": None})
+    assert already_converted(outdir / "vits16", "vits16", {**options, "dtype": "float16"}) is None
+    assert already_converted(outdir / "vits16", "vitb16", options) is None  # another source
+    assert already_converted(outdir / "vits16", "vits16", {**options, "preprocessing": "seed"}) is None
+
+
+def test_offline_hint_claims_no_conversion(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("MSN_OFFLINE", "1")
+    r = cli("convert", "all", tmp_path / "models")
+    assert r.code == 4
+    assert "Hint: nothing was converted" in r.stderr
+    assert "were converted" not in r.stderr and " is in " not in r.stderr

@@ -29,6 +29,7 @@ from msn_cli.original.preprocess import PREPROCESSING
 from msn_cli.util.fmt import human_size
 
 if TYPE_CHECKING:
+    from msn_cli.conversion.batch import BatchItem
     from msn_cli.conversion.convert import ConvertResult
 
 SourceArg = Annotated[str, typer.Argument(
@@ -133,10 +134,13 @@ def _show(term: Term, result: ConvertResult, out: Path, *, all_keys: bool, verbo
             payload["plan"].pop("keys", None)
         term.emit_json(payload)
         return
+    # the plan is the result of a dry run or --all-keys (stdout); -v adds it as detail (stderr)
+    show = term.data if result.dry_run or all_keys else term.detail_data
+    width = term.width if result.dry_run or all_keys else term.err.width
     if verbose or result.dry_run:
-        term.data(arch_table(plan))
+        show(arch_table(plan))
     if result.dry_run or all_keys or verbose:
-        term.data(keydiff_table(plan, full=all_keys, title="Conversion plan", width=term.width))
+        show(keydiff_table(plan, full=all_keys, title="Conversion plan", width=width))
     term.info(counts_line(plan))
     if result.dry_run:
         term.info(f"dry run: would write {human_size(plan.output_bytes)} of {plan.dtype} "
@@ -170,11 +174,13 @@ def _convert_all(term: Term, outdir: Path, *, cache_dir: Path | None, base_url: 
                  **options: Any) -> None:
     from rich.table import Table
 
-    from msn_cli.conversion.batch import BatchItem, convert_all
+    from msn_cli.conversion.batch import convert_all
     from msn_cli.errors import MsnError
 
     def said(item: BatchItem) -> None:
-        if item.ok:
+        if item.skipped:
+            term.info(f"{item.name}: {item.message} in {item.out} (--force converts it again)")
+        elif item.ok:
             term.success(f"{item.name}: {item.message}")
         else:
             term.failure(f"{item.name}: {item.message}")
@@ -190,12 +196,29 @@ def _convert_all(term: Term, outdir: Path, *, cache_dir: Path | None, base_url: 
         for col in ("checkpoint", "result", "folder", "detail"):
             t.add_column(col, overflow="fold")
         for i in items:
-            t.add_row(i.name, styled("ok", "green") if i.ok else styled(f"failed ({i.exit_code})", "red"),
+            result = "skipped" if i.skipped else "ok" if i.ok else f"failed ({i.exit_code})"
+            t.add_row(i.name, styled(result, "green" if i.ok else "red"),
                       str(i.out) if i.ok else "—", i.message)
         term.data(t)
     failed = [i for i in items if not i.ok]
     if failed:
         raise MsnError(f"{len(failed)} of {len(items)} conversions failed: "
                        + ", ".join(i.name for i in failed),
-                       hint="the others were converted; rerun for the failed ones",
-                       exit_code=max(i.exit_code for i in failed))
+                       hint=batch_hint(items, outdir), exit_code=max(i.exit_code for i in failed))
+
+
+def batch_hint(items: list[BatchItem], outdir: Path) -> str:
+    """What a failed ``convert all`` leaves and what to run next, claiming no conversion that
+    did not happen."""
+    from msn_cli.errors import EXIT_NETWORK
+
+    failed = [i for i in items if not i.ok]
+    done = [i.name for i in items if i.ok]
+    rerun = "rerun the same command: what is done is skipped"
+    if any(i.out.exists() for i in failed):
+        rerun += f"; --force converts again what is in {outdir}"
+    if not done:
+        why = "no network, or none of them is reachable" if all(
+            i.exit_code == EXIT_NETWORK for i in failed) else "see each line above"
+        return f"nothing was converted ({why}); {rerun}"
+    return f"{', '.join(done)} {'is' if len(done) == 1 else 'are'} in {outdir}; {rerun}"
