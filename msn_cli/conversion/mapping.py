@@ -56,12 +56,17 @@ class Rule:
         return [self.source]
 
 
+BLOCK_INDEX = r"0|[1-9][0-9]{0,8}"
+"""A block index as the original model writes it: no leading zero (``blocks.01`` would be a
+second name for block 1) and at most nine digits (a key holds any number of them; ``int()``
+refuses over 4,300 and a deeper network does not exist)."""
+
 _REGEX_CACHE: dict[str, re.Pattern[str]] = {}
 
 
 def _compile(template: str) -> re.Pattern[str]:
     if template not in _REGEX_CACHE:
-        pattern = re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\*", r".+")
+        pattern = re.escape(template).replace(r"\{i\}", rf"(?P<i>{BLOCK_INDEX})").replace(r"\*", r".+")
         _REGEX_CACHE[template] = re.compile(pattern + r"\Z")
     return _REGEX_CACHE[template]
 
@@ -103,9 +108,21 @@ RULES: tuple[Rule, ...] = (
     *_pair("blocks.{i}.mlp.fc2", f"{_L}.output.dense", "MLP down-projection",
            lambda a: (a.hidden_size, a.intermediate_size)),
     *_pair("norm", "layernorm", "final LayerNorm", _d),
-    Rule("fc.*", (), "drop",
-         "MSN projection head (D-2048-2048-256 MLP with BatchNorm), pre-training only"),
+    Rule("fc.*", (), "drop", "MSN projection head, pre-training only"),
 )
+
+
+def dropped_note(rule: Rule, key: str, shape: tuple[int, ...]) -> str:
+    """A dropped key's note with what its own shape says (a run chooses the head's sizes: the
+    released models' are D-2048-2048-256, another run's may be anything)."""
+    layer = key.rsplit(".", 2)[-2] if key.count(".") >= 2 else key
+    if len(shape) == 2:
+        what = f"{layer}: linear {shape[1]} -> {shape[0]}"
+    elif len(shape) == 1:
+        what = f"{layer}: {'BatchNorm' if layer.startswith('bn') else 'bias'} of {shape[0]}"
+    else:
+        what = f"{layer}: {key.rsplit('.', 1)[-1]}"
+    return f"{rule.note} ({what})"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 ``torch.save`` writes a zip archive (stored, never compressed) whose members each carry a
 CRC-32; ``torch.load`` does not check them, so a flipped bit in a tensor would otherwise be
 converted silently. :func:`check_zip_integrity` reads the file once and checks every member;
-:func:`check_pickle_crc` checks only the small object table, before anything unpickles it.
+:func:`check_pickle_crc` checks only the small object table, before anything unpickles it,
+and refuses an archive whose members would inflate past what a checkpoint holds.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 
 _LOCAL_HEADER = 30  # bytes of a zip local file header before the member's name and extra field
 _CHUNK = 8 << 20
+
+MAX_PICKLE_BYTES = 4 << 20
+"""The most a checkpoint's object table (``data.pkl``) may hold. A ViT-H/14 training file's is
+about 190 kB; unpickling builds objects of up to 70 times the table's size, so the cap bounds
+the memory and time of every load."""
+MAX_INFLATED_BYTES = MAX_PICKLE_BYTES
+"""The most a compressed member may inflate to: ``torch.save`` compresses nothing, so only a
+file made by other means has one, and a few kB of DEFLATE can inflate to gigabytes."""
 
 
 def sniff(path: Path) -> str:
@@ -69,13 +78,38 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
             pass
 
 
+def _is_pickle(info: zipfile.ZipInfo) -> bool:
+    return info.filename.rsplit("/", 1)[-1] == "data.pkl"
+
+
+def refuse_bombs(path: Path, zf: zipfile.ZipFile) -> None:
+    """Refuse, from the sizes the archive declares and before anything is inflated, an object
+    table over :data:`MAX_PICKLE_BYTES` and a compressed member over :data:`MAX_INFLATED_BYTES`
+    (a member longer than it declares fails its read: :mod:`zipfile` and torch both stop at the
+    declared size)."""
+    for info in zf.infolist():
+        if _is_pickle(info) and info.file_size > MAX_PICKLE_BYTES:
+            what, cap = "its object table (data.pkl)", MAX_PICKLE_BYTES
+        elif info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_INFLATED_BYTES:
+            what, cap = f"its compressed member {info.filename[:80]}", MAX_INFLATED_BYTES
+        else:
+            continue
+        raise CheckpointError(
+            f"refused {path.name}: {what} would inflate to {info.file_size:,} bytes, more than "
+            f"the {cap >> 20} MiB msn reads",
+            hint="a torch.save file's object table is well under 1 MiB and nothing in it is "
+                 "compressed; do not trust this file")
+
+
 def check_pickle_crc(path: Path) -> None:
     """Check the CRC-32 of the archive's ``data.pkl`` (small) before anything unpickles it,
-    so that a damaged object table reads as damage, not as a hostile file."""
+    so that a damaged object table reads as damage, not as a hostile file; refuse an archive
+    that would inflate past what a checkpoint holds (:func:`refuse_bombs`) first."""
     try:
         with zipfile.ZipFile(path) as zf:
+            refuse_bombs(path, zf)
             for info in zf.infolist():
-                if info.filename.rsplit("/", 1)[-1] == "data.pkl":
+                if _is_pickle(info):
                     _read_member(zf, info)
     except zipfile.BadZipFile as e:  # "Bad CRC-32 for file ...", bad local header, ...
         raise damaged(path, f"{e} (the object table does not match its checksum)") from e
@@ -99,6 +133,7 @@ def _stored_members(path: Path) -> list[_Member]:
     members: list[_Member] = []
     try:
         with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
+            refuse_bombs(path, zf)
             for info in zf.infolist():
                 f.seek(info.header_offset)
                 local = f.read(_LOCAL_HEADER)

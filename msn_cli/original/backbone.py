@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from msn_cli.conversion.mapping import BLOCK_INDEX
 from msn_cli.conversion.provenance import (
     Known,
     Provenance,
@@ -31,7 +32,7 @@ DDP_PREFIX = "module."
 PRETRAINING_HINT = ("convert the pre-training checkpoint instead: {tag}-latest.pth.tar or "
                     "{tag}-ep{N}.pth.tar in the run's folder, or a released one (msn convert vits16 ...)")
 
-_BLOCK = re.compile(r"blocks\.(\d+)\.")
+_BLOCK = re.compile(rf"blocks\.({BLOCK_INDEX})\.")
 
 
 def strip_ddp_prefix(state: Mapping[Any, Any]) -> tuple[bool, dict[str, Any]]:
@@ -153,6 +154,10 @@ def _read_shapes(state: Mapping[str, torch.Tensor]) -> _Shapes:
     blocks = _block_numbers(state)
     if not blocks:
         raise CheckpointError("the backbone has no transformer blocks (no 'blocks.N.' keys)")
+    if blocks[-1] >= len(state):  # every block has several keys: the index is not a depth
+        raise CheckpointError(f"the backbone has a block {blocks[-1]} but only {len(state)} "
+                              f"keys in all: not a network's block index",
+                              hint="is this an MSN ViT checkpoint?")
     if blocks != list(range(len(blocks))):
         missing = sorted(set(range(blocks[-1] + 1)) - set(blocks))
         raise CheckpointError(f"transformer blocks are missing: {', '.join(map(str, missing))} "

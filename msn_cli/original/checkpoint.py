@@ -104,7 +104,7 @@ def load_file(path: Path) -> Any:
     try:
         with warnings.catch_warnings():  # torch's warnings are not for our users
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=(kind == "zip"))
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=(kind == "zip"))
     except pickle.UnpicklingError as e:
         found = _refused_global(str(e))
         raise CheckpointError(
@@ -120,6 +120,74 @@ def load_file(path: Path) -> Any:
                                   "torch.save", hint="MSN checkpoints are torch.save files") from e
         raise CheckpointError(f"cannot read {path.name}: {first}",
                               hint="the file is damaged or truncated; download it again") from e
+    refuse_hostile_objects(path, obj)
+    return obj
+
+
+Where = tuple["Where", object] | None
+"""Where an object sits in a loaded file: its parent's place and its key or index."""
+
+
+def _where_text(where: Where) -> str:
+    parts: list[str] = []
+    while where is not None:
+        where, key = where
+        parts.append(f"[{key}]" if isinstance(key, int) else f"/{str(key)[:60]}")
+    return "".join(reversed(parts)).lstrip("/") or "the file itself"
+
+
+def _nodes(obj: Any) -> Iterator[tuple[Any, Where]]:
+    """Every object ``obj`` holds (dict keys and values, list and tuple items), each container
+    once: without recursion (a pickle can nest deeper than Python recurses) and without
+    looping (a pickle can hold a list that holds itself)."""
+    seen: set[int] = set()
+    stack: list[tuple[Any, Where]] = [(obj, None)]
+    while stack:
+        o, where = stack.pop()
+        yield o, where
+        if isinstance(o, (Mapping, list, tuple)):
+            if id(o) in seen:
+                continue
+            seen.add(id(o))
+            if isinstance(o, Mapping):
+                for k, v in o.items():
+                    stack.append((k, where))
+                    stack.append((v, (where, k if isinstance(k, str) else type(k).__name__)))
+            else:
+                stack.extend((v, (where, i)) for i, v in enumerate(o))
+
+
+def _tensor_problem(t: torch.Tensor) -> str | None:
+    import torch
+
+    if t.layout != torch.strided:
+        return f"a {str(t.layout).removeprefix('torch.')} tensor, where checkpoints hold dense ones"
+    need, have = t.numel() * t.element_size(), t.untyped_storage().nbytes()
+    if need > have:
+        return (f"a {list(t.shape)} tensor over a storage of {have:,} bytes: a view that "
+                f"repeats its elements (stride 0 or overlapping), which a copy would expand to "
+                f"{need:,} bytes")
+    return None
+
+
+def refuse_hostile_objects(path: Path, obj: Any) -> None:
+    """Refuse what ``weights_only`` loads but no checkpoint holds, before anything reads it: a
+    tensor that is not dense (sparse), a tensor with more elements than its storage (a few
+    stored rows read as a million), an integer past 64 bits (no training code saves one, and
+    ``float()`` and ``str()`` fail on it)."""
+    import torch
+
+    for o, where in _nodes(obj):
+        if isinstance(o, torch.Tensor):
+            problem = _tensor_problem(o)
+        elif isinstance(o, int) and not isinstance(o, bool) and o.bit_length() > 64:
+            problem = f"an integer of {o.bit_length()} bits, where a checkpoint's fit in 64"
+        else:
+            continue
+        if problem is not None:
+            raise CheckpointError(f"refused {path.name}: {_where_text(where)} is {problem}",
+                                  hint="torch.save of a model writes no such thing; do not "
+                                       "trust this file")
 
 
 def _refused_global(message: str) -> str:
@@ -161,14 +229,7 @@ def _describe(name: str, obj: Any) -> Entry:
 def _walk_tensors(obj: Any) -> Iterator[torch.Tensor]:
     import torch
 
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, Mapping):
-        for v in obj.values():
-            yield from _walk_tensors(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _walk_tensors(v)
+    return (o for o, _ in _nodes(obj) if isinstance(o, torch.Tensor))
 
 
 @dataclass

@@ -30,6 +30,9 @@ CONFIG_NAME = "params-msn-train.yaml"
 MAX_BYTES = 1 << 20
 """A real config is about 1 kB; anything over 1 MiB is not one (and would be slow to parse)."""
 
+MAX_INT = 2**63
+"""Whole numbers are below this: past it ``float()`` may overflow and no setting is that large."""
+
 SECTIONS = ("meta", "criterion", "data", "optimization", "logging")
 
 Kind = Literal["int", "float", "number", "bool", "name"]
@@ -209,8 +212,8 @@ def _check(path: Path, where: str, f: Field, value: Any) -> Any:
             raise bad("true or false")
         return value
     if f.kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise bad("a whole number >= 0")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_INT:
+            raise bad("a whole number from 0 to 2**63 - 1")
         return value
     if f.kind in ("float", "number"):
         if isinstance(value, str):  # PyYAML reads 1e-6 (no dot) as a string
@@ -218,8 +221,9 @@ def _check(path: Path, where: str, f: Field, value: Any) -> Any:
                 value = float(value)
             except ValueError:
                 raise bad("a number") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise bad("a finite number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or (isinstance(value, int) and abs(value) >= MAX_INT) or not math.isfinite(value):
+            raise bad("a finite number")  # an int past 2**63 is out of a hyperparameter's range
         return float(value) if f.kind == "float" else value
     # a constructor name: a short identifier, never anything like a path
     if not isinstance(value, str) or not _NAME.fullmatch(value) or looks_like_path(value):

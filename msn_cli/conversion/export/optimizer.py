@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict
+
+from msn_cli.errors import CheckpointError
 
 REF_LR = 1e-3
 """The original pre-training configs' ``optimization.lr``: the reference learning rate."""
@@ -106,6 +109,20 @@ def opt_summary(opt: OptState) -> list[dict[str, Any]]:
     return out
 
 
+def json_numbers(numbers: Bookkeeping) -> dict[str, Any]:
+    """``numbers`` for JSON: a NaN or infinite one (a diverged run's loss, carried as it is)
+    as its name, ``"nan"``, since JSON has no such number."""
+    return {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in numbers.items()}
+
+
+def same_number(a: object, b: object) -> bool:
+    """``a == b``, where a NaN equals a NaN (the written file must give back the loss it got)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
 def _number(v: object) -> float | None:
     return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
@@ -122,6 +139,10 @@ def bookkeeping_numbers(epoch: int, raw: Mapping[str, Any] | None, ref_lr: float
         "temperature": _number(carried.get("temperature"))}
     assumed: dict[str, str] = {}
     lr = ref_lr if ref_lr is not None else _number(carried.get("lr"))
+    if lr is not None and not (lr > 0 and math.isfinite(lr)):  # as --lr is checked
+        raise CheckpointError(f"the source's lr is {lr}, not a positive number: it would be "
+                              "written into the optimizer",
+                              hint="give the learning rate with --lr")
     if lr is None:
         assumed["lr"] = (f"{REF_LR:g}, the original configs' optimization.lr (the prototypes "
                          "group's lr; the lr schedule sets every group's lr at the first step)")

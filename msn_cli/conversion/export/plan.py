@@ -15,6 +15,7 @@ from msn_cli.conversion.export.optimizer import (
     Bookkeeping,
     OptState,
     bookkeeping_numbers,
+    json_numbers,
     opt_state,
     opt_summary,
 )
@@ -71,7 +72,7 @@ class ExportPlan:
             "head": self.head.to_dict(),
             "entries": {e: len(self.entry(e)) for e in ("encoder", "target_encoder", "prototypes")},
             "optimizer": {"state": "empty (no moments)", "groups": self.opt_summary()},
-            "numbers": self.numbers, "assumed": self.assumed, "notes": self.notes,
+            "numbers": json_numbers(self.numbers), "assumed": self.assumed, "notes": self.notes,
             "output_bytes": self.output_bytes,
         }
         if keys:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from msn_cli.conversion.export.head import HeadOptions
-from msn_cli.conversion.export.optimizer import BOOKKEEPING, OptState
+from msn_cli.conversion.export.optimizer import BOOKKEEPING, OptState, same_number
 from msn_cli.conversion.export.plan import ExportPlan, plan_export
 from msn_cli.conversion.tensor_checks import all_finite, same_bits
 from msn_cli.errors import CheckpointError
@@ -106,7 +106,7 @@ def readback_check(path: Path, meant: ResumeCheckpoint) -> None:
     if got["opt"] != meant["opt"]:
         raise _readback_failed("the optimizer state differs")
     for k, value in meant.items():
-        if k in BOOKKEEPING and got[k] != value:
+        if k in BOOKKEEPING and not same_number(got[k], value):
             raise _readback_failed(f"{k} differs")
 
 
