@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from msn_cli.errors import EXIT_BAD_INPUT, MsnError
-from msn_cli.hf.folder import read_json_object
+from msn_cli.hf.folder import folder_files_problem, read_json_object
 from msn_cli.hf.manifest import CONFIG, MANIFEST, PREPROCESSOR
 from msn_cli.original import preprocess
 from msn_cli.original.architecture import IMAGENET_STD
@@ -99,15 +98,9 @@ def bundled_photos() -> list[Photo]:
 
 
 def load_photo(path: Path) -> Photo:
-    from PIL import Image, UnidentifiedImageError
+    from msn_cli.verify.image_input import read_photo
 
-    from msn_cli.util import safeio
-
-    try:  # a regular file only (a FIFO would block), and PIL's decompression-bomb limit
-        with safeio.open_regular(path) as f, Image.open(f) as im:
-            img = im.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
-        raise MsnError(f"cannot read the image {path}: {e}", exit_code=EXIT_BAD_INPUT) from e
+    img = read_photo(path)  # photo formats only, a pixel limit, decoded once per run
     return Photo(path.name, f"--image, {img.size[0]}x{img.size[1]}", img)
 
 
@@ -161,7 +154,7 @@ def load_processor(folder: Path) -> tuple[Any, str]:
                                    f"({first_line(e)})") from e
     try:
         with quiet_transformers():
-            proc = AutoImageProcessor.from_pretrained(str(folder))
+            proc = AutoImageProcessor.from_pretrained(str(folder), trust_remote_code=False)
     except (ImportError, RuntimeError) as e:
         raise ProcessorUnavailable(first_line(e)) from e
     except Exception as e:
@@ -170,10 +163,18 @@ def load_processor(folder: Path) -> tuple[Any, str]:
 
 
 def folder_processor(folder: Path, check: str) -> tuple[Any, str] | CheckResult:
-    """``(processor, backend)`` as a user loads it, or the ``check``'s result saying why not."""
+    """``(processor, backend)`` as a user loads it, or the ``check``'s result saying why not.
+
+    transformers never sees a folder that holds files it may not, or whose
+    ``processor_config.json`` (read first), ``preprocessor_config.json`` or ``config.json``
+    names code: it would offer to run it.
+    """
     unreadable = read_json_object(folder / PREPROCESSOR)[1] or read_json_object(folder / CONFIG)[1]
     if unreadable:  # never hand transformers a FIFO, a device or a huge file to open
         return CheckResult(check, False, unreadable)
+    unsafe = folder_files_problem(folder)
+    if unsafe is not None:
+        return CheckResult(check, False, f"not loaded: the folder {unsafe}")
     try:
         return load_processor(folder)
     except ProcessorUnavailable as e:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from msn_cli.hf.safetensors_io import read_header
 from msn_cli.original.checkpoint import Encoder
 from msn_cli.progress import ProgressFn, no_progress
 from msn_cli.transfer.sources import ResolvedSource
-from msn_cli.util.safeio import UnsafeInput, read_json
+from msn_cli.util.safeio import read_json
 
 if TYPE_CHECKING:
     import torch
@@ -98,7 +97,7 @@ def _read_config(path: Path) -> dict[str, Any]:
                           hint="give a folder written by msn convert or downloaded from the Hub")
     try:
         config = read_json(cfg_path)
-    except (OSError, UnsafeInput, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # UnsafeInput, UnicodeDecodeError, JSON and int errors
         raise FolderError(f"cannot read {cfg_path}: {e}") from e
     if not isinstance(config, dict):
         raise FolderError(f"{cfg_path} is not a JSON object")
