@@ -153,3 +153,24 @@ def test_completion_offers_values_and_variant_names(tmp_path):
 
 def test_version_json_is_json(cli):
     assert json.loads(cli("version", "--json").stdout)["python"]
+
+
+# -- item 14: --no-config, offered when the config beside the weights disagrees with them ------
+
+def test_no_config_ignores_a_config_from_another_run(cli, tiny_ckpt, tmp_path):
+    from msn_cli.dev.synth import write_run_config
+    from msn_cli.hf.manifest import read_manifest
+
+    write_run_config(tiny_ckpt.parent, model_name="deit_base")  # not the tiny weights' network
+    out = tmp_path / "out"
+    refused = cli("convert", tiny_ckpt, out, "--num-heads", "1")
+    assert refused.code == 3 and "--no-config" in refused.stderr
+    assert not out.exists()
+    done = cli("convert", tiny_ckpt, out, "--num-heads", "1", "--no-config")
+    assert done.code == 0, done.stderr
+    assert read_manifest(out).get("run_config") is None
+    assert cli("verify", out, "--no-record").code == 3  # the config beside is read again
+    assert cli("verify", out, "--no-config", "--no-record").code == 0
+    assert cli("inspect", tiny_ckpt, "--no-config", "--num-heads", "1").code == 0
+    both = cli("convert", tiny_ckpt, tmp_path / "o2", "--no-config", "--config", tmp_path / "x")
+    assert both.code == 2 and "--no-config" in both.stderr

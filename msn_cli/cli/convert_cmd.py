@@ -16,9 +16,11 @@ from msn_cli.cli.options import (
     EncoderOpt,
     ForceOpt,
     JsonOpt,
+    NoConfigOpt,
     NumHeadsOpt,
     QuietOpt,
     VerboseOpt,
+    config_choice,
     encoder_choice,
 )
 from msn_cli.cli.render import arch_table, assumption_warnings, counts_line, keydiff_table
@@ -59,6 +61,7 @@ def convert(
     encoder: EncoderOpt = "target",
     num_heads: NumHeadsOpt = None,
     config: ConfigOpt = None,
+    no_config: NoConfigOpt = False,
     dry_run: DryRunOpt = False,
     no_verify: NoVerifyOpt = False,
     preprocessing: PreprocessingOpt = "msn",
@@ -97,11 +100,13 @@ def convert(
     from msn_cli.transfer.sources import resolve_source
 
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
+    config = config_choice(config, no_config)
     if source.lower() == "all" and not Path(source).exists():
         if config is not None:
             from msn_cli.errors import UsageError
 
-            raise UsageError("--config applies to one checkpoint of one run, not to 'all'",
+            raise UsageError("--config and --no-config apply to one checkpoint of one run, "
+                             "not to 'all'",
                              hint="the five released checkpoints need no run config")
         _convert_all(term, out, cache_dir=cache_dir, base_url=base_url, dtype=dtype,
                      encoder=encoder_choice(encoder), num_heads=num_heads,

@@ -15,9 +15,11 @@ from msn_cli.cli.options import (
     ConfigOpt,
     EncoderOpt,
     JsonOpt,
+    NoConfigOpt,
     NumHeadsOpt,
     QuietOpt,
     VerboseOpt,
+    config_choice,
     encoder_choice,
 )
 from msn_cli.cli.render import arch_table, assumption_warnings, counts_line, keydiff_table
@@ -33,6 +35,7 @@ def inspect(
     encoder: EncoderOpt = "target",
     num_heads: NumHeadsOpt = None,
     config: ConfigOpt = None,
+    no_config: NoConfigOpt = False,
     all_keys: Annotated[bool, typer.Option("--all-keys", help="List every key of every block.")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -72,7 +75,7 @@ def inspect(
         src = resolve_source(checkpoint, cache_dir=cache_dir, base_url=base_url, progress=progress,
                              notify=term.info)
     report = inspect_checkpoint(src, encoder=encoder_choice(encoder), num_heads=num_heads,
-                                config=config)
+                                config=config_choice(config, no_config))
     for warning in assumption_warnings(report.plan):
         term.caution(warning)
     if json_out:

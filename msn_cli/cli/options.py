@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -39,6 +40,18 @@ NumHeadsOpt = Annotated[Optional[int], typer.Option(
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     "--config", help="The run's params-msn-train.yaml (its meta.model_name gives the heads) "
     "\\[default: the one beside the checkpoint, if any].", show_default=False)]
+NoConfigOpt = Annotated[bool, typer.Option(
+    "--no-config", help="Ignore the params-msn-train.yaml beside the checkpoint (one from "
+    "another run): the heads come from --num-heads, else the width.")]
+
+
+def config_choice(config: Path | None, no_config: bool) -> Path | None:
+    """The ``config=`` that ``--config`` and ``--no-config`` ask for (:data:`os.devnull`:
+    none, not even the one beside the checkpoint)."""
+    if no_config and config is not None:
+        raise UsageError("--config and --no-config ask for opposite things",
+                         hint="give one of them")
+    return Path(os.devnull) if no_config else config
 
 
 def encoder_choice(value: str) -> Encoder:

@@ -6,9 +6,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.table import Table
+from rich.console import RenderableType
+from rich.text import Text
 
-from msn_cli.cli.options import BaseUrlOpt, CacheDirOpt, ConfigOpt, JsonOpt, NumHeadsOpt, QuietOpt, VerboseOpt
+from msn_cli.cli.options import (
+    BaseUrlOpt,
+    CacheDirOpt,
+    ConfigOpt,
+    JsonOpt,
+    NoConfigOpt,
+    NumHeadsOpt,
+    QuietOpt,
+    VerboseOpt,
+    config_choice,
+)
+from msn_cli.cli.render import Col, fitted_table
 from msn_cli.cli.term import Term, styled
 
 if TYPE_CHECKING:
@@ -47,6 +59,7 @@ def verify(
     against: AgainstOpt = None,
     num_heads: NumHeadsOpt = None,
     config: ConfigOpt = None,
+    no_config: NoConfigOpt = False,
     no_record: NoRecordOpt = False,
     effect: EffectOpt = False,
     json_out: JsonOpt = False,
@@ -57,14 +70,19 @@ def verify(
 ) -> None:
     """Check that a converted folder computes what the original network computes.
 
-    files: the manifest's hashes match; config.json and the weights agree.
-    loading: from_pretrained reports no missing/unexpected/mismatched keys.
-    config: every computation-relevant value matches the source checkpoint.
-    parity: an independent original ViT on the source vs the converted model,
-    all tokens: the embeddings at the native size, every layer at a smaller one
-    (seeded inputs); names the first bad layer.
-    golden: published values of the five released models (needs --image).
-    against: tensor-by-tensor comparison with another folder or Hub repo.
+    The checks, in this order:
+
+      files          the manifest's hashes match; config.json and weights agree
+      loading        from_pretrained: no missing, unexpected or mismatched key
+      config         every value that matters matches the source checkpoint
+      parity         an independent original ViT vs the converted model, per layer
+      preprocessing  the processor's pixels vs MSN's transform on bundled photos
+      golden         published values of the 5 released models (needs --image)
+      image          --image end to end, processor and model vs the original
+      against        tensor by tensor vs another folder or Hub repo (--against)
+
+    Parity compares all tokens: the embeddings at the native size, every layer at a smaller
+    one (seeded inputs), and names the first bad layer.
 
     The result is recorded in msn_manifest.json unless --no-record. A folder without
     msn_manifest.json (written by another tool) can be verified with --source: hashes are then
@@ -100,7 +118,8 @@ def verify(
     with term.progress() as progress:
         report = verify_folder(out, source=source, image=image, against=against,
                                cache_dir=cache_dir, base_url=base_url, num_heads=num_heads,
-                               config=config, progress=progress, preprocessing_effect=effect)
+                               config=config_choice(config, no_config), progress=progress,
+                               preprocessing_effect=effect)
     finish(term, report, out, record=not no_record)
 
 
@@ -126,119 +145,151 @@ def finish(term: Term, report: VerifyReport, out: Path, *, record: bool) -> None
         if report.passed:
             term.success(f"verified: {report.summary()}")
     if not report.passed:
-        raise VerificationFailed(
-            f"verify failed: {report.summary()}",
-            hint="'checks' and 'layers' in the JSON say which check and which layer"
-            if term.json_mode else "the tables above show which check and which layer")
+        message, hint = failure_message(report)
+        raise VerificationFailed(message, hint=hint or (
+            "'checks' and 'layers' in the JSON say which check and which layer"
+            if term.json_mode else "the tables above show which check and which layer"))
+
+
+GOLDEN_IMAGE = "COCO val2017 000000039769.jpg"
+
+
+def failure_message(report: VerifyReport) -> tuple[str, str | None]:
+    """The one line that says why verify failed, and a hint when the cause is known.
+
+    A source that is not the recorded file explains every other failure: that is all it says.
+    Else the failed checks by name, and the first bad layer; the tables hold the figures.
+    """
+    mismatch = report.source.get("mismatch")
+    if mismatch:
+        cause = mismatch.split(" (", 1)[0] if "converted from" in mismatch else mismatch
+        given = report.source.get("given")
+        return f"verify failed: {cause}", (
+            "every check compares with that file, so the others fail with it; "
+            + ("leave out --source to use the one the manifest records, or give that file"
+               if given else "give the file it was converted from with --source"))
+    failed = [c.name for c in report.checks if c.passed is False]
+    first = report.first_bad_layer
+    message = "verify failed: " + ", ".join(failed) + (
+        f" (first bad layer: {first.name} at {first.size} px)" if first is not None else "")
+    golden = report.check("golden")
+    if golden is not None and golden.passed is False:
+        return message, (f"the golden values are the released model's outputs on {GOLDEN_IMAGE} "
+                         "(http://images.cocodataset.org/val2017/000000039769.jpg): with any "
+                         "other --image the golden check cannot pass")
+    return message, None
 
 
 def show_report(term: Term, report: VerifyReport, verbose: int) -> None:
-    """The checks, parity per layer, and (on failure or with -v) each check's rows."""
-    term.data(checks_table(report, timed=bool(verbose)))
+    """The checks and parity per layer on stdout, with each check's rows when it failed; -v
+    adds, on stderr, the rows of the checks that passed, the modules each layer compares and
+    the time each step took (stdout is the same with or without -v)."""
+    width, err_width = term.width, term.err.width
+    term.data(checks_table(report, width))
     for size in dict.fromkeys(s.size for s in report.layers):
-        term.data(layers_table(report, size, full=bool(verbose)))
-    against_check = report.check("against")
-    if against_check is not None and against_check.rows and (verbose or not against_check.passed):
-        term.data(against_table(against_check))
+        term.data(layers_table(report, size, width))
     for c in report.checks:
-        if c.name in ("preprocessing", "image") and c.rows and (verbose or c.passed is False):
-            term.data(photos_table(c))
-        if verbose and c.name in ("files", "config") and c.rows:
-            term.data(rows_table(c))
-    if report.seconds:
-        term.detail("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in report.seconds.items()))
+        table = {"against": against_table, "preprocessing": photos_table, "image": photos_table}.get(c.name)
+        if table is not None and c.rows:  # the rows: the result when failed, a detail when not
+            if c.passed is False:
+                term.data(table(c, width))
+            else:
+                term.detail_data(table(c, err_width))
+    if verbose:
+        if report.layers:
+            term.detail_data(layer_names_table(report, err_width))
+        for c in report.checks:
+            if c.name in ("files", "config") and c.rows:
+                term.detail_data(rows_table(c, err_width))
+    steps = {k: v for k, v in report.seconds.items() if k != "total"}
+    steps.update((c.name, c.seconds) for c in report.checks if c.seconds is not None)
+    if "total" in report.seconds:
+        steps["total"] = report.seconds["total"]
+    if steps:
+        term.detail("time: " + ", ".join(f"{k} {v:.2f}s" for k, v in steps.items()))
 
 
-def checks_table(report: VerifyReport, timed: bool = False) -> Table:
-    """One row per check; with ``timed``, the seconds each took."""
-    t = Table(title=f"msn verify {report.folder} ({report.dtype})", title_justify="left")
-    t.add_column("check", no_wrap=True)
-    t.add_column("result", no_wrap=True)
-    if timed:
-        t.add_column("seconds", justify="right", no_wrap=True)
-    t.add_column("detail", overflow="fold")
-    for c in report.checks:
-        time = [f"{c.seconds:.2f}" if c.seconds is not None else ""] if timed else []
-        t.add_row(c.name, styled(*_STATUS[c.passed]), *time, c.detail)
+def checks_table(report: VerifyReport, width: int = 80) -> RenderableType:
+    """One row per check."""
+    caption = None
     if report.tolerance:
-        t.caption = (f"parity tolerance ({report.dtype}): max abs err <= {report.tolerance.atol:g} x "
-                     f"max(1, max|reference|) per layer, cosine >= {report.tolerance.cosine_min}")
-    return t
+        caption = (f"parity tolerance ({report.dtype}): max abs err <= {report.tolerance.atol:g} x "
+                   f"max(1, max|reference|) per layer, cosine >= {report.tolerance.cosine_min}")
+    return fitted_table(f"msn verify {report.folder} ({report.dtype})",
+                        [Col("check", lead=True), Col("result", lead=True), Col("detail", words=True)],
+                        [[c.name, styled(*_STATUS[c.passed]), c.detail] for c in report.checks],
+                        width, caption)
 
 
-def layers_table(report: VerifyReport, size: int, full: bool = False) -> Table:
+def layers_table(report: VerifyReport, size: int, width: int = 80) -> RenderableType:
+    """Parity per layer at one input size: the numbers, and which layer failed first."""
     first = report.first_bad_layer
     n = sum(1 for i in report.inputs if i["size"] == size)
-    t = Table(title=f"Parity per layer at {size} px (all tokens, {n} input{'s' if n != 1 else ''})",
-              title_justify="left")
-    cols = [("layer", "left")]
-    if full:
-        cols += [("Hugging Face", "left"), ("original", "left")]
-    cols += [("max abs err", "right"), ("tolerance", "right"), ("mean abs err", "right"),
-             ("min cosine", "right"), ("result", "left")]
-    for col, just in cols:
-        t.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
+    rows: list[list[str | Text]] = []
     for s in report.layers:
         if s.size != size:
             continue
         result = styled("pass", "green") if s.passed else styled("FAIL", "bold red")
         if first is s:
             result.append(" <- first bad layer", style="bold red")
-        names = [s.name, s.hf, s.original] if full else [s.name]
-        t.add_row(*names, f"{s.max_abs_err:.2e}", f"{s.allowed:.2e}",
-                  f"{s.mean_abs_err:.2e}", f"{s.min_cosine:.7f}",
-                  result)
-    return t
+        rows.append([s.name, f"{s.max_abs_err:.2e}", f"{s.allowed:.2e}", f"{s.mean_abs_err:.2e}",
+                     f"{s.min_cosine:.7f}", result])
+    cols = [Col("layer", lead=True), Col("max abs err", "right"), Col("tolerance", "right"),
+            Col("mean abs err", "right"), Col("min cosine", "right"), Col("result", words=True, lead=True)]
+    return fitted_table(f"Parity per layer at {size} px (all tokens, {n} input{'s' if n != 1 else ''})",
+                        cols, rows, width)
 
 
-def against_table(check: CheckResult) -> Table:
-    t = Table(title="Tensor-by-tensor comparison (--against)", title_justify="left")
-    t.add_column("key", overflow="fold")
-    t.add_column("status")
-    t.add_column("shape")
-    t.add_column("dtype here / there")
-    t.add_column("max abs diff", justify="right")
+def layer_names_table(report: VerifyReport, width: int = 80) -> RenderableType:
+    """What each parity layer compares: the Hugging Face output and the original module."""
+    names = {s.name: (s.hf, s.original) for s in report.layers}
+    return fitted_table("Layers compared", [Col("layer", lead=True), Col("Hugging Face"),
+                                            Col("original", words=True)],
+                        [[name, hf, original] for name, (hf, original) in names.items()], width)
+
+
+def against_table(check: CheckResult, width: int = 80) -> RenderableType:
+    rows: list[list[str | Text]] = []
     for r in check.rows:
         style = "green" if r.get("ok") else "bold red"
         shape = _dims(r.get("shape"))
         if "other_shape" in r:
             shape += " vs " + _dims(r["other_shape"])
         dtypes = f"{r['dtype']} / {r['other_dtype']}" if "dtype" in r else ""
-        t.add_row(str(r["key"]), styled(str(r["status"]), style), shape, dtypes,
-                  _num(r.get("max_abs_diff"), ".1e"))
-    return t
+        rows.append([str(r["key"]), styled(str(r["status"]), style), shape, dtypes,
+                     _num(r.get("max_abs_diff"), ".1e")])
+    cols = [Col("key", lead=True), Col("status", lead=True), Col("shape", words=True),
+            Col("dtype here / there", words=True), Col("max abs diff", "right")]
+    return fitted_table("Tensor-by-tensor comparison (--against)", cols, rows, width)
 
 
-def rows_table(check: CheckResult) -> Table:
-    t = Table(title=f"{check.name} check", title_justify="left")
+def rows_table(check: CheckResult, width: int = 80) -> RenderableType:
     keys = [k for k in check.rows[0] if k not in ("expected_sha256",)]
-    for k in keys:
-        t.add_column(k, overflow="fold")
-    for r in check.rows:
-        t.add_row(*(str(r.get(k, "")) for k in keys))
-    return t
+    cols = [Col(k, lead=i == 0, words=k in ("expected", "found")) for i, k in enumerate(keys)]
+    return fitted_table(f"{check.name} check", cols,
+                        [[str(r.get(k, "")) for k in keys] for r in check.rows], width)
 
 
-def photos_table(check: CheckResult) -> Table:
+def photos_table(check: CheckResult, width: int = 80) -> RenderableType:
     """Per photo: the processor's pixels against the independent transform, and the effect."""
     n = check.numbers
-    t = Table(title=f"{check.name}: {n.get('processor', '')} ({n.get('backend', '')} backend) "
-                    f"vs the '{n.get('preprocessing', '')}' transform, pixels in normalised units",
-              title_justify="left")
-    for col in ("photo", "size", "crop (left, top)", "max diff", "mean diff", "cls max err",
-                "cls cosine", "tokens min cosine", "result"):
-        t.add_column(col, justify="left" if col in ("photo", "result") else "right", overflow="fold")
+    rows: list[list[str | Text]] = []
     for r in check.rows:
         g, e = _mapping(r.get("geometry")), _mapping(r.get("effect"))
         crop = (f"{g['left']}, {g['top']}" + (f" (floor {g['floor_left']}, {g['floor_top']})"
                                                if g.get("odd_margin") else "")) if g else ""
         style = "green" if r.get("ok") else "bold red"
-        result = styled(str(r.get("status")), style)
-        t.add_row(str(r.get("photo")), _dims(r.get("size")), crop,
-                  _num(r.get("max_abs_pixel_diff"), ".4f"), _num(r.get("mean_abs_pixel_diff"), ".5f"),
-                  _num(e.get("cls_max_abs_err"), ".2e"), _num(e.get("cls_cosine"), ".6f"),
-                  _num(e.get("tokens_min_cosine"), ".6f"), result)
-    return t
+        rows.append([str(r.get("photo")), _dims(r.get("size")), crop,
+                     _num(r.get("max_abs_pixel_diff"), ".4f"), _num(r.get("mean_abs_pixel_diff"), ".5f"),
+                     _num(e.get("cls_max_abs_err"), ".2e"), _num(e.get("cls_cosine"), ".6f"),
+                     _num(e.get("tokens_min_cosine"), ".6f"), styled(str(r.get("status")), style)])
+    cols = [Col("photo", words=True, lead=True), Col("size", "right"),
+            Col("crop (left, top)", "right", words=True),
+            Col("max diff", "right"), Col("mean diff", "right"), Col("cls max err", "right"),
+            Col("cls cosine", "right"), Col("tokens min cosine", "right"), Col("result", lead=True)]
+    title = (f"{check.name}: {n.get('processor', '')} ({n.get('backend', '')} backend) "
+             f"vs the '{n.get('preprocessing', '')}' transform, pixels in normalised units")
+    return fitted_table(title, cols, rows, width)
 
 
 def _num(v: object, fmt: str) -> str:

@@ -144,7 +144,7 @@ def check_constructor(c: family.Constructor, known: Known, hidden_size: int, dep
             f"weights have {', '.join(f'{k} {have[k]}' for k in have)}: they disagree on "
             f"{', '.join(bad)}",
             hint="the config belongs to another run or network: give the right one with "
-                 "--config FILE")
+                 "--config FILE, or ignore it with --no-config")
 
 
 def resolve_heads(hidden_size: int, known: Known,
@@ -168,7 +168,8 @@ def resolve_heads(hidden_size: int, known: Known,
             raise CheckpointError(
                 f"--num-heads {n} contradicts {known.config_name or 'the run config'}, whose "
                 f"meta.model_name {constructor.name} has {constructor.num_heads} heads",
-                hint="drop --num-heads, or give the config of the run these weights come from")
+                hint="drop --num-heads, give the config of the run these weights come from "
+                     "(--config FILE), or ignore the config with --no-config")
         if constructor is None and by_width is not None and by_width != n:
             warnings.append(f"--num-heads {n} overrides the {by_width} heads of {family.SOURCE} "
                             f"at width {hidden_size} ({width_names})")
@@ -230,11 +231,16 @@ def run_context(checkpoint_path: str | os.PathLike[str] | None,
     run's config it came from (a :class:`~msn_cli.original.runconfig.RunConfig`, or None).
 
     ``config``: a ``params-msn-train.yaml`` the user named (``--config``); otherwise the one
-    beside the checkpoint, when there is one. A malformed file raises ``ConfigError`` (exit 3).
+    beside the checkpoint, when there is one; :data:`os.devnull` for none at all
+    (``--no-config``: a config beside that belongs to another run). A malformed file raises
+    ``ConfigError`` (exit 3).
     """
     from pathlib import Path
 
     from msn_cli.original.runconfig import find_run_config, read_run_config
+
+    if config is not None and os.fspath(config) == os.devnull:
+        return Known(num_heads=num_heads, recorded_heads=recorded_heads), None
 
     path = Path(config) if config is not None else (
         find_run_config(checkpoint_path) if checkpoint_path is not None else None)
