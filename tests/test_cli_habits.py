@@ -174,3 +174,58 @@ def test_no_config_ignores_a_config_from_another_run(cli, tiny_ckpt, tmp_path):
     assert cli("inspect", tiny_ckpt, "--no-config", "--num-heads", "1").code == 0
     both = cli("convert", tiny_ckpt, tmp_path / "o2", "--no-config", "--config", tmp_path / "x")
     assert both.code == 2 and "--no-config" in both.stderr
+
+
+# -- item 16: msn knows its own output -------------------------------------------------------
+
+def test_inspect_a_converted_folder_and_its_weights(cli, tiny_ckpt, tmp_path):
+    out = tmp_path / "out"
+    assert cli("convert", tiny_ckpt, out, "--num-heads", "1").code == 0
+    r = cli("inspect", out, "--json")
+    assert r.code == 0, r.stderr
+    data = r.json()
+    manifest = json.loads((out / "msn_manifest.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert data["written_by_msn"] is True
+    assert data["config"]["hidden_size"] == config["hidden_size"]
+    assert data["verify"]["passed"] is True and data["verify"]["date"] == manifest["verify"]["date"]
+    assert {p["key"] for p in data["provenance"]} == {p["key"] for p in manifest["provenance"]}
+    assert data["source"]["sha256"] == manifest["source"]["sha256"]
+    text = cli("inspect", out)
+    assert text.code == 0 and "a folder msn convert wrote" in text.stdout
+    assert "verify: passed" in text.stdout and f"msn push {out}" in text.stderr
+    weights = cli("inspect", out / "model.safetensors", "--json")
+    assert weights.code == 0 and weights.json()["folder"] == str(out)
+    assert "weights of the model folder" in weights.stderr
+
+
+def test_inspect_a_folder_from_elsewhere_and_a_lone_safetensors(cli, tiny_ckpt, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    assert cli("convert", tiny_ckpt, out, "--num-heads", "1").code == 0
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    shutil.copy(out / "config.json", hub)
+    shutil.copy(out / "model.safetensors", hub)
+    r = cli("inspect", hub, "--json")
+    assert r.code == 0 and r.json()["written_by_msn"] is False
+    assert any("--source" in step for step in r.json()["next"])
+    lone = tmp_path / "lone.safetensors"
+    shutil.copy(out / "model.safetensors", lone)
+    refused = cli("inspect", lone)
+    assert refused.code == 2 and "is a safetensors file" in refused.stderr
+    assert "neither a zip nor a pickle" not in refused.stderr
+
+
+# -- item 19: the family row and the heads row agree -----------------------------------------
+
+def test_family_row_names_the_width_the_heads_row_credits(cli, make_ckpt):
+    from msn_cli.dev.synth import family_arch
+
+    ckpt = make_ckpt(family_arch(192, 2))  # deit_tiny's width, not its 12 blocks
+    r = cli("inspect", ckpt)
+    assert r.code == 0, r.stderr
+    rows = {line.split("│")[1].strip(): line for line in r.stdout.splitlines() if line.count("│") > 3}
+    assert "deit_tiny" in rows["heads"]
+    assert "deit_tiny" in rows["family"]

@@ -190,6 +190,17 @@ def counts_line(plan: ConversionPlan) -> str:
            f"original keys: " + ", ".join(parts)
 
 
+def family_words(hidden_size: int) -> str:
+    """The family row when no constructor has all the shapes: the width's constructors still
+    give the heads, eps and activation (as their rows say), so it names them too."""
+    from msn_cli.original import family
+
+    names = [c.name for c in family.FAMILY if c.hidden_size == hidden_size and not c.conv_stem]
+    if not names:
+        return "no constructor at these shapes"
+    return f"no constructor at these shapes (width {hidden_size} as in {', '.join(names)})"
+
+
 def arch_table(plan: ConversionPlan) -> Table:
     """The architecture, each value with where it comes from (weights, family, config, user,
     or ASSUMED)."""
@@ -210,7 +221,7 @@ def arch_table(plan: ConversionPlan) -> Table:
 
     heads = by_key.get(HEADS)
     rows = [("matches", plan.variant_name or "no released variant", "shapes"),
-            ("family", plan.family_name or "no constructor at these shapes", "shapes"),
+            ("family", plan.family_name or family_words(a.hidden_size), "shapes"),
             ("hidden size", str(a.hidden_size), "weights"),
             ("layers", str(a.num_layers), "weights"),
             ("heads", f"{a.num_heads} (head size {a.head_dim})", origin(HEADS) if heads else "?"),
