@@ -229,3 +229,16 @@ def test_family_row_names_the_width_the_heads_row_credits(cli, make_ckpt):
     rows = {line.split("│")[1].strip(): line for line in r.stdout.splitlines() if line.count("│") > 3}
     assert "deit_tiny" in rows["heads"]
     assert "deit_tiny" in rows["family"]
+
+
+# -- item 1: the README says how msn gets on the PATH before its first msn command -----------
+
+def test_readme_puts_msn_on_the_path_before_using_it():
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```console\n(.*?)```", readme, flags=re.S)
+    commands = [line.strip() for block in blocks for line in block.splitlines()]
+    first_msn = next(i for i, c in enumerate(commands) if c.startswith("msn "))
+    assert any(c.startswith(". .venv/bin/activate") for c in commands[:first_msn])
+    assert "141" in readme.split("## Exit codes")[1]
