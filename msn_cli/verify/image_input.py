@@ -11,6 +11,7 @@ read it), so it is decoded once.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,9 +20,9 @@ from msn_cli.errors import EXIT_BAD_INPUT, MsnError
 if TYPE_CHECKING:
     from PIL import Image
 
-PHOTO_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "TIFF")
-"""PIL's names of the formats cameras and phones write (MPO: a JPEG with a second picture, as
-many cameras save them); no format PIL decodes through another program."""
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF")
+"""PIL's names of the formats cameras and phones write (PIL's JPEG opener also reads the MPO
+files many cameras save); no format PIL decodes through another program."""
 
 MAX_PIXELS = 64_000_000
 """More than any camera writes by default (an 8000 x 8000 photo); the checks resize a photo to
@@ -51,7 +52,10 @@ def read_photo(path: Path) -> Image.Image:
             key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             if key in _decoded:
                 return _decoded[key]
-            with Image.open(f, formats=PHOTO_FORMATS) as im:
+            with warnings.catch_warnings():  # PIL's bomb warning: the limit here is lower
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im = Image.open(f, formats=PHOTO_FORMATS)
+            with im:
                 width, height = im.size
                 if width * height > MAX_PIXELS:
                     raise _refused(path, f"it is {width} x {height} pixels "
