@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 
-ITEM_STAGES = {"parity": "inputs"}
+ITEM_STAGES = {"parity": "inputs", "features": "images"}
 """Stages that count items, not bytes, and what they count."""
 
 

@@ -39,6 +39,7 @@ FAILING: dict[str, list[str]] = {
     "export": ["/no/such/file.pth.tar", "/no/such/out.pth.tar"],
     "convert": ["/no/such/file.pth.tar", "/no/such/out"],
     "verify": ["/no/such/folder"],
+    "fewshot": ["/no/such/model", "--train", "/no/such/train", "--val", "/no/such/val"],
     "push": ["/no/such/folder", "someone/repo"],
     "cache ls": ["--cache-dir", "{damaged_cache}"],
     "cache rm": ["no-such-entry", "--yes"],

@@ -448,18 +448,20 @@ class _Amount(ProgressColumn):
 
 
 class _Speed(ProgressColumn):
-    """Transfer speed for byte stages once it is known; nothing for item stages."""
+    """Speed once it is known: bytes per second, or items per second for an item stage."""
 
     def __init__(self) -> None:
         super().__init__()
         self._speed = TransferSpeedColumn()
 
     def render(self, task: Task) -> Text:
-        if task.fields.get("unit") or task.speed is None:
+        if task.speed is None:
             return Text("")
+        unit = task.fields.get("unit")
+        if unit:
+            return Text(f"{task.speed:.1f} {unit}/s", style="progress.data.speed")
         return self._speed.render(task)
 
 
 def _silent(stage: str, done: int, total: int | None) -> None:
     pass
-
