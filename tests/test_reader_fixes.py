@@ -90,7 +90,8 @@ def test_against_table_on_success_only_with_v(cli, folder, tmp_path):
     assert plain.code == 0, plain.stderr
     assert "Tensor-by-tensor comparison" not in plain.stdout
     verbose = cli("verify", folder, "--against", twin, "--no-record", "-v")
-    assert verbose.code == 0 and "Tensor-by-tensor comparison" in verbose.stdout
+    assert verbose.code == 0 and "Tensor-by-tensor comparison" in verbose.stderr  # -v: detail
+    assert verbose.stdout == plain.stdout
 
 
 def test_verify_source_on_a_folder_without_a_manifest(cli, folder):

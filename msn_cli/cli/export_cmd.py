@@ -141,8 +141,10 @@ def _show(term: Term, result: ExportResult, out: Path, *, all_keys: bool, verbos
           quiet: bool) -> None:
     """The plan as asked, what the output holds and how to resume from it, and the result."""
     plan = result.plan
-    if result.dry_run or verbose or all_keys:
+    if result.dry_run or all_keys:
         term.data(_plan_table(plan, all_keys))
+    elif verbose:  # detail, on stderr: stdout holds the same result with or without -v
+        term.detail_data(_plan_table(plan, all_keys))
     h = plan.head
     a = plan.arch
     term.info(f"encoder: {plan.encoder_from}; keys {'with module.' if plan.prefixed else 'bare'}"
@@ -150,7 +152,7 @@ def _show(term: Term, result: ExportResult, out: Path, *, all_keys: bool, verbos
     head_line = (f"head and prototypes: {h.detail} (fc {a.hidden_size} -> {h.hidden_dim} -> "
                  f"{h.hidden_dim} -> {h.output_dim}, {'with' if h.use_bn else 'no'} BatchNorm; "
                  f"{h.num_prototypes} x {h.output_dim} prototypes)")
-    if h.origin == "initialised" and not quiet:
+    if h.origin == "initialised":  # a warning: shown under -q too
         term.warn(head_line)
     else:
         term.info(head_line)
@@ -164,8 +166,7 @@ def _show(term: Term, result: ExportResult, out: Path, *, all_keys: bool, verbos
     for k, why in plan.assumed.items():
         term.detail(f"{k}: {why}")
     for n in plan.notes:
-        if not quiet:
-            term.warn(n)
+        term.warn(n)
     if result.dry_run:
         term.info(f"dry run: would write about {human_size(plan.output_bytes)} of tensors to "
                   f"{out}; nothing written")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
+from typing import Union
 
 from rich import box
 from rich.cells import cell_len
 from rich.console import Group, RenderableType
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from msn_cli.conversion.mapping import BLOCK_INDEX
 from msn_cli.conversion.plan import ConversionPlan
 from msn_cli.conversion.provenance import HEADS, assumed_warning
 from msn_cli.original.runfolder import RunReport
@@ -20,7 +24,7 @@ _STYLE = {"renamed": "green", "split": "cyan", "dropped": "yellow", "unaccounted
           "missing": "bold red", "bad-shape": "bold red"}
 
 
-_SOURCE_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+_SOURCE_BLOCK = re.compile(rf"^blocks\.({BLOCK_INDEX})\.")  # what the rules call a block
 _TARGET_BLOCK = re.compile(r"^encoder\.layer\.(\d+)\.")
 
 
@@ -288,3 +292,121 @@ def run_config_table(report: RunReport) -> Table | str:
         t.add_row(f.group if f.group != group else "", f.label, shown)
         group = f.group
     return t
+
+
+# -- tables that fit the terminal: no number or name is ever cut or split ----------------------
+
+@dataclass(frozen=True)
+class Col:
+    """A column of :func:`fitted_table`: ``words`` columns may wrap between words (a detail, a
+    list of values); the others never wrap (a number, a key, a hash). A header wraps at words
+    whenever its column's values are narrower than it. ``lead`` columns open each record of the
+    list layout."""
+
+    header: str
+    justify: str = "left"
+    words: bool = False
+    lead: bool = False
+
+
+Cell = Union[str, Text]
+
+_OVERHEAD_PER_COLUMN = 3  # a border and a space either side (box.HEAVY_HEAD, padding 1)
+
+
+def fitted_table(title: str, cols: list[Col], rows: list[list[Cell]], width: int,
+                 caption: str | None = None) -> RenderableType:
+    """A table laid out for ``width`` columns that never cuts or splits a value.
+
+    Columns empty in every row are left out; headers wrap at words first, then ``words``
+    columns; when even that is too wide, each row becomes a record of ``header value`` pairs
+    (:func:`records`), packed on lines that never split a pair.
+    """
+    keep = [i for i in range(len(cols)) if any(_plain(r[i]) for r in rows)] or list(range(len(cols)))
+    cols = [cols[i] for i in keep]
+    rows = [[r[i] for i in keep] for r in rows]
+    widths = _fit_widths(cols, rows, width - _OVERHEAD_PER_COLUMN * len(cols) - 1)
+    if widths is None:
+        return records(title, cols, rows, width, caption)
+    t = Table(title=title, title_justify="left", caption=caption, caption_justify="left",
+              box=box.HEAVY_HEAD)
+    for c, w in zip(cols, widths, strict=True):
+        header = c.header if c.words else "\n".join(textwrap.wrap(c.header, w) or [""])
+        t.add_column(header, justify=c.justify, width=w, no_wrap=not c.words,  # type: ignore[arg-type]
+                     overflow="fold")
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+def _plain(cell: Cell) -> str:
+    return cell.plain if isinstance(cell, Text) else cell
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+def _fit_widths(cols: list[Col], rows: list[list[Cell]], room: int) -> list[int] | None:
+    """Each column's width within ``room`` (None: no width keeps every value whole).
+
+    First the headers wrap (down to their longest word), then the ``words`` columns (down to
+    their longest word), widest first."""
+    natural, soft, least = [], [], []
+    for i, c in enumerate(cols):
+        cells = [_plain(r[i]) for r in rows]
+        lines = [cell_len(line) for cell in cells for line in cell.split("\n")]
+        longest_word = max((cell_len(w) for cell in cells for w in _words(cell)), default=0)
+        header_word = max((cell_len(w) for w in _words(c.header)), default=0)
+        content = max(lines, default=0)
+        natural.append(max(content, cell_len(c.header)))
+        soft.append(max(content, header_word))
+        least.append(max(longest_word if c.words else content, header_word))
+    widths = list(natural)
+    for floor in (soft, least):
+        while sum(widths) > room:
+            slack = [i for i in range(len(cols)) if widths[i] > floor[i]]
+            if not slack:
+                break
+            widest = max(slack, key=lambda i: widths[i])
+            widths[widest] -= 1
+    return widths if sum(widths) <= room else None
+
+
+def records(title: str, cols: list[Col], rows: list[list[Cell]], width: int,
+            caption: str | None = None) -> Group:
+    """The list layout of a table too wide for ``width``: per row, the ``lead`` values on a
+    line, then ``header value`` pairs packed on indented lines (a pair is never split), and each
+    ``words`` value as a paragraph of its own that wraps between words."""
+    out: list[RenderableType] = [Text(title, style="table.title")]
+    lead = [i for i, c in enumerate(cols) if c.lead] or [0]
+    for r in rows:
+        first = Text("  ").join(_as_text(r[i]) for i in lead if _plain(r[i]))
+        out.append(first)
+        pairs: list[Text] = []
+        paragraphs: list[Text] = []
+        for i, c in enumerate(cols):
+            if i in lead or not _plain(r[i]):
+                continue
+            pair = Text(f"{c.header}: ", style="dim").append_text(_as_text(r[i]))
+            (paragraphs if c.words or "\n" in _plain(r[i]) else pairs).append(pair)
+        out.extend(Padding(line, (0, 0, 0, 2)) for line in _pack(pairs, width - 2))
+        out.extend(Padding(p, (0, 0, 0, 2)) for p in paragraphs)
+    if caption:
+        out.append(Text(caption, style="table.caption"))
+    return Group(*out)
+
+
+def _as_text(cell: Cell) -> Text:
+    return cell.copy() if isinstance(cell, Text) else Text(cell)
+
+
+def _pack(pairs: list[Text], width: int) -> list[Text]:
+    """``pairs`` on as few lines of ``width`` as fit them whole, three spaces apart."""
+    lines: list[Text] = []
+    for pair in pairs:
+        if lines and cell_len(lines[-1].plain) + 3 + cell_len(pair.plain) <= width:
+            lines[-1].append("   ").append_text(pair)
+        else:
+            lines.append(pair.copy())
+    return lines

@@ -214,9 +214,9 @@ class Term:
         self.say(message, styled("Warning: ", "yellow"))
 
     def caution(self, message: str) -> None:
-        """A warning that -q silences (what it says is also in --json and the manifest)."""
-        if not self.quiet:
-            self.warn(message)
+        """A warning whose content is also in --json and the manifest: still a warning, so
+        shown under -q (which means "only errors and warnings", for every command)."""
+        self.warn(message)
 
     def success(self, message: str) -> None:
         if not self.quiet:
@@ -238,20 +238,14 @@ class Term:
         Plain strings anywhere in it are literal (see :func:`literal`)."""
         if self.json_mode:
             return
-        renderable = literal(renderable)
         with self._stdout():
-            if not isinstance(renderable, Table):
-                self.out.print(renderable)
-                return
-            # Rich wraps a title and a caption to the table's width, often narrower than a
-            # path or a sentence: they get the stream's width instead, as lines of their own
-            title, caption = renderable.title, renderable.caption
-            renderable.title = renderable.caption = None
-            if title is not None:
-                self.out.print(title)
-            self.out.print(renderable)
-            if caption is not None:
-                self.out.print(caption)
+            _print_result(self.out, renderable)
+
+    def detail_data(self, renderable: RenderableType) -> None:
+        """A table only -v asks for: on stderr, with the other details, so that stdout holds the
+        same result with or without -v (``OUT=$(msn convert -v ...)`` captures the folder)."""
+        if self.verbose and not self.quiet and not self.json_mode:
+            _print_result(self.err, renderable)  # Rich draws it above live bars itself
 
     def emit_json(self, payload: Any) -> None:
         self._write(json.dumps(payload, indent=2, default=str) + "\n")
@@ -300,6 +294,23 @@ class Term:
             bars.close()
             for line in bars.timings():
                 self.detail(line)
+
+
+def _print_result(console: Console, renderable: RenderableType) -> None:
+    """``renderable`` made :func:`literal`; a table's title and caption on lines of their own,
+    at the stream's width (Rich wraps them to the table's width, often narrower than a path
+    or a sentence)."""
+    renderable = literal(renderable)
+    if not isinstance(renderable, Table):
+        console.print(renderable)
+        return
+    title, caption = renderable.title, renderable.caption
+    renderable.title = renderable.caption = None
+    if title is not None:
+        console.print(title)
+    console.print(renderable)
+    if caption is not None:
+        console.print(caption)
 
 
 @dataclass
@@ -465,3 +476,4 @@ class _Speed(ProgressColumn):
 
 def _silent(stage: str, done: int, total: int | None) -> None:
     pass
+

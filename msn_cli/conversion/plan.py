@@ -186,7 +186,7 @@ def _key_row(key: str, shape: tuple[int, ...], arch: Architecture, shown: str,
         return (KeyRow(shown, (), "unaccounted", "no rule maps this key", shape),
                 f"unaccounted source key '{shown}' {list(shape)}")
     if m.rule.action == "drop":
-        return KeyRow(shown, (), "dropped", m.rule.note, shape), None
+        return KeyRow(shown, (), "dropped", mapping.dropped_note(m.rule, key, shape), shape), None
     if not m.rule.applies(arch):
         return (KeyRow(shown, (), "unaccounted", "block 0 has no qkv bias, so the model has none",
                        shape), f"'{shown}' is there although block 0 has no qkv bias")

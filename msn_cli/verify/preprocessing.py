@@ -84,7 +84,9 @@ def _summarise(name: str, cls: str, backend: str, choice: str, rows: list[PhotoR
     odd = [r for r in rows if r["status"].startswith("one pixel off")]
     if odd:
         worst = max(odd, key=lambda r: r["max_abs_pixel_diff"])
-        text += (f" (max {worst['max_abs_pixel_diff']:.2f}, mean {worst['mean_abs_pixel_diff']:.3f}")
+        text += (f" (max {worst['max_abs_pixel_diff']:.2f}, mean {worst['mean_abs_pixel_diff']:.3f}"
+                 " against the centred crop; within tolerance of the crop with its offset floored, "
+                 f"max {worst.get('max_abs_diff_to_floored_crop', 0.0):.4f}")
         if "effect" in worst:
             e = worst["effect"]
             text += f"; output: cls cosine {e['cls_cosine']:.5f}, max abs err {e['cls_max_abs_err']:.2e}"

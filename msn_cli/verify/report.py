@@ -130,6 +130,11 @@ class SourceReport(TypedDict, total=False):
     given: bool
     mismatch: str
     """Set when the source is not the file the manifest records (the files check fails)."""
+    released: str
+    """The released checkpoint msn observed the source to be in this run (never the manifest's
+    word: :func:`msn_cli.verify.source.observed_release`); absent when it did not."""
+    evidence: str
+    """How it observed it: a key of :data:`msn_cli.hf.manifest.RELEASE_EVIDENCE`."""
 
 
 class Versions(TypedDict):
@@ -183,8 +188,9 @@ class VerifyReport:
         if parity is not None and parity.passed:
             n = parity.numbers
             what = n.get("coverage") or f"{n['layers']} layers x {n['inputs']} inputs"
-            text += (f": {what}, max abs err "
-                     f"{n['max_abs_err']:.1e} (tol {n['tolerance']:.0e} x layer scale)")
+            text += (f": {what}, max abs err {n['max_abs_err']:.1e}, the worst layer at "
+                     f"{n.get('worst_ratio', 0):.0%} of its tolerance ({n['tolerance']:.0e} x the "
+                     "layer's scale)")
         skipped = [c.name for c in self.checks if c.passed is None]
         if skipped:
             text += f"; skipped {', '.join(skipped)}"
@@ -204,6 +210,8 @@ class VerifyReport:
             "tolerance": {"atol": self.tolerance.atol, "cosine_min": self.tolerance.cosine_min}
             if self.tolerance else None,
             "checks": [c.record() for c in self.checks],
+            "source": {"released": self.source.get("released"),
+                       "evidence": self.source.get("evidence")},
             "provenance": [p.to_dict() for p in self.provenance],
             "assumed": [p.key for p in self.provenance if p.assumed],
         }
