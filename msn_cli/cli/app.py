@@ -13,7 +13,6 @@ from msn_cli.cli.convert_cmd import convert
 from msn_cli.cli.download_cmd import download
 from msn_cli.cli.export_cmd import export
 from msn_cli.cli.fewshot_cmd import fewshot
-from msn_cli.cli.fewshot_cmd import fewshot
 from msn_cli.cli.helpfmt import MsnCommand, MsnGroup
 from msn_cli.cli.inspect_cmd import inspect
 from msn_cli.cli.push_cmd import push
