@@ -19,7 +19,8 @@ def manifest(tmp_path_factory):
 
 
 def as_released(manifest: dict, name: str = "vitb16") -> dict:
-    """The manifest of Meta's release ``name`` fetched by its name (shapes from the registry)."""
+    """The manifest of Meta's release ``name`` that msn verify saw fetched by its name (shapes
+    from the registry)."""
     from msn_cli.original.variants import VARIANTS
 
     v = VARIANTS[name]
@@ -29,6 +30,7 @@ def as_released(manifest: dict, name: str = "vitb16") -> dict:
                              head_dim=v.hidden_size // v.num_heads, intermediate_size=v.intermediate_size,
                              patch_size=v.patch_size, image_size=v.image_size)
     m["source"].update(kind="variant", name=name, spec=name, url=v.url(), layout="released")
+    m["verify"]["source"] = {"released": name, "evidence": "name"}
     return m
 
 

@@ -122,6 +122,7 @@ def test_shapes_alone_never_make_a_release(manifest):
     """A local file with the shapes of vitb16: msn cannot tell whose weights these are."""
     m = as_released(manifest, "vitb16")
     m["source"].update(kind="path", name=None, url=None)
+    m["verify"]["source"] = {"released": None, "evidence": None}  # verify saw a local file
     card = build_card(m, "o/n")
     assert "(vitb16, 600 epochs)" not in card and "facebook/vit-msn-base" not in card
     assert "**not identified as one of Meta's released checkpoints**" in card

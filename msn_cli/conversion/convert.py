@@ -400,8 +400,8 @@ def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, opts
 
             # the weights' sha256 was just computed from the bytes read back from disk
             hashes = {SAFE_WEIGHTS: files[SAFE_WEIGHTS]["sha256"]}
-            report = verify_folder(tmp, checkpoint=ckpt, progress=progress, known_hashes=hashes,
-                                   known=known, **(opts.verify_options or {}))
+            report = verify_folder(tmp, checkpoint=ckpt, resolved=source, progress=progress,
+                                   known_hashes=hashes, known=known, **(opts.verify_options or {}))
             verify_result = record_in_manifest(tmp, report)
     return ConvertResult(out.absolute(), plan, src_info, files, verify_result,
                          run_config=run_info, training=training)

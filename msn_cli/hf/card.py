@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from msn_cli import __version__
 from msn_cli.conversion.provenance import Provenance
 from msn_cli.errors import UsageError
-from msn_cli.hf.manifest import Manifest, SourceRecord
+from msn_cli.hf.manifest import Manifest, SourceRecord, verified_release
 from msn_cli.original.runconfig import CONFIG_NAME, FIELD_BY_KEY, publishable
 from msn_cli.original.variants import VARIANTS, Variant
-from msn_cli.transfer.sources import public_file_name, public_url
+from msn_cli.transfer.sources import public_file_name
 from msn_cli.util.fmt import human_size
 
 if TYPE_CHECKING:
@@ -171,8 +171,9 @@ def origin(manifest: Manifest) -> Origin:
     """Meta's released weights, an own training run, or a file msn cannot place.
 
     Shapes never decide (an own ``deit_small`` run has exactly the shapes of ``vits16``), and
-    no sha256 of the released files is published. Released: fetched by a released name or from
-    its canonical URL, in the released layout, with no training record.
+    no sha256 of the released files is published. Released: a passed ``msn verify`` saw it
+    fetched by a released name or from its canonical URL (the verify record's ``source``, never
+    the manifest's own ``source``), in the released layout, with no training record.
     """
     src = manifest.get("source") or {}
     shapes = VARIANTS.get(manifest.get("variant") or "")
@@ -182,14 +183,12 @@ def origin(manifest: Manifest) -> Origin:
     if src.get("layout") == "training" or src.get("encoder_key") == "encoder":
         return Origin("own", "it was saved by the MSN training code (the file holds the online "
                              "encoder and optimizer state, which Meta's releases do not)", shapes)
-    by_name = VARIANTS.get(str(src.get("name") or ""))
-    if by_name is not None and by_name is shapes and src.get("kind") == "variant":
-        return Origin("released", f"msn fetched it by its released name `{by_name.name}`", by_name)
-    by_url = next((v for v in VARIANTS.values() if src.get("url") == v.url()), None)
-    if by_url is not None and by_url is shapes:
-        return Origin("released", f"msn fetched it from Meta's URL <{by_url.url()}>", by_url)
-    return Origin("unknown", "it was given as a local file or a URL other than Meta's, and no "
-                             "checksums of Meta's files are published to tell them apart", shapes)
+    seen = verified_release(manifest)  # what msn verify observed, never the manifest's word
+    if seen is not None and seen[0] is shapes:
+        return Origin("released", f"{seen[1]}, as `msn verify` saw", seen[0])
+    return Origin("unknown", "`msn verify` did not see it fetched by a released name or from "
+                             "Meta's URL, and no checksums of Meta's files are published to tell "
+                             "them apart", shapes)
 
 
 def _title(manifest: Manifest) -> str:
@@ -205,8 +204,9 @@ def _title(manifest: Manifest) -> str:
     return f"MSN {name} backbone"
 
 
-def _source_line(src: SourceRecord) -> str:
-    url = public_url(src)  # a released checkpoint's canonical URL, never a mirror's
+def _source_line(src: SourceRecord, o: Origin) -> str:
+    # a released checkpoint's canonical URL, never a mirror's, and only for what verify saw
+    url = o.variant.url() if o.kind == "released" and o.variant is not None else None
     if url:
         return f"<{url}>"
     # never publish a local path, a host or credentials: only the file's name
@@ -297,7 +297,7 @@ def provenance_section(manifest: Manifest) -> str:
         " (the EMA target encoder)"
     lines = [
         f"- Origin: {_origin_line(o)}",
-        f"- Source checkpoint: {_source_line(src)}",
+        f"- Source checkpoint: {_source_line(src, o)}",
         f"- Source sha256: `{src.get('sha256') or 'unknown'}` ({human_size(src.get('size'))})",
         f"- Network converted: `{encoder}`" + (as_released if encoder == "target_encoder" else ""),
         f"- Dropped: {len(dropped)} tensors (the pre-training projection head"

@@ -11,15 +11,23 @@ fooling a comparison:
   from them: a config claiming a million layers is refused, not instantiated;
 - the weights are the files ``from_pretrained`` picks (:func:`weights_files`), never a glob:
   a decoy ``*.safetensors`` beside them is not read.
+
+A converted folder (the one verify checks and push publishes) may hold only the files of
+:data:`ALLOWED_FILES`, and none of the JSON files transformers reads may name code to run
+(:func:`folder_files_problem`): nothing from a folder is ever executed, and push publishes
+exactly what verify saw.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from msn_cli.errors import ConfigError, FolderError
+from msn_cli.hf.manifest import CONFIG, MANIFEST, PREPROCESSOR
 from msn_cli.original.architecture import Architecture
 from msn_cli.util import safeio
 
@@ -27,6 +35,24 @@ SAFE_WEIGHTS = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
 BIN_WEIGHTS = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
+CARD = "README.md"
+PROCESSOR_CONFIG = "processor_config.json"
+
+ALLOWED_FILES: tuple[str, ...] = (SAFE_WEIGHTS, CONFIG, PREPROCESSOR, MANIFEST, CARD)
+"""Every name a converted folder may hold: the four files ``convert`` writes (``verify`` writes
+only into the manifest) and the model card, which a folder fetched from the Hub carries. Push
+never uploads the folder's own card: it generates one."""
+
+UPLOADED_FILES: tuple[str, ...] = (SAFE_WEIGHTS, CONFIG, PREPROCESSOR)
+"""The files push uploads from the folder, as the manifest lists them; it writes the manifest
+and the card itself."""
+
+CODE_KEYS = ("auto_map", "custom_pipelines")
+"""Keys by which transformers finds code in a model folder (``trust_remote_code``)."""
+
+CODE_CHECKED: tuple[str, ...] = (CONFIG, PREPROCESSOR, PROCESSOR_CONFIG)
+"""The JSON files transformers reads to pick a model, config or image processor class:
+``processor_config.json`` before ``preprocessor_config.json``."""
 
 CONFIG_BOUNDS: dict[str, tuple[str, int, int]] = {
     # Architecture field: (config.json key, least, most). Generous: the largest MSN model
@@ -156,3 +182,55 @@ def weights_files(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
 def _there(path: Path) -> bool:
     """True for anything under that name, a dangling link or a FIFO included."""
     return path.is_symlink() or path.exists()
+
+
+def foreign_files(folder: Path, listed: Iterable[str] = ()) -> list[str]:
+    """The names in ``folder``, and in its manifest's file table ``listed``, that are not of
+    :data:`ALLOWED_FILES` (sorted; the folder's own entries are listed, never followed)."""
+    allowed = set(ALLOWED_FILES)
+    with os.scandir(folder) as entries:
+        names = {e.name for e in entries if e.name not in allowed}
+    names.update(n for n in listed if n not in allowed)
+    return sorted(names)
+
+
+def code_references(folder: Path) -> list[str]:
+    """Where the JSON files of :data:`CODE_CHECKED` name code for transformers to run:
+    ``processor_config.json: image_processor.auto_map`` (an unreadable file is left to the
+    checks that read it; none of them hands it to transformers)."""
+    found = []
+    for name in CODE_CHECKED:
+        data, _ = read_json_object(folder / name) if os.path.lexists(folder / name) else (None, None)
+        if data is not None:
+            found += [f"{name}: {where}" for where in _code_keys(data, "")]
+    return found
+
+
+def _code_keys(value: object, where: str) -> Iterator[str]:
+    """The paths of every :data:`CODE_KEYS` key in a JSON value (its depth is capped on reading)."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if key in CODE_KEYS:
+                yield path
+            else:
+                yield from _code_keys(inner, path)
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            yield from _code_keys(inner, f"{where}[{i}]")
+
+
+def folder_files_problem(folder: Path, listed: Iterable[str] = ()) -> str | None:
+    """Why ``folder`` may be neither verified nor published, or None: a file that is not of
+    :data:`ALLOWED_FILES` (in the folder or in its manifest's file table ``listed``), or code
+    named in a JSON file transformers reads. One line, naming each file and key."""
+    problems = []
+    foreign = foreign_files(folder, listed)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        problems.append(f"holds {shown}, not a file of a converted folder (only "
+                        f"{', '.join(ALLOWED_FILES)})")
+    code = code_references(folder)
+    if code:
+        problems.append(f"names code to run ({'; '.join(code[:5])}), which msn never runs")
+    return "; ".join(problems) or None

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypedDict, Union
 
 from msn_cli.errors import FolderError
+from msn_cli.original.variants import VARIANTS, Variant
 from msn_cli.progress import ProgressFn, no_progress
 from msn_cli.util import safeio
 from msn_cli.util.hashing import HashFn, sha256_file
@@ -112,6 +113,24 @@ class CheckRecord(_NamedCheck, total=False):
     max_abs_err: float | None
 
 
+RELEASE_EVIDENCE = {
+    "name": "msn fetched it by its released name",
+    "url": "msn fetched it from Meta's URL",
+    "sha256": "its sha256 is that of the released file msn fetched by name into its cache",
+}
+"""How verify can know that a source is Meta's released file (the verify record's
+``source.evidence``), in words."""
+
+
+class VerifiedSourceRecord(TypedDict, total=False):
+    """What verify observed of the source: the released checkpoint it is (a name of
+    :data:`msn_cli.original.variants.VARIANTS`, None when verify did not see it to be one) and
+    how (``name``, ``url`` or ``sha256``). The model card claims Meta's release only on this."""
+
+    released: str | None
+    evidence: str | None
+
+
 class VerifyRecord(TypedDict, total=False):
     passed: bool | None
     summary: str | None
@@ -122,6 +141,7 @@ class VerifyRecord(TypedDict, total=False):
     dtype: str | None
     tolerance: ToleranceRecord | None
     checks: list[CheckRecord] | None
+    source: VerifiedSourceRecord | None
     provenance: list[ProvenanceRecord] | None
     assumed: list[str] | None
 
@@ -250,7 +270,7 @@ def read_manifest(folder: Path) -> Manifest:
         data = safeio.read_json(path)
     except safeio.UnsafeInput as e:
         raise FolderError(f"{path} cannot be read: {e}", hint=_DAMAGED) from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError) as e:  # ValueError: also a number past the digit limit
         raise FolderError(f"{path} is not valid JSON ({e})", hint=_DAMAGED) from e
     except OSError as e:
         raise FolderError(f"cannot read {path}: {e.strerror or e}") from e
@@ -261,6 +281,17 @@ def read_manifest(folder: Path) -> Manifest:
         if what == "not an msn manifest":
             raise FolderError(f"{path} is not an msn manifest", hint=_DAMAGED) from None
         raise FolderError(f"{path} is malformed: {what}", hint=_DAMAGED) from None
+
+
+def verified_release(manifest: Manifest) -> tuple[Variant, str] | None:
+    """The released checkpoint a passed ``msn verify`` observed the source to be, and how, in
+    words; None when it did not (the manifest's own ``source`` is never evidence)."""
+    v = manifest.get("verify") or {}
+    seen = v.get("source") or {}
+    name, how = seen.get("released"), seen.get("evidence")
+    if v.get("passed") is not True or name not in VARIANTS or how not in RELEASE_EVIDENCE:
+        return None
+    return VARIANTS[str(name)], RELEASE_EVIDENCE[str(how)]
 
 
 def write_manifest(folder: Path, data: Manifest) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
-from msn_cli.hf.folder import read_json_object
+from msn_cli.hf.folder import folder_files_problem, read_json_object
 from msn_cli.hf.manifest import CONFIG, PREPROCESSOR
 from msn_cli.original.architecture import LAYER_NORM_EPS, Architecture
 from msn_cli.verify.context import quiet_transformers, show_value
@@ -71,11 +71,14 @@ def check_config(folder: Path, arch: Architecture, dtype: str,
     raw, err = read_json_object(folder / CONFIG)
     if raw is None:
         return CheckResult("config", False, err or f"{CONFIG} unreadable")
+    unsafe = folder_files_problem(folder)  # transformers never sees a folder that names code
+    if unsafe is not None:
+        return CheckResult("config", False, f"not read: the folder {unsafe}")
     try:
         from transformers import ViTMSNConfig
 
         with quiet_transformers():
-            effective = ViTMSNConfig.from_pretrained(str(folder)).to_dict()
+            effective = ViTMSNConfig.from_pretrained(str(folder), trust_remote_code=False).to_dict()
     except Exception as e:
         return CheckResult("config", False, f"transformers cannot read {CONFIG}: {e}")
     rows: list[ConfigRow] = []

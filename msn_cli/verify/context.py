@@ -27,14 +27,16 @@ if TYPE_CHECKING:
     from msn_cli.original.architecture import Architecture
     from msn_cli.original.checkpoint import Checkpoint, Inferred
     from msn_cli.original.variants import Variant
+    from msn_cli.transfer.sources import ResolvedSource
 
 
 @dataclass(frozen=True)
 class VerifyOptions:
     """What :func:`msn_cli.verify.verify_folder` is asked for, beyond the folder.
 
-    ``checkpoint``: the source, already loaded (``convert`` passes its own); else ``source``
-    (a path, released name, cache entry or URL), else the one the manifest records.
+    ``checkpoint``: the source, already loaded (``convert`` passes its own, with ``resolved``,
+    how it found it: what tells a released checkpoint, never the manifest's word); else
+    ``source`` (a path, released name, cache entry or URL), else the one the manifest records.
     ``num_heads`` / ``config`` / ``known``: the values the weights do not hold (see
     :func:`msn_cli.verify.verify_folder`). ``known_hashes``: sha256 values of the folder's
     files, computed by the caller from the bytes read back from disk a moment ago (compared,
@@ -43,6 +45,7 @@ class VerifyOptions:
     """
 
     checkpoint: Checkpoint | None = None
+    resolved: ResolvedSource | None = None
     source: str | None = None
     image: str | os.PathLike[str] | None = None
     against: str | None = None
@@ -61,6 +64,7 @@ class VerifyKeywords(TypedDict, total=False):
     """:class:`VerifyOptions`' fields, for calls that pass them as keywords."""
 
     checkpoint: Checkpoint | None
+    resolved: ResolvedSource | None
     source: str | None
     image: str | os.PathLike[str] | None
     against: str | None

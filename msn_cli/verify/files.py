@@ -7,6 +7,10 @@ Every file the manifest lists is there with its recorded size and sha256; the th
 config's and the manifest's). A source that is not the file the manifest records fails it too:
 the card would otherwise vouch for a file verify did not compare with.
 
+The folder holds nothing but the files of a converted folder, and no JSON file transformers
+reads names code (:func:`msn_cli.hf.folder.folder_files_problem`): such a folder is never given
+to transformers at all, by any check.
+
 It also finds, for the checks after it, the weights' dtype and whether the folder may be
 loaded at all: a config claiming a million layers would otherwise be built, at minutes and
 gigabytes.
@@ -21,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from msn_cli.conversion import mapping
 from msn_cli.errors import ConfigError
-from msn_cli.hf.folder import SAFE_WEIGHTS, config_architecture, read_json_object
+from msn_cli.hf.folder import SAFE_WEIGHTS, config_architecture, folder_files_problem, read_json_object
 from msn_cli.hf.manifest import CONFIG, PREPROCESSOR, regular_file_problem
 from msn_cli.hf.manifest import check_files as check_listed_files
 from msn_cli.hf.safetensors_io import HeaderError, read_header
@@ -102,6 +106,11 @@ def check_files(folder: Path, manifest: Manifest | None, progress: ProgressFn = 
     from disk a moment ago (``convert`` does, after writing); those files are not read again.
     """
     f = _Findings()
+    listed = (manifest.get("files") if manifest else None) or {}
+    unsafe = folder_files_problem(folder, listed)
+    if unsafe is not None:
+        f.problems.append(f"the folder {unsafe}")
+        f.unloadable.append(f"the folder {unsafe}")
     absent = set()
     for name in (SAFE_WEIGHTS, CONFIG, PREPROCESSOR):
         problem = regular_file_problem(folder / name)
@@ -129,7 +138,6 @@ def check_files(folder: Path, manifest: Manifest | None, progress: ProgressFn = 
     if f.problems:
         return FilesFound(CheckResult("files", False, "; ".join(f.problems), numbers, f.rows),
                           dtype, why)
-    listed = (manifest.get("files") if manifest else None) or {}
     what = (f"{len(listed)} files match the manifest's sha256" if listed else
             "the manifest lists no files: hashes not checked" if manifest else
             "no manifest: hashes not checked")

@@ -3,10 +3,10 @@
 Only for the released variants, when the source is known to be Meta's released file, and
 with ``--image`` (COCO val2017 000000039769): the seed's preprocessing and
 ``last_hidden_state[0, 0, :3]`` against its published values. Known to be the released file
-means fetched by its released name through the download index or from its original URL (the
-model card's rule, :func:`msn_cli.hf.card.origin`; Meta publishes no sha256 to recognise a
-local copy by). A file of a released shape from elsewhere (an own training run) is skipped,
-saying why.
+means what verify observed in its own run (:func:`msn_cli.verify.source.observed_release`):
+fetched by its released name or from its original URL, or a file with the sha256 of such a
+fetch; never the manifest's word (the model card's rule too, :func:`msn_cli.hf.card.origin`).
+A file of a released shape from elsewhere (an own training run) is skipped, saying why.
 
 Tolerance: 1e-4 in float32 (the seed's), ``atol[dtype] * max(1, max|expected|)`` in
 float16/bfloat16.
@@ -17,10 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from msn_cli.hf.manifest import Manifest
 from msn_cli.original.variants import Variant
 from msn_cli.verify.photos import load_photo
-from msn_cli.verify.report import CheckResult, Json, tolerance_for
+from msn_cli.verify.report import CheckResult, Json, SourceReport, tolerance_for
 
 if TYPE_CHECKING:
     import torch
@@ -34,27 +33,22 @@ GOLDEN_IMAGE_SIZE = 224
 def run(ctx: VerifyContext) -> CheckResult:
     if ctx.variant is None:
         return CheckResult("golden", None, "skipped: not one of the released variants")
-    why_not = golden_skip_reason(ctx.manifest, ctx.variant)
+    why_not = golden_skip_reason(ctx.source, ctx.variant)
     if why_not is not None:
         return CheckResult("golden", None, "skipped: " + why_not)
     return check_golden(ctx.model, ctx.variant, ctx.image, ctx.dtype)
 
 
-def golden_skip_reason(manifest: Manifest | None, variant: Variant) -> str | None:
-    """None when the folder's source is known to be ``variant``'s released file; else why not.
-
-    The same rule the model card uses (:func:`msn_cli.hf.card.origin`): fetched by its released
-    name or from Meta's URL, in the released layout, with no training record. Shapes never
-    decide, and Meta publishes no sha256 of the files.
-    """
-    from msn_cli.hf.card import origin
-
-    o = origin(manifest if manifest is not None else Manifest(tool="msn"))
-    if o.kind == "released" and o.variant is variant:
+def golden_skip_reason(source: SourceReport, variant: Variant) -> str | None:
+    """None when verify observed the source to be ``variant``'s released file in this run
+    (:func:`msn_cli.verify.source.observed_release`); else why not. Shapes never decide, nor
+    does the manifest's word, and Meta publishes no sha256 of the files."""
+    if source.get("released") == variant.name:
         return None
-    return (f"the source has {variant.name}'s shape but is not known to be Meta's released "
-            f"{variant.filename} ({o.reason}); the published values hold only for that file "
-            f"(convert it by name: msn convert {variant.name})")
+    return (f"the source has {variant.name}'s shape but msn did not see it to be Meta's released "
+            f"{variant.filename} (fetched by that name or from Meta's URL, or with the sha256 of "
+            "such a fetch); the published values hold only for that file (convert it by name: "
+            f"msn convert {variant.name})")
 
 
 def golden_pixels(image: Path, size: int = GOLDEN_IMAGE_SIZE) -> torch.Tensor:

@@ -2,7 +2,9 @@
 
 ``ViTMSNModel.from_pretrained(folder, output_loading_info=True)`` with the installed
 transformers reports no missing, unexpected or mismatched keys and no load errors. The model it
-returns is what the checks after it run.
+returns is what the checks after it run. Never with the folder's own code: a folder that names
+any (:func:`msn_cli.hf.folder.folder_files_problem`) is not loaded, and ``trust_remote_code`` is
+False.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from msn_cli.hf.folder import folder_files_problem
 from msn_cli.verify.context import quiet_transformers
 from msn_cli.verify.report import CheckResult, Json
 
@@ -39,13 +42,17 @@ def _info_items(info: Any, key: str) -> list[str]:
 
 def load_hf_model(folder: Path, dtype: str) -> tuple[Any, CheckResult]:
     """``ViTMSNModel.from_pretrained`` with loading info; (model or None, the loading check)."""
+    unsafe = folder_files_problem(folder)
+    if unsafe is not None:
+        return None, CheckResult("loading", False, f"not loaded: the folder {unsafe}")
     import torch
     from transformers import ViTMSNModel
 
     try:
         with quiet_transformers():
             loaded: Any = ViTMSNModel.from_pretrained(
-                str(folder), output_loading_info=True, dtype=getattr(torch, dtype))
+                str(folder), output_loading_info=True, dtype=getattr(torch, dtype),
+                trust_remote_code=False)
             model, info = loaded
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]

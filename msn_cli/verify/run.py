@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from msn_cli.hf.manifest import Manifest
     from msn_cli.original.architecture import Architecture
     from msn_cli.original.checkpoint import Checkpoint
-    from msn_cli.original.variants import Variant
     from msn_cli.verify.context import VerifyKeywords
 
 
@@ -161,18 +160,19 @@ def _context(found: _Found, options: VerifyOptions, hashes: BackgroundHashes) ->
         known = replace(known, num_heads=options.num_heads)
     inferred = infer_architecture(ckpt.state, known=known)
     summary = assumed_warning(inferred.provenance)
+    notes = [*inferred.warnings, *([summary] if summary else [])]
+    released = source.get("released")
+    if released is not None and VARIANTS[released] is not inferred.variant:
+        notes.append(f"the source was fetched as the released {released} but does not have its "
+                     "shapes: it is not taken for Meta's release")
+        source.pop("released")
+        source.pop("evidence", None)
+    # the variant is the source's shapes', never the manifest's word: it picks the golden
+    # values, and only a release verify observed (``source["released"]``) is checked against them
     return VerifyContext(folder=found.folder, options=options, manifest=found.manifest,
                          checkpoint=ckpt, source=source, inferred=inferred,
-                         variant=_variant(found.manifest, inferred.variant), image=found.image,
-                         against=found.against,
-                         notes=[*inferred.warnings, *([summary] if summary else [])],
-                         hash_file=hashes)
-
-
-def _variant(manifest: Manifest | None, inferred: Variant | None) -> Variant | None:
-    """The released variant the manifest names, else the one the source's shapes match."""
-    name = manifest.get("variant") if manifest else None
-    return VARIANTS[name] if isinstance(name, str) and name in VARIANTS else inferred
+                         variant=inferred.variant, image=found.image, against=found.against,
+                         notes=notes, hash_file=hashes)
 
 
 def _variant_name(arch: Architecture) -> str | None:

@@ -1,21 +1,23 @@
 """The source checkpoint verify compares a folder with, found the way the manifest says.
 
 A folder may come from anyone, so its manifest never makes msn download an arbitrary URL:
-see :func:`manifest_download`.
+see :func:`manifest_download`. Nor does its word make a file Meta's release: only what verify
+observes in its own run does (:func:`observed_release`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from msn_cli import __version__
 from msn_cli.conversion.provenance import HEADS, Provenance
-from msn_cli.errors import CheckpointError
+from msn_cli.errors import CheckpointError, MsnError
 from msn_cli.original.checkpoint import Checkpoint, Encoder, load_checkpoint
-from msn_cli.original.variants import VARIANTS
+from msn_cli.original.variants import VARIANTS, Variant
 from msn_cli.util.hashing import HashFn, sha256_file
 from msn_cli.verify.context import VerifyOptions, could_not_run
 from msn_cli.verify.report import SourceReport, Versions
@@ -114,13 +116,46 @@ def find_source(manifest: Manifest | None, folder: Path,
     return SourceFile(_resolve(src, folder, options), "online" if enc == "online" else "target", src)
 
 
+def observed_release(resolved: ResolvedSource | None, sha256: str | None,
+                     cache_dir: str | os.PathLike[str] | None = None) -> tuple[Variant, str] | None:
+    """The released checkpoint the source is, as msn observed it in this run, and how (a key
+    of :data:`msn_cli.hf.manifest.RELEASE_EVIDENCE`); None when nothing msn did shows it.
+
+    Fetched by its released name or from its canonical URL; or a file whose ``sha256`` (as
+    computed in this run) is what the cache index recorded when msn fetched a release by its
+    name. Meta publishes no checksums, and a file's name, its place or a manifest's word are
+    anyone's to choose, so nothing else counts.
+    """
+    from msn_cli.transfer.sources import public_url
+
+    if resolved is None:
+        return None
+    if resolved.kind == "variant" and resolved.name in VARIANTS:
+        return VARIANTS[resolved.name], "name"
+    if resolved.kind == "url" and public_url({"url": resolved.url}):
+        return next(v for v in VARIANTS.values() if v.url() == public_url({"url": resolved.url})), "url"
+    if sha256 is None:
+        return None
+    from msn_cli.transfer.cache import Cache
+
+    try:
+        entries = Cache(cache_dir).entries()
+    except (MsnError, OSError):  # no cache, or a damaged index: nothing is known from it
+        return None
+    fetched = next((e.variant for e in entries if e.variant in VARIANTS and e.sha256 == sha256), None)
+    return (VARIANTS[fetched], "sha256") if fetched is not None else None
+
+
 def load_source(found: SourceFile | Checkpoint, options: VerifyOptions,
                 hash_file: HashFn = sha256_file) -> tuple[Checkpoint, SourceReport]:
     """The source checkpoint, and what verify reports of it; ``mismatch`` says when it is not
-    the file the manifest records (the files check then fails: never a recorded pass)."""
+    the file the manifest records (the files check then fails: never a recorded pass);
+    ``released``, the release msn observed it to be (:func:`observed_release`)."""
     if isinstance(found, Checkpoint):
-        return found, {"path": str(found.path), "kind": "given", "encoder": found.encoder,
-                       "given": True}
+        given: SourceReport = {"path": str(found.path), "kind": "given", "encoder": found.encoder,
+                               "given": True}
+        _note_release(given, observed_release(options.resolved, None, options.cache_dir))
+        return found, given
     resolved, src = found.resolved, found.record
     ckpt = load_checkpoint(resolved.path, found.encoder)
     want_sha = src.get("sha256")
@@ -133,7 +168,14 @@ def load_source(found: SourceFile | Checkpoint, options: VerifyOptions,
         info["mismatch"] = (f"the source {resolved.path} is not the file this folder was converted "
                             f"from (the manifest records {src.get('size')} bytes, sha256 "
                             f"{want_sha[:12]}...)")
+    else:
+        _note_release(info, observed_release(resolved, have, options.cache_dir))
     return ckpt, info
+
+
+def _note_release(info: SourceReport, seen: tuple[Variant, str] | None) -> None:
+    if seen is not None:
+        info["released"], info["evidence"] = seen[0].name, seen[1]
 
 
 def recorded_heads(manifest: Manifest | None) -> Provenance | None:
