@@ -99,7 +99,7 @@ def test_reference_uses_the_words_of_help(cli, monkeypatch):
 
     shown = _help(cli, monkeypatch, "convert", columns=200)
     docs = render()
-    for words in ("Show this message and exit.", "INTEGER [x>=1]"):
+    for words in ("Show this message and exit.", "INTEGER [x>=1]", "[env var: MSN_BASE_URL]"):
         assert words in shown
         assert words in docs
     assert "Show the help and exit." not in docs and "(1..)" not in docs

@@ -148,9 +148,9 @@ def _command_section(path: list[str], cmd: Any) -> list[str]:
         described = plain(p.help or "")
         if p.envvar and getattr(p, "show_envvar", True):
             envs = [p.envvar] if isinstance(p.envvar, str) else list(p.envvar)
-            described += f" Environment: {', '.join(f'`{e}`' for e in envs)}."
+            described += f" [env var: {', '.join(envs)}]"  # -h's words
         if p.required:
-            described += " Required."
+            described += " [required]"
         default = _default(p)
         out.append(f"| {names} | {_cell(kind)} | {f'`{_cell(default)}`' if default else ''} | "
                    f"{_cell(described)} |")
