@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 SourceArg = Annotated[str, typer.Argument(
     help="A checkpoint file, a released name (vits16, vitb16, vitl16, vitb4, vitl7) or an "
          "entry of msn cache ls, a URL, or 'all' for the five released checkpoints (OUT is "
-         "then a parent folder).",
+         "then a parent folder; a rerun skips those already converted there).",
     autocompletion=sources, show_default=False)]
 OutArg = Annotated[Path, typer.Argument(help="Output folder (created whole or not at all).",
                                         show_default=False)]

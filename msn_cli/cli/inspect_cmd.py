@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 def inspect(
     checkpoint: Annotated[str, typer.Argument(
         help="A checkpoint file, a released name (vits16, vitb16, vitl16, vitb4, vitl7) or an "
-             "entry of msn cache ls, a URL, or a training run's folder.",
+             "entry of msn cache ls, a URL, a training run's folder, or a model folder (msn "
+             "convert's output) or its model.safetensors.",
         autocompletion=sources, show_default=False)],
     encoder: EncoderOpt = "target",
     num_heads: NumHeadsOpt = None,
@@ -56,6 +57,10 @@ def inspect(
     {tag}-ep{N}.pth.tar) with the epoch and loss each stores, and the hyperparameters of its
     params-msn-train.yaml (local paths left out). Exits 3 when a checkpoint cannot be read.
 
+    Given a model folder (msn convert's output, or a Hugging Face download) or its
+    model.safetensors, shows its config.json with where each value came from, the source it
+    was converted from and the last verify's result, from its JSON files alone.
+
     Examples:
 
       msn inspect vits16_800ep.pth.tar
@@ -65,6 +70,8 @@ def inspect(
       msn inspect training.pth.tar --encoder online --all-keys
 
       msn inspect /checkpoint/msn_logs/ --json
+
+      msn inspect ./vit-msn-small
     """
     path = Path(checkpoint).expanduser()
     ignored = {"--encoder": encoder.lower() != "target", "--num-heads": num_heads is not None,
