@@ -215,6 +215,8 @@ def test_the_files_a_converted_folder_may_hold(folder):
     (folder / "sub").mkdir()
     assert "sub" in (folder_files_problem(folder) or "")
     assert "other.json" in (folder_files_problem(folder, ["other.json"]) or "")
+    (folder / "sub").rmdir()
+    assert "README.md" in (folder_files_problem(folder, ["README.md"]) or "")  # never listed
 
 
 # ---------------------------------------------------------------------------------------------

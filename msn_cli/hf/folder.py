@@ -184,14 +184,12 @@ def _there(path: Path) -> bool:
     return path.is_symlink() or path.exists()
 
 
-def foreign_files(folder: Path, listed: Iterable[str] = ()) -> list[str]:
-    """The names in ``folder``, and in its manifest's file table ``listed``, that are not of
-    :data:`ALLOWED_FILES` (sorted; the folder's own entries are listed, never followed)."""
+def foreign_files(folder: Path) -> list[str]:
+    """The names in ``folder`` that are not of :data:`ALLOWED_FILES` (sorted; the entries are
+    listed, never followed)."""
     allowed = set(ALLOWED_FILES)
     with os.scandir(folder) as entries:
-        names = {e.name for e in entries if e.name not in allowed}
-    names.update(n for n in listed if n not in allowed)
-    return sorted(names)
+        return sorted(e.name for e in entries if e.name not in allowed)
 
 
 def code_references(folder: Path) -> list[str]:
@@ -222,14 +220,17 @@ def _code_keys(value: object, where: str) -> Iterator[str]:
 
 def folder_files_problem(folder: Path, listed: Iterable[str] = ()) -> str | None:
     """Why ``folder`` may be neither verified nor published, or None: a file that is not of
-    :data:`ALLOWED_FILES` (in the folder or in its manifest's file table ``listed``), or code
-    named in a JSON file transformers reads. One line, naming each file and key."""
+    :data:`ALLOWED_FILES` in the folder, or not of :data:`UPLOADED_FILES` in its manifest's
+    file table ``listed``, or code named in a JSON file transformers reads. One line, naming
+    each file and key."""
     problems = []
-    foreign = foreign_files(folder, listed)
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        problems.append(f"holds {shown}, not a file of a converted folder (only "
-                        f"{', '.join(ALLOWED_FILES)})")
+    for names, what, allowed in (
+            (foreign_files(folder), "holds", ALLOWED_FILES),
+            (sorted(n for n in listed if n not in UPLOADED_FILES), "lists in its manifest", UPLOADED_FILES)):
+        if names:
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            problems.append(f"{what} {shown}, not a file of a converted folder (only "
+                            f"{', '.join(allowed)})")
     code = code_references(folder)
     if code:
         problems.append(f"names code to run ({'; '.join(code[:5])}), which msn never runs")
