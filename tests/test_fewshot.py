@@ -414,3 +414,32 @@ def test_without_the_extra_it_says_what_to_install(cli, model_pair, digits, monk
     monkeypatch.setattr(classifier, "available", lambda solver: False)
     stderr = _bad(cli, ckpt, "--train", train, "--val", val)
     assert "pip install 'msn-cli[fewshot]'" in stderr
+
+
+def test_a_hub_id_is_fetched_as_json_and_safetensors_only(model_pair, digits, monkeypatch):
+    import huggingface_hub
+
+    _, folder = model_pair
+    train, val = digits
+    asked = {}
+
+    def fake_snapshot_download(repo_id, allow_patterns=None, **kw):
+        asked.update(repo_id=repo_id, allow_patterns=allow_patterns)
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    report = fewshot("someone/vit-msn-tiny", train, val, _options(shots=(1,), splits=1))
+    assert asked == {"repo_id": "someone/vit-msn-tiny", "allow_patterns": ["*.json", "*.safetensors"]}
+    assert report.model["kind"] == "hub"
+    direct = fewshot(str(folder), train, val, _options(shots=(1,), splits=1))
+    assert report.predictions == direct.predictions and report.model["key"] == direct.model["key"]
+
+
+def test_cuda_without_a_gpu_is_a_usage_error(cli, model_pair, digits):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    ckpt, _ = model_pair
+    train, val = digits
+    assert "no CUDA device" in _bad(cli, ckpt, "--train", train, "--val", val, "--device", "cuda")
