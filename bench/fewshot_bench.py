@@ -42,13 +42,15 @@ def make_images(root: Path, count: int) -> list[Path]:
 
     from PIL import Image
 
-    from msn_cli.verify.photos import PHOTOS_DIR
+    import msn_cli
+
+    photos = Path(msn_cli.__file__).parent / "photos"  # the bundled photos verify reads
 
     rng = random.Random(0)
     names = ("rocket.jpg", "chelsea.png", "retina.jpg")
     sources = []
     for name in names:
-        with Image.open(PHOTOS_DIR / name) as im:
+        with Image.open(photos / name) as im:
             sources.append(im.convert("RGB"))
     paths = []
     for i in range(count):

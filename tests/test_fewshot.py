@@ -46,10 +46,12 @@ def write_photos(root: Path) -> tuple[Path, Path]:
     """The bundled photographs, one class each, as crops and flips of several sizes."""
     from PIL import Image
 
-    from msn_cli.verify.photos import PHOTOS_DIR
+    import msn_cli
+
+    photos = Path(msn_cli.__file__).parent / "photos"  # the bundled photos verify reads
 
     for name in ("rocket.jpg", "chelsea.png", "retina.jpg"):
-        with Image.open(PHOTOS_DIR / name) as im:
+        with Image.open(photos / name) as im:
             img = im.convert("RGB")
         w, h = img.size
         views = [img, img.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
