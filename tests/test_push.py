@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from msn_cli.hf.manifest import MANIFEST, read_manifest
 from tests.conftest import TOKEN
 
@@ -315,3 +317,117 @@ def test_real_push_in_a_fresh_process(hub, folder):
     assert json.loads(p.stdout)["commit_url"] == f"{hub.url}/my-org/fresh/commit/{commit.oid}"
     assert_received_folder(commit, folder)
     assert TOKEN not in p.stdout + p.stderr
+
+
+# -- what is uploaded is what was checked (issue 24 item 15) ------------------------------------------
+
+@pytest.mark.parametrize("held_open", [False, True], ids=["checked-bytes", "held-open"])
+def test_a_file_swapped_for_a_link_at_commit_time_is_not_uploaded(cli, hub, folder, monkeypatch,
+                                                                 tmp_path, held_open):
+    """Right before huggingface_hub uploads, the weights and config.json become links to a private
+    file: the commit holds the bytes that were checked, never the links' target."""
+    from huggingface_hub import HfApi
+
+    if held_open:  # the tiny weights uploaded from their open descriptor, as real ones are
+        from msn_cli.transfer import pushfiles
+
+        monkeypatch.setattr(pushfiles, "SMALL", 4096)
+        assert (folder / "model.safetensors").stat().st_size > 4096
+    secret = tmp_path / "id_ed25519"
+    secret.write_bytes(b"-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    original = {name: (folder / name).read_bytes() for name in ("config.json", "model.safetensors")}
+    real = HfApi.create_commit
+
+    def swap_then_commit(self, *args, **kwargs):
+        for name in original:
+            (folder / name).unlink()
+            (folder / name).symlink_to(secret)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(HfApi, "create_commit", swap_then_commit)
+    r = cli("push", folder, "alice/tiny", "--token", TOKEN)
+    assert r.code == 0, r.stderr
+    (commit,) = hub.commits
+    for name, data in original.items():
+        assert commit.files[name] == data
+    assert not any(b"PRIVATE KEY" in data for data in commit.files.values())
+
+
+def test_skip_verify_check_uploads_what_it_hashed_not_a_link_put_there_since(hub, folder, tmp_path):
+    from msn_cli.transfer.push import plan_push, send_push
+
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"not for the Hub\n")
+    plan = plan_push(folder, "alice/tiny", skip_verify_check=True)
+    config = (folder / "config.json").read_bytes()
+    (folder / "config.json").unlink()
+    (folder / "config.json").symlink_to(secret)
+    send_push(plan, token=TOKEN)
+    assert hub.commits[0].files["config.json"] == config
+    plan.close()
+
+
+def test_a_held_file_changed_in_place_is_not_sent(hub, folder, monkeypatch):
+    """An open file guards against a swap, not a write into the file itself: the sha256 taken
+    when the commit is prepared must be the one checked, or nothing is sent."""
+    from msn_cli.errors import FolderError
+    from msn_cli.transfer import pushfiles
+    from msn_cli.transfer.push import plan_push, send_push
+
+    monkeypatch.setattr(pushfiles, "SMALL", 4096)  # the weights are held open
+    plan = plan_push(folder, "alice/tiny")
+    with open(folder / "model.safetensors", "r+b") as f:
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    with pytest.raises(FolderError, match="changed while preparing"):
+        send_push(plan, token=TOKEN)
+    plan.close()
+    assert hub.commits == []
+
+
+# -- habits from hf, the dry run, the terminal (issue 25) ---------------------------------------------
+
+def test_dry_run_lists_every_whole_sha256(cli, folder):
+    import hashlib
+
+    r = cli("push", folder, "alice/tiny", "--dry-run")
+    assert r.code == 0, r.stderr
+    card = cli("push", folder, "alice/tiny", "--dry-run", "--json").json()["card"].encode()
+    for name, data in {**folder_files(folder), "README.md": card}.items():
+        at = next(i for i, line in enumerate(r.stdout.splitlines()) if line.strip().startswith(name))
+        assert r.stdout.splitlines()[at + 1].split() == ["sha256", hashlib.sha256(data).hexdigest()]
+    listing = r.stdout[:r.stdout.index("README.md (model card)")]
+    assert all(len(line) <= 80 for line in listing.splitlines())  # COLUMNS is 80 here
+
+
+def test_the_hf_upload_order_is_recognised_and_said(cli, hub, folder):
+    r = cli("push", "alice/tiny", folder, "--token", TOKEN)
+    assert r.code == 0, r.stderr
+    assert "msn push takes FOLDER REPO_ID" in r.stderr
+    assert hub.commits[0].repo_id == "alice/tiny"
+    assert_received_folder(hub.commits[0], folder)
+
+
+def test_no_private_makes_a_public_repo(cli, hub, folder):
+    r = cli("push", folder, "my-org/open", "--no-private", "--token", TOKEN, "--json")
+    assert r.code == 0, r.stderr
+    assert r.json()["private"] is False and hub.repo("my-org/open").private is False
+    assert "--no-private" in cli("push", "--help").stdout
+
+
+def test_dry_run_on_a_terminal_breaks_no_word_and_a_pipe_gets_the_card_whole(cli, folder):
+    from tests.test_conventions import _in_a_terminal
+    from tests.test_screens import Screen
+
+    code, raw = _in_a_terminal(["push", str(folder), "alice/tiny", "--dry-run"], {}, size=(80, 60))
+    screen = Screen(80, raw)
+    assert code == 0, screen.text
+    assert not screen.broken_mid_word(), screen.broken_mid_word()
+    assert all(len(line) <= 80 for line in screen.lines)
+    assert "@inproceedings" not in screen.text and "--dry-run | less" in screen.text.replace("\n", " ")
+    card = cli("push", folder, "alice/tiny", "--dry-run", "--json").json()["card"]
+    code, _raw, piped = _in_a_terminal(["push", str(folder), "alice/tiny", "--dry-run"], {},
+                                       stdout_to_pipe=True, size=(80, 60))
+    assert code == 0 and card in piped.decode()

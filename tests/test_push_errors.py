@@ -79,6 +79,7 @@ def test_no_token_anywhere(cli, hub, folder):
     assert r.code == 4
     assert "no Hugging Face token" in one_error(r)
     assert "--token" in r.stderr and "HF_TOKEN" in r.stderr
+    assert "pushing 5 files" not in r.stderr  # said before announcing an upload that cannot happen
     assert hub.requests == []
 
 
@@ -88,6 +89,7 @@ def test_offline_mode_sends_nothing(cli, hub, folder, monkeypatch):
     r = cli("push", folder, "alice/tiny")
     assert r.code == 4
     assert "offline" in one_error(r) and "HF_HUB_OFFLINE" in r.stderr
+    assert "pushing 5 files" not in r.stderr
     assert hub.requests == []
 
 
@@ -215,4 +217,55 @@ def test_missing_card_file_is_a_usage_error(cli, hub, folder, tmp_path):
     r = cli("push", folder, "alice/tiny", "--card", tmp_path / "nope.md", "--token", TOKEN)
     assert r.code == 2
     assert "card file not found" in one_error(r)
+    assert hub.requests == []
+
+
+# -- only the files of a converted folder, only as checked (issue 24 items 2, 15) -------------------
+
+@pytest.mark.parametrize("args", [[], ["--skip-verify-check"], ["--dry-run"]],
+                         ids=["plain", "skip", "dry-run"])
+def test_files_listed_beside_the_converted_ones_are_refused(cli, hub, folder, args):
+    """Code and a pickle, listed in the manifest with their right sha256, are still not published."""
+    import hashlib
+
+    manifest = read_manifest(folder)
+    for name, data in (("evil.py", b"import os; os.system('id')\n"), ("pytorch_model.bin", b"PK\x03\x04")):
+        (folder / name).write_bytes(data)
+        manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    write_manifest(folder, manifest)
+    r = cli("push", folder, "alice/tiny", "--token", TOKEN, *args)
+    assert r.code == 3
+    line = one_error(r)
+    assert "evil.py" in line and "pytorch_model.bin" in line and "not files of a converted folder" in line
+    assert hub.requests == [] and r.stdout == ""
+
+
+def test_a_link_under_a_listed_name_is_refused(cli, hub, folder):
+    """Even a link to an identical file inside the folder: push reads no file through a link."""
+    (folder / "config.copy").write_bytes((folder / "config.json").read_bytes())
+    (folder / "config.json").unlink()
+    (folder / "config.json").symlink_to("config.copy")
+    for args in ([], ["--skip-verify-check"]):
+        r = cli("push", folder, "alice/tiny", "--token", TOKEN, *args)
+        assert r.code == 3, r.stderr
+        assert "config.json" in one_error(r) and "symbolic link" in r.stderr
+    assert hub.requests == []
+
+
+@pytest.mark.parametrize("name", ["config.json", "preprocessor_config.json"])
+def test_code_named_in_an_uploaded_config_is_refused(cli, hub, folder, name):
+    """auto_map can name another repository's code: never published, whatever the manifest says."""
+    import hashlib
+
+    data = json.loads((folder / name).read_text())
+    data["auto_map"] = {"AutoModel": "someone/else--evil.EvilModel"}
+    raw = (json.dumps(data, indent=2) + "\n").encode()
+    (folder / name).write_bytes(raw)
+    manifest = read_manifest(folder)
+    manifest["files"][name] = {"size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    write_manifest(folder, manifest)
+    for args in ([], ["--skip-verify-check"], ["--dry-run"]):
+        r = cli("push", folder, "alice/tiny", "--token", TOKEN, *args)
+        assert r.code == 3, r.stderr
+        assert "auto_map" in one_error(r) and name in r.stderr
     assert hub.requests == []

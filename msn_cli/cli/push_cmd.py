@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+from rich.text import Text
 
 from msn_cli.cli.options import JsonOpt, QuietOpt, VerboseOpt
 from msn_cli.cli.term import Term, styled
@@ -20,8 +22,8 @@ def push(
                                            show_default=False)],
     repo_id: Annotated[str, typer.Argument(help="Hub repository: NAMESPACE/NAME (your user or an "
                                                 "organization); created if missing.", show_default=False)],
-    private: Annotated[bool, typer.Option("--private", help="Create the repo private (an existing "
-                                                            "repo keeps its visibility).")] = False,
+    private: Annotated[bool, typer.Option("--private/--no-private", help="Create the repo private, "
+                                          "or public (an existing repo keeps its visibility).")] = False,
     revision: Annotated[Optional[str], typer.Option(
         "--revision", help="Branch to commit to; created from main if missing \\[default: main].",
         show_default=False)] = None,
@@ -43,8 +45,9 @@ def push(
     skip_verify_check: Annotated[bool, typer.Option(
         "--skip-verify-check", help="Push even if the folder is unverified, failed verify, or "
                                     "differs from its manifest (with a warning).")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the repo, the files with sizes and "
-                                                            "the card; send nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the repo, every file with its size "
+                                          "and whole sha256 (so does --json), and the card when stdout "
+                                          "is not a terminal; send nothing.")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
@@ -55,8 +58,16 @@ def push(
     and every file must match the manifest's size and sha256. Then: create the repo if
     needed, create --revision if it is a missing branch, and make ONE commit holding
     model.safetensors, config.json, preprocessor_config.json, msn_manifest.json and a
-    generated model card (README.md), so a failed upload leaves the repo as it was.
-    The endpoint is $HF_ENDPOINT when set.
+    generated model card (README.md), so a failed upload leaves the repo as it was. Each
+    file is uploaded as it was checked (held open, links not followed). The endpoint is
+    $HF_ENDPOINT when set.
+
+    FOLDER comes first, as in every msn command; hf upload's order (REPO_ID FOLDER) is
+    recognised, and said, when only the second argument is a folder here.
+
+    --dry-run lists each file's whole sha256, as --json does. It prints the card to a pipe
+    (--dry-run | less), not to a terminal: its tables and code would break mid-word there,
+    and a re-wrapped card would not be the text that is published.
 
     Exit codes: 0 pushed, 1 verify recorded a failure, 2 usage, 3 folder unverified, incomplete
     or changed since convert, 4 Hub/network error (bad token, no rights, offline),
@@ -77,10 +88,17 @@ def push(
     from msn_cli.transfer.push import plan_push
 
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
+    folder, repo_id = _argument_order(term, folder, repo_id)
     with term.progress() as progress:
         plan = plan_push(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
                          commit_message=commit_message, card_path=card,
                          skip_verify_check=skip_verify_check, license=license, progress=progress)
+    with contextlib.closing(plan):
+        _publish(term, plan, token, dry_run=dry_run, json_out=json_out)
+
+
+def _publish(term: Term, plan: PushPlan, token: str | None, *, dry_run: bool, json_out: bool) -> None:
+    """The plan's warnings, then what a push would send (``dry_run``) or the push and its result."""
     for w in plan.warnings:
         term.warn(w)
     if dry_run:
@@ -93,10 +111,29 @@ def push(
         _say_pushed(term, result)
 
 
+def _argument_order(term: Term, folder: Path, repo_id: str) -> tuple[Path, str]:
+    """FOLDER REPO_ID as given, or the two swapped when they are hf upload's REPO_ID FOLDER: the
+    first is no folder here but a valid repo id, and the second is a folder."""
+    from msn_cli.errors import UsageError
+    from msn_cli.transfer.push import check_repo_id
+
+    given = Path(repo_id)
+    if folder.is_dir() or not given.is_dir():
+        return folder, repo_id
+    try:
+        rid = check_repo_id(str(folder))
+    except UsageError:
+        return folder, repo_id
+    term.info(f"taking {given} as FOLDER and {rid} as REPO_ID: msn push takes FOLDER REPO_ID, "
+              "the reverse of hf upload's order")
+    return given, rid
+
+
 def _send(term: Term, plan: PushPlan, token: str | None) -> PushResult:
     """The one commit (or pull request), with progress; warnings the Hub gave are said."""
-    from msn_cli.transfer.push import send_push
+    from msn_cli.transfer.push import push_token, send_push
 
+    token = push_token(token)  # no token, or offline: said before "pushing N files"
     if not term.interactive:
         _quiet_hub_bars()
     term.info(f"pushing {len(plan.files)} files ({human_size(plan.total_bytes)}) to {plan.repo_id}"
@@ -143,21 +180,25 @@ def _say_pushed(term: Term, result: PushResult) -> None:
 
 
 def _render_plan(term: Term, result: PushResult) -> None:
-    from rich.table import Table
-
+    """Each file on a line with its size, its whole sha256 on the next (a 64-digit hash fits 80
+    columns only on a line of its own; it is never cut or split), then the card."""
     plan = result.plan
     where = f"{result.endpoint}/{plan.repo_id}"
     mode = "pull request against" if plan.create_pr else "commit to"
-    t = Table(title=f"Would {mode} {where} ({plan.revision or 'main'}"
-                    f"{', private if created' if plan.private else ''})",
-              title_justify="left")
-    t.add_column("file")
-    t.add_column("size", justify="right")
-    t.add_column("sha256")
+    term.data(styled(f"Would {mode} {where} ({plan.revision or 'main'}"
+                     f"{', private if created' if plan.private else ''}):", "bold"))
+    width = max(len(f.path) for f in plan.files)
     for f in plan.files:
-        t.add_row(f.path, human_size(f.size), f.sha256[:16] + "…")
-    t.caption = f"{len(plan.files)} files, {human_size(plan.total_bytes)}; message: {plan.commit_message}"
-    term.data(t)
+        term.data(Text(f"  {f.path:<{width}}  {human_size(f.size):>9}\n    sha256 {f.sha256}"))
+    term.data(f"{len(plan.files)} files, {human_size(plan.total_bytes)}; message: {plan.commit_message}")
+    size = len(plan.card.encode())
+    if term.out.is_terminal:
+        term.data(Text.assemble(
+            styled("\nREADME.md", "bold"),
+            f" (the model card, {human_size(size)}, {plan.card.count(chr(10))} lines) is not shown on a "
+            "terminal, where its tables and code would break mid-word; read it exactly as it will "
+            "be published with: msn push ... --dry-run | less (or --json, its \"card\")"))
+        return
     term.data(styled("\nREADME.md (model card):\n", "bold"))
     term.line(plan.card)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from msn_cli import __version__
 from msn_cli.conversion.provenance import Provenance
 from msn_cli.errors import UsageError
+from msn_cli.hf.cardtext import UNKNOWN, md_code, md_text, sha256, timestamp, version
 from msn_cli.hf.manifest import Manifest, SourceRecord, verified_release
 from msn_cli.original.runconfig import CONFIG_NAME, FIELD_BY_KEY, publishable
 from msn_cli.original.variants import VARIANTS, Variant
@@ -133,8 +135,23 @@ def read_user_card(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
 # -- the generated body --------------------------------------------------------------------------
 
 def _md(text: object) -> str:
-    """A value safe inside a Markdown table cell."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """A value from the manifest, inert in the card (and inside a table cell)."""
+    return md_text(text)
+
+
+MAX_ROWS = 32
+"""Rows of one table (or items of one list) taken from the manifest: a folder holds three files
+and verify makes eight checks, so more is a manifest made to flood the card."""
+
+
+def _size(x: object) -> str:
+    return human_size(x) if isinstance(x, int) and not isinstance(x, bool) else "unknown size"
+
+
+def _typed(record: Any, key: str, check: Callable[[object], str | None]) -> str | None:
+    """``record[key]`` if it is there and of its type (else None, and the card leaves it out)."""
+    value = record.get(key)
+    return None if value is None else check(value) or UNKNOWN
 
 
 def _num(x: object) -> str:
@@ -143,12 +160,12 @@ def _num(x: object) -> str:
     if isinstance(x, float):
         # cosines like 0.9999998 must not round to 1
         return f"{x:.8g}" if 0.99 < abs(x) < 1 else f"{x:.3g}"
-    return str(x)
+    return str(x) if isinstance(x, int) else _md(x)
 
 
 def _tolerance(t: object) -> str:
     if isinstance(t, dict):
-        return "(" + ", ".join(f"{k} {_tolerance(v)}" for k, v in t.items()) + ")"
+        return "(" + ", ".join(f"{_md(k)} {_tolerance(v)}" for k, v in list(t.items())[:MAX_ROWS]) + ")"
     return _num(t)
 
 
@@ -200,7 +217,7 @@ def _title(manifest: Manifest) -> str:
         return f"MSN {name} ({o.variant.name}, {o.variant.epochs} epochs)"
     if o.kind == "own":
         model = _training(manifest).get("model_name")
-        return f"MSN {name} backbone (own training run{f', {model}' if model else ''})"
+        return f"MSN {name} backbone (own training run{f', {_md(model)}' if model else ''})"
     return f"MSN {name} backbone"
 
 
@@ -211,8 +228,8 @@ def _source_line(src: SourceRecord, o: Origin) -> str:
         return f"<{url}>"
     # never publish a local path, a host or credentials: only the file's name
     if src.get("kind") == "url":
-        return f"`{public_file_name(src)}`, downloaded from a URL that is not published"
-    return f"local file `{public_file_name(src)}`"
+        return f"{md_code(public_file_name(src))}, downloaded from a URL that is not published"
+    return f"local file {md_code(public_file_name(src))}"
 
 
 def _variant_row(o: Origin) -> str:
@@ -263,7 +280,7 @@ def _records(manifest: Manifest) -> dict[str, Provenance]:
 
 def values_section(manifest: Manifest) -> str:
     """Where each value that the weights do not hold comes from (the heads above all)."""
-    records = list(_records(manifest).values())
+    records = list(_records(manifest).values())[:MAX_ROWS]
     if not records:
         return ("The converter that made this folder did not record where the values not "
                 "held by the weights (number of heads, LayerNorm eps, activation) came from.")
@@ -272,7 +289,7 @@ def values_section(manifest: Manifest) -> str:
     for p in records:
         value = f"{p.value:g}" if isinstance(p.value, float) else p.value
         label = "**ASSUMED** (fallback)" if p.assumed else p.label
-        lines.append(f"- `{_md(p.key)}` = {_md(value)}: {label} -- {_md(p.source)}")
+        lines.append(f"- {md_code(p.key)} = {_md(value)}: {label} -- {_md(p.source)}")
     if any(p.assumed for p in records):
         lines += ["", "An assumed value is not known from the weights, the run's config or the "
                   "original model family; `msn verify` checked the model against the same "
@@ -298,18 +315,18 @@ def provenance_section(manifest: Manifest) -> str:
     lines = [
         f"- Origin: {_origin_line(o)}",
         f"- Source checkpoint: {_source_line(src, o)}",
-        f"- Source sha256: `{src.get('sha256') or 'unknown'}` ({human_size(src.get('size'))})",
-        f"- Network converted: `{encoder}`" + (as_released if encoder == "target_encoder" else ""),
+        f"- Source sha256: `{sha256(src.get('sha256')) or UNKNOWN}` ({_size(src.get('size'))})",
+        f"- Network converted: {md_code(encoder)}" + (as_released if encoder == "target_encoder" else ""),
         f"- Dropped: {len(dropped)} tensors (the pre-training projection head"
         + (" and prototypes" if any("prototypes" in str(d) for d in dropped) else "") + ")",
-        f"- Converted with `msn` {manifest.get('msn_version', 'unknown')} on "
-        f"{manifest.get('created', 'unknown')} (pushed with `msn` {__version__})",
+        f"- Converted with `msn` {version(manifest.get('msn_version')) or UNKNOWN} on "
+        f"{timestamp(manifest.get('created')) or 'an unknown date'} (pushed with `msn` {__version__})",
     ]
     files = manifest.get("files") or {}
     if files:
         lines += ["", "| File | Size | sha256 |", "|---|---|---|"]
-        lines += [f"| `{name}` | {human_size(f.get('size'))} | `{f.get('sha256')}` |"
-                  for name, f in files.items()]
+        lines += [f"| {md_code(name)} | {_size(f.get('size'))} | `{sha256(f.get('sha256')) or UNKNOWN}` |"
+                  for name, f in list(files.items())[:MAX_ROWS]]
     return "\n".join(lines)
 
 
@@ -318,10 +335,11 @@ def verify_section(manifest: Manifest) -> str:
     if v is None:
         return ("**Not verified.** This folder was pushed without a recorded `msn verify` run "
                 "(`--skip-verify-check`); nothing here shows that its outputs match the original model.")
-    status = "passed" if v.get("passed") else "**FAILED**"
-    head = [f"`msn verify` {status}: {v.get('summary', '')}".rstrip(": "), ""]
-    facts = [("date", v.get("date")), ("msn", v.get("msn_version")),
-             ("transformers", v.get("transformers_version")), ("torch", v.get("torch_version")),
+    status = "passed" if v.get("passed") is True else "**FAILED**"
+    head = [f"`msn verify` {status}: {_md(v.get('summary') or '')}".rstrip(": "), ""]
+    facts = [("date", _typed(v, "date", timestamp)), ("msn", _typed(v, "msn_version", version)),
+             ("transformers", _typed(v, "transformers_version", version)),
+             ("torch", _typed(v, "torch_version", version)),
              ("dtype", v.get("dtype")), ("tolerance", v.get("tolerance"))]
     head.append(", ".join(f"{k} {_tolerance(x) if k == 'tolerance' else _num(x)}"
                           for k, x in facts if x is not None))
@@ -329,11 +347,11 @@ def verify_section(manifest: Manifest) -> str:
     if not checks:
         return "\n".join(head)
     rows = ["", "| Check | Result | Max abs error | Other figures | Detail |", "|---|---|---|---|---|"]
-    for c in checks:
+    for c in checks[:MAX_ROWS]:
         numbers = {k: x for k, x in c.items()
                    if k not in ("name", "passed", "detail", "max_abs_err") and isinstance(x, (int, float))
                    and not isinstance(x, bool)}
-        other = ", ".join(f"{k} {_num(x)}" for k, x in numbers.items()) or ""
+        other = ", ".join(f"{k} {_num(x)}" for k, x in list(numbers.items())[:MAX_ROWS]) or ""
         err = c.get("max_abs_err")
         passed = c.get("passed")
         result = "skipped" if passed is None else "pass" if passed else "FAIL"
@@ -397,6 +415,19 @@ def license_section(manifest: Manifest, license: str = LICENSE) -> str:
     return text
 
 
+def table_processor(manifest: Manifest) -> str | None:
+    """The image processor class the preprocessing table gives for the folder's choice (None for
+    a name not in the table). The manifest's own ``preprocessing.processor`` string is never
+    shown or published: a processor is one of the table's."""
+    from msn_cli.original.preprocess import PREPROCESSING
+
+    name = (manifest.get("preprocessing") or {}).get("name")
+    if name not in PREPROCESSING:
+        return None
+    size = (manifest.get("architecture") or {}).get("image_size") or 224
+    return str(PREPROCESSING[str(name)].config(size)["image_processor_type"])
+
+
 def preprocessing_section(manifest: Manifest, image_size: int) -> str:
     """Which image processor the folder has, why, and what verify measured of it."""
     from msn_cli.original.preprocess import PREPROCESSING, eval_resize_size
@@ -408,7 +439,7 @@ def preprocessing_section(manifest: Manifest, image_size: int) -> str:
                 "and normalises with the ImageNet mean and standard deviation. MSN's own "
                 "evaluation code instead resizes the short side to 256 and centre-crops 224; use "
                 "that if you want to reproduce the paper's numbers.")
-    processor = p.get("processor") or "the image processor"
+    processor = table_processor(manifest)
     if name == "msn":
         text = (f"The image processor (`{processor}`) reproduces MSN's own evaluation transform: "
                 f"the short side resized to {eval_resize_size(image_size)} (bilinear), a "
@@ -423,7 +454,7 @@ def preprocessing_section(manifest: Manifest, image_size: int) -> str:
     checks = (manifest.get("verify") or {}).get("checks") or []
     measured = next((c for c in checks if c.get("name") == "preprocessing"), None)
     if measured and measured.get("detail"):
-        text += f"\n\nMeasured by `msn verify` on real photographs: {measured['detail']}."
+        text += f"\n\nMeasured by `msn verify` on real photographs: {_md(measured['detail'])}."
     return text
 
 

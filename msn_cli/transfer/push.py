@@ -25,21 +25,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from msn_cli import __version__
 from msn_cli.errors import FolderError, HubError, OfflineError, UsageError, VerificationFailed
+from msn_cli.hf.folder import UPLOADED_FILES
 from msn_cli.hf.manifest import MANIFEST, FileRow, Manifest, VerifyRecord, check_files, read_manifest
 from msn_cli.progress import ProgressFn, no_progress
 from msn_cli.transfer.offline import offline_variable
-from msn_cli.transfer.sources import public_file_name, public_url
+from msn_cli.transfer.published import commit_description, default_message, public_manifest
+from msn_cli.transfer.pushfiles import HeldFiles
 from msn_cli.util import safeio
-from msn_cli.util.hashing import sha256_file
 from msn_cli.util.safeio import redact, strip_credentials
 
 CARD = "README.md"
@@ -51,8 +52,11 @@ class PushFile:
     path: str  # path in the repo
     size: int
     sha256: str
-    local: Path | None = None  # uploaded from disk
-    data: bytes | None = None  # uploaded from memory (manifest, card)
+    data: bytes | None = None  # uploaded from memory: the manifest, the card, a small file as hashed
+    handle: io.BufferedReader | None = None  # uploaded from the open file that was hashed
+
+    def content(self) -> bytes | io.BufferedReader:
+        return self.handle if self.handle is not None else (self.data or b"")
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "size": self.size, "sha256": self.sha256}
@@ -73,10 +77,16 @@ class PushPlan:
     verify_checked: bool
     warnings: list[str] = field(default_factory=list)
     license: str = "cc-by-nc-4.0"
+    held: HeldFiles | None = None  # the folder's files, open from the check to the upload
 
     @property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
+
+    def close(self) -> None:
+        """Close the files held open for the upload (a plan sends nothing after this)."""
+        if self.held is not None:
+            self.held.close()
 
 
 @dataclass
@@ -151,57 +161,6 @@ def _repo_id_problem(rid: str) -> str | None:
     return None
 
 
-def public_manifest(manifest: Manifest) -> bytes:
-    """The manifest as published: the source's local path cut to its file name, its URL the
-    released checkpoint's canonical one or none (never a mirror, an internal host or
-    credentials), and of the training record only the hyperparameters a run's config may
-    publish (never a path).
-
-    Where the checkpoint lay on the converting machine (a home folder, a cache path) or which
-    server it came from is no business of the Hub; everything else, hashes and verify results
-    included, goes up unchanged.
-    """
-    from msn_cli.original.runconfig import publishable
-
-    public = json.loads(json.dumps(manifest))
-    src = public.get("source")
-    if isinstance(src, dict):
-        url = public_url(src)
-        if src.get("path"):
-            src["path"] = PurePosixPath(str(src["path"]).replace("\\", "/")).name
-        if src.get("url") or url:
-            src["url"] = url
-        if src.get("kind") in ("path", "url"):
-            src["spec"] = url or public_file_name(src)
-    if "training" in public:
-        training = public["training"]
-        public["training"] = publishable(training) if isinstance(training, dict) else None
-    return (json.dumps(public, indent=2) + "\n").encode()
-
-
-def _default_message(manifest: Manifest) -> str:
-    from msn_cli.hf.card import origin
-
-    o = origin(manifest)
-    if o.kind == "released" and o.variant is not None:
-        return f"Upload MSN {o.variant.name} converted from the original checkpoint (msn {__version__})"
-    what = "an own-trained MSN ViT backbone" if o.kind == "own" else "an MSN ViT backbone"
-    return f"Upload {what} converted with msn {__version__}"
-
-
-def _description(manifest: Manifest) -> str:
-    src = manifest.get("source") or {}
-    v = manifest.get("verify")
-    lines = [f"Converted by msn {manifest.get('msn_version', '?')} on {manifest.get('created', '?')}.",
-             f"Source: {public_url(src) or public_file_name(src)}",
-             f"Source sha256: {src.get('sha256') or 'unknown'}"]
-    if isinstance(v, dict):
-        lines.append(f"msn verify: {'passed' if v.get('passed') else 'FAILED'}: {v.get('summary', '')}")
-    else:
-        lines.append("msn verify: not run (pushed with --skip-verify-check)")
-    return "\n".join(lines)
-
-
 def plan_push(
     folder: str | os.PathLike[str],
     repo_id: str,
@@ -231,18 +190,27 @@ def plan_push(
     _check_listed(folder, manifest)
     warnings: list[str] = []
     verify = _checked_verify(folder, manifest.get("verify"), skip_verify_check, warnings)
-    rows = _checked_files(folder, manifest, skip_verify_check, progress, warnings)
-    card = build_card(manifest, rid, card_path=card_path, license=lic)
-    files = _commit_files(folder, rows, manifest, card, progress)
+    held = HeldFiles()
+    try:
+        rows = _checked_files(folder, manifest, skip_verify_check, progress, warnings, held)
+        card = build_card(manifest, rid, card_path=card_path, license=lic)
+        files = _commit_files(folder, rows, manifest, card, held)
+        _refuse_code(folder, files)
+    except BaseException:
+        held.close()
+        raise
     warnings += _left_out(folder, files)
     return PushPlan(folder=folder, repo_id=rid, revision=revision.strip() if revision else None,
                     private=private, create_pr=create_pr,
-                    commit_message=(commit_message.strip() if commit_message else _default_message(manifest)),
-                    commit_description=_description(manifest), files=files, card=card,
-                    verify=verify, verify_checked=not skip_verify_check, warnings=warnings, license=lic)
+                    commit_message=(commit_message.strip() if commit_message else default_message(manifest)),
+                    commit_description=commit_description(manifest), files=files, card=card,
+                    verify=verify, verify_checked=not skip_verify_check, warnings=warnings, license=lic,
+                    held=held)
 
 
 def _check_listed(folder: Path, manifest: Manifest) -> None:
+    """The manifest lists exactly the files a converted folder uploads: push never publishes a
+    file it does not know (code, a pickle), even one listed with its right hash."""
     listed = manifest.get("files")
     if not listed:
         raise FolderError(f"{folder / MANIFEST} lists no files",
@@ -251,6 +219,17 @@ def _check_listed(folder: Path, manifest: Manifest) -> None:
         raise FolderError(f"{folder / MANIFEST} lists {CARD}, which push writes itself (the model card)",
                           hint="remove it from the manifest's file table; --card FILE supplies the "
                                "card's body")
+    unknown = [name for name in listed if name not in UPLOADED_FILES]
+    if unknown:
+        raise FolderError(f"{folder / MANIFEST} lists {', '.join(unknown[:5])}"
+                          f"{f' and {len(unknown) - 5} more' if len(unknown) > 5 else ''}, not "
+                          f"{'a file' if len(unknown) == 1 else 'files'} of a converted folder "
+                          f"(push uploads only {', '.join(UPLOADED_FILES)})",
+                          hint="convert the checkpoint again into a new folder")
+    absent = [name for name in UPLOADED_FILES if name not in listed]
+    if absent:
+        raise FolderError(f"{folder / MANIFEST} does not list {', '.join(absent)}",
+                          hint="the folder is incomplete; convert the checkpoint again")
 
 
 def _checked_verify(folder: Path, verify: VerifyRecord | None, skip: bool,
@@ -274,19 +253,20 @@ def _checked_verify(folder: Path, verify: VerifyRecord | None, skip: bool,
 
 
 def _checked_files(folder: Path, manifest: Manifest, skip: bool, progress: ProgressFn,
-                   warnings: list[str]) -> list[FileRow]:
+                   warnings: list[str], held: HeldFiles) -> list[FileRow]:
     """Every listed file, present, regular and inside the folder, with the manifest's size and
-    sha256 (``skip``: a warning where they differ)."""
+    sha256 (``skip``: a warning where they differ); each hashed file stays ``held``."""
     total = sum(f["size"] for f in (manifest.get("files") or {}).values())
     progress("checking files", 0, total)
-    rows = check_files(folder, manifest)
+    rows = check_files(folder, manifest, hash_file=held)
     progress("checking files", total, total)
     bad = [r for r in rows if not r["ok"]]
     missing = [r["file"] for r in bad if r.get("problem") == "missing"]
     if missing:
         raise FolderError(f"{folder} is missing {', '.join(missing)}",
                           hint="the folder is incomplete; convert the checkpoint again")
-    unsendable = [r for r in bad if "size" not in r]  # outside the folder, not a regular file
+    # outside the folder, not a regular file, a link under its name
+    unsendable = [r for r in bad if "size" not in r or str(r.get("problem")).startswith("unreadable")]
     if unsendable:
         what = "; ".join(f"{r['file']}: {r.get('problem')}" for r in unsendable)
         raise FolderError(f"cannot upload {what}", hint="push uploads only regular files inside the folder")
@@ -302,16 +282,49 @@ def _checked_files(folder: Path, manifest: Manifest, skip: bool, progress: Progr
 
 
 def _commit_files(folder: Path, rows: list[FileRow], manifest: Manifest, card: str,
-                  progress: ProgressFn) -> list[PushFile]:
-    """The listed files from disk, then the public manifest and the card from memory."""
+                  held: HeldFiles) -> list[PushFile]:
+    """The listed files as hashed (held open or in memory), then the public manifest and the
+    card from memory. A file ``--skip-verify-check`` let through unhashed is hashed here."""
     files: list[PushFile] = []
     for r in rows:
-        local = safeio.inside(folder, r["file"])
-        sha = r.get("sha256") or sha256_file(local, progress, "hashing")
-        files.append(PushFile(r["file"], local.stat().st_size, sha, local=local))
+        try:
+            h = held.hold(safeio.inside(folder, r["file"]), no_progress)
+        except (OSError, safeio.UnsafeInput) as e:
+            raise FolderError(f"cannot upload {r['file']}: {e}",
+                              hint="push uploads only regular files inside the folder") from None
+        files.append(PushFile(r["file"], h.size, h.sha256, data=h.data, handle=h.handle))
     for path, data in ((MANIFEST, public_manifest(manifest)), (CARD, card.encode("utf-8"))):
         files.append(PushFile(path, len(data), hashlib.sha256(data).hexdigest(), data=data))
     return files
+
+
+def _refuse_code(folder: Path, files: list[PushFile]) -> None:
+    """No uploaded JSON file names code for transformers to fetch and run (``auto_map`` can name
+    another repository's code), read in the very bytes that are uploaded."""
+    from msn_cli.hf.folder import CODE_KEYS
+
+    def keys(value: object, where: str) -> Iterator[str]:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                path = f"{where}.{key}" if where else str(key)
+                yield from [path] if key in CODE_KEYS else keys(inner, path)
+        elif isinstance(value, list):
+            for i, inner in enumerate(value):
+                yield from keys(inner, f"{where}[{i}]")
+
+    for f in files:
+        if not f.path.endswith(".json") or f.path == MANIFEST or f.path == CARD:
+            continue
+        try:
+            if f.data is None:  # held open: larger than any JSON file msn reads
+                raise ValueError(f"{f.size} bytes")
+            found = list(keys(safeio.parse_json(f.data), ""))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise FolderError(f"cannot upload {f.path}: not JSON msn can read ({e})",
+                              hint="convert the checkpoint again") from None
+        if found:
+            raise FolderError(f"{folder / f.path} names code to run ({', '.join(found[:5])}), "
+                              "which msn never publishes", hint="convert the checkpoint again")
 
 
 def _left_out(folder: Path, files: list[PushFile]) -> list[str]:
@@ -433,6 +446,18 @@ class _Hub:
                         hint="rerun with MSN_DEBUG=1 for the full error")
 
 
+def push_token(token: str | None = None) -> str:
+    """The token a push would use (``token``, else ``HF_TOKEN``, else the stored login), checked
+    before anything is said or sent: offline mode is an :class:`OfflineError`, no token at all a
+    :class:`HubError`. Nothing is asked of the Hub."""
+    var = offline_variable()
+    if var:
+        shown = strip_credentials(hub_endpoint())
+        raise OfflineError(f"cannot push to {shown}: offline mode is on ({var}=1)",
+                           hint=f"unset {var} to push, or use --dry-run to see what would be sent")
+    return _resolve_token(token)
+
+
 def _resolve_token(token: str | None) -> str:
     if token is not None and token.strip():
         return token.strip()
@@ -454,11 +479,7 @@ def send_push(plan: PushPlan, *, token: str | None = None,
     """
     endpoint = hub_endpoint()
     shown = strip_credentials(endpoint)
-    var = offline_variable()
-    if var:
-        raise OfflineError(f"cannot push to {shown}: offline mode is on ({var}=1)",
-                           hint=f"unset {var} to push, or use --dry-run to see what would be sent")
-    tok = _resolve_token(token)
+    tok = push_token(token)
 
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import RepositoryNotFoundError
@@ -493,10 +514,11 @@ def send_push(plan: PushPlan, *, token: str | None = None,
     progress("preparing", 0, plan.total_bytes)
     operations = []
     for f in plan.files:
-        content: str | bytes = str(f.local) if f.local is not None else (f.data or b"")
-        op = CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=content)
+        # the bytes or the open file that were hashed, never the path read again; the sha256
+        # huggingface_hub takes of them is the one checked (and shown by a dry run), or nothing goes
+        op = CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=f.content())
         digest = op.upload_info.sha256.hex()
-        if digest != f.sha256 and plan.verify_checked:
+        if digest != f.sha256:
             raise FolderError(f"{f.path} changed while preparing the upload (sha256 {digest[:12]}..., "
                               f"checked {f.sha256[:12]}...)", hint="nothing was sent; push again")
         operations.append(op)
@@ -540,6 +562,7 @@ def push_folder(
     plan = plan_push(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
                      commit_message=commit_message, card_path=card_path,
                      skip_verify_check=skip_verify_check, license=license, progress=progress)
-    if dry_run:
-        return PushResult(plan, hub_endpoint(), dry_run=True)
-    return send_push(plan, token=token, progress=progress)
+    with contextlib.closing(plan):
+        if dry_run:
+            return PushResult(plan, hub_endpoint(), dry_run=True)
+        return send_push(plan, token=token, progress=progress)
