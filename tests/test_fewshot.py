@@ -445,3 +445,33 @@ def test_cuda_without_a_gpu_is_a_usage_error(cli, model_pair, digits):
     ckpt, _ = model_pair
     train, val = digits
     assert "no CUDA device" in _bad(cli, ckpt, "--train", train, "--val", val, "--device", "cuda")
+
+
+@pytest.mark.parametrize("lambd", ["0", "-1", "nan", "inf"])
+def test_a_lambd_that_cannot_work_is_a_usage_error(cli, model_pair, digits, lambd):
+    ckpt, _ = model_pair
+    train, val = digits
+    assert "--lambd" in _bad(cli, ckpt, "--train", train, "--val", val, "--lambd", lambd)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels (no pixel data to speak of)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side", [8_000, 10_000, 20_000])
+def test_a_huge_image_is_refused_from_its_header(cli, model_pair, digits, tmp_path, side):
+    ckpt, _ = model_pair
+    train, val = digits
+    v = _copy(val, tmp_path / "val")
+    huge = v / "digit2" / "huge.png"
+    huge.write_bytes(_png_header(side, side))
+    stderr = _bad(cli, ckpt, "--train", train, "--val", v, "--shots", "1", "--splits", "1")
+    assert str(huge) in stderr and "Warning" not in stderr

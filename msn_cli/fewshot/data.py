@@ -251,6 +251,20 @@ def read_image(path: Path) -> tuple[str, bytes]:
     return hashlib.sha256(data).hexdigest(), data
 
 
+def quiet_bomb_warning() -> None:
+    """Silence PIL's ``DecompressionBombWarning`` for the process.
+
+    PIL warns from 89 Mpx on, inside ``Image.open``, before msn can look at the size; msn's own
+    limit (:data:`MAX_PIXELS`) is lower and refuses such an image with an error. Decoding runs
+    in worker threads, where ``warnings.catch_warnings`` is not safe, so the filter (for this
+    one category) is installed once, from the main thread."""
+    import warnings
+
+    from PIL import Image
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 def decode_image(path: Path, data: bytes) -> Image.Image:
     """``data`` decoded as an RGB image, after its size is checked against :data:`MAX_PIXELS`."""
     import io

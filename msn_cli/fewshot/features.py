@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from msn_cli.fewshot.data import decode_image, read_image
+from msn_cli.fewshot.data import decode_image, quiet_bomb_warning, read_image
 from msn_cli.progress import ProgressFn, no_progress
 
 if TYPE_CHECKING:
@@ -98,6 +98,7 @@ def compute_features(model: FeatureModel, paths: Sequence[Path], store: FeatureS
         batch_index.clear()
         batch_pixels.clear()
 
+    quiet_bomb_warning()
     started = time.perf_counter()
     pool = ThreadPoolExecutor(workers, thread_name_prefix="msn-images")
     try:

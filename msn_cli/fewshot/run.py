@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from msn_cli.fewshot.features import FeaturePass
 
 
+MAX_LAMBD = 1e6
+
+
 @dataclass
 class Options:
     shots: tuple[int, ...] = (1, 2, 5)
@@ -111,8 +114,8 @@ def _check_options(opts: Options) -> None:
         data.check_counts(list(opts.shots), opts.splits)
     if not 1 <= opts.batch_size <= 4096:
         raise UsageError("--batch-size must be from 1 to 4096")
-    if not opts.lambd > 0:
-        raise UsageError(f"--lambd must be positive, not {opts.lambd}")
+    if not 0 < opts.lambd <= MAX_LAMBD:
+        raise UsageError(f"--lambd must be above 0 and at most {MAX_LAMBD:g}, not {opts.lambd}")
 
 
 def make_splits(train: ImageFolder, val: ImageFolder, opts: Options) -> list[Split]:
