@@ -13,6 +13,7 @@ Last-Modified with If-Range, and faults injected per path that a test queues up:
 - ``no_length``: no Content-Length (the body ends when the connection closes);
 - ``ignore_if_range``: serve the Range even when If-Range names another version (a broken
   cache in the path).
+- ``announce``: a Content-Length of ``after`` bytes, whatever the body is;
 - ``swap_etag``: serve the Range whatever If-Range says, under the ETag ``etag`` (None: no
   ETag and no Last-Modified), as a server whose file changed and that ignores If-Range does.
 
@@ -265,7 +266,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Accept-Ranges", "bytes")
-        if not (fault and fault.kind == "no_length"):
+        if fault and fault.kind == "announce":
+            self.send_header("Content-Length", str(fault.after))
+        elif not (fault and fault.kind == "no_length"):
             self.send_header("Content-Length", str(length))
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")

@@ -13,7 +13,7 @@ from http_server import FileServer
 
 from msn_cli.transfer import download as dl
 from msn_cli.transfer.cache import Cache
-from msn_cli.transfer.download import settings, stream
+from msn_cli.transfer.download import partfile, settings
 from msn_cli.transfer.partial import PartialNote, write_partial_note
 
 SIZE = 3 * 1024 * 1024 + 12345
@@ -363,7 +363,7 @@ def test_disk_check_message_when_space_is_short(served, tmp_path, monkeypatch):
     from msn_cli.errors import CacheError
 
     _, url, _ = served
-    monkeypatch.setattr(stream, "disk_free", lambda path: 10)
+    monkeypatch.setattr(partfile, "disk_free", lambda path: 10)
     with pytest.raises(CacheError, match="not enough space"):
         dl.fetch(url, cache_dir=tmp_path / "c")
 

@@ -581,3 +581,51 @@ def test_at_once_a_slow_file_splits_only_when_a_connection_of_the_budget_is_free
     assert first.range is None and rest  # split once the short file had handed its connection on
     assert min(span(x.range)[0] for x in rest) >= 2_000_000  # ~0.5 s at 4 MB/s: after s.bin ended
     assert [f["split"] for f in r.json()["files"]] == [False, True]
+
+
+def _plant_note(served, monkeypatch, cli, segments, total=None):
+    server, url, _data = served
+    fail_one_segment(cli, server, url, monkeypatch)
+    meta = Cache().partial_meta_path(NAME)
+    d = json.loads(meta.read_text())
+    d["segments"], d["total"] = segments, total or d["total"]
+    meta.write_text(json.dumps(d))
+    return len(server.requests(PATH))
+
+
+def test_a_note_of_ranges_no_run_could_leave_starts_over(cli, served, monkeypatch):
+    """20,000 one-byte ranges would be 20,000 requests; msn's grid never leaves such a note."""
+    server, url, data = served
+    n = _plant_note(served, monkeypatch, cli, [[2 * i + 1, 2 * i + 2] for i in range(20_000)])
+    t0 = time.monotonic()
+    r = cli("download", url)
+    assert r.code == 0, r.stderr
+    assert time.monotonic() - t0 < 20
+    assert "damaged" in r.stderr and "not ones msn writes" in r.stderr
+    assert len(server.requests(PATH)[n:]) <= 16  # the grid's ranges, not one per noted byte
+    assert Path(r.stdout.strip()).read_bytes() == data
+
+
+def test_a_note_with_an_impossible_total_starts_over(cli, served, monkeypatch):
+    """``total: 2**62`` used to fail every later run with exit 70 (File too large)."""
+    _server, url, data = served
+    _plant_note(served, monkeypatch, cli, [[0, 5 * SEG]], total=2**62)
+    r = cli("download", url)
+    assert r.code == 0, r.stderr
+    assert "damaged" in r.stderr and "more than" in r.stderr
+    assert Path(r.stdout.strip()).read_bytes() == data
+
+
+def test_free_space_is_checked_before_the_partial_file_is_preallocated(cli, served, monkeypatch):
+    import shutil
+
+    _server, url, _data = served
+    _plant_note(served, monkeypatch, cli, [[0, 5 * SEG]])
+    part = Cache().partial_path(NAME)
+    with open(part, "r+b") as f:
+        f.truncate(5 * SEG)  # a run killed before it grew the file
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 0, SEG))
+    r = cli("download", url)
+    assert r.code == 3, r.stderr
+    assert "not enough space" in r.stderr and "Traceback" not in r.stderr
+    assert part.stat().st_size == 5 * SEG  # not grown to the file's size

@@ -574,17 +574,16 @@ def test_a_hub_repo_id_goes_through_snapshot_download(cli, released, tmp_path, m
 
     folder = tmp_path / "snapshot"
     assert cli("convert", released, folder, "--no-verify").code == 0
-    asked = []
+    from tests.test_download_hub import FakeRepo
 
-    def fake_snapshot_download(repo_id, **kwargs):
-        asked.append((repo_id, kwargs))
-        return str(folder)
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    repo = FakeRepo(folder, {p.name: p.read_bytes() for p in folder.iterdir()})
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", repo)
     out = tmp_path / "o.pth.tar"
     r = cli("export", "facebook/vit-msn-small", out, "--head-from", released)
     assert r.code == 0, r.stderr
-    assert asked == [("facebook/vit-msn-small", {"allow_patterns": ["*.json", "*.safetensors"]})]
+    assert {c[0] for c in repo.calls} == {"facebook/vit-msn-small"}
+    assert sorted(repo.fetched) == ["config.json", "model.safetensors"]  # tests/test_download_hub.py
+    asked = len(repo.calls)
     src = _load(released)
     assert all(torch.equal(_load(out)["target_encoder"][k], v)
                for k, v in src["target_encoder"].items())
@@ -597,7 +596,7 @@ def test_a_hub_repo_id_goes_through_snapshot_download(cli, released, tmp_path, m
     monkeypatch.setattr(huggingface_hub, "snapshot_download", failing)
     r = cli("export", "facebook/vit-msn-small", tmp_path / "y.pth.tar")
     assert r.code == 4 and "cannot fetch facebook/vit-msn-small" in r.stderr
-    assert len(asked) == 1
+    assert len(repo.calls) == asked
 
 
 def test_a_damaged_head_from_is_refused(cli, released, tmp_path):

@@ -165,3 +165,59 @@ def test_signal_during_the_download_of_convert(server, ckpt, tmp_path, sig, code
     assert not out.exists() and _good_entries() == []
     have = part.stat().st_size  # kept for the next run to resume
     assert 0 < have < len(data) and part.read_bytes() == data[:have]
+
+
+# -- bounds: a server cannot fill the disk or hold a download for ever --------------------------
+
+
+def test_a_body_without_a_length_is_cut_at_the_maximum_size(cli, server, monkeypatch):
+    data = os.urandom(3_000_000)
+    url = server.add("/endless.bin", data)
+    server.fault("/endless.bin", "no_length")
+    monkeypatch.setenv("MSN_DOWNLOAD_MAX_SIZE", "1000000")
+    r = cli("download", url)
+    assert r.code == 4, r.stderr
+    assert "more than endless.bin can be" in r.stderr and "MSN_DOWNLOAD_MAX_SIZE" in r.stderr
+    assert "Traceback" not in r.stderr
+    c = Cache()
+    assert c.get("endless.bin") is None
+    assert not c.partial_path("endless.bin").exists()  # nothing left to resume from a lie
+    assert not c.file_path("endless.bin").exists()
+    assert sum(p.stat().st_size for p in c.root.rglob("*") if p.is_file()) < 1_100_000
+
+
+def test_an_announced_length_over_the_cap_is_refused_before_the_body(cli, server, monkeypatch):
+    url = server.add("/big.bin", os.urandom(2_000_000))
+    monkeypatch.setenv("MSN_DOWNLOAD_MAX_SIZE", "1000000")
+    r = cli("download", url)
+    assert r.code == 4 and "announces 2,000,000 bytes" in r.stderr
+    assert not Cache().partial_path("big.bin").exists() or Cache().partial_path("big.bin").stat().st_size == 0
+
+
+def test_a_released_name_is_capped_at_what_that_checkpoint_can_weigh(cli, server, monkeypatch):
+    from msn_cli.transfer.download.target import released_size_bound
+
+    bound = released_size_bound("vits16")
+    assert bound < settings.MAX_SIZE
+    server.add("/m/vits16_800ep.pth.tar", b"x")
+    server.fault("/m/vits16_800ep.pth.tar", "announce", after=bound + 1)  # one byte over it
+    monkeypatch.setenv("MSN_BASE_URL", server.url("/m/"))
+    r = cli("download", "vits16")
+    assert r.code == 4 and f"announces {bound + 1:,} bytes" in r.stderr
+    assert "the bound of a released checkpoint" in r.stderr
+
+
+def test_a_stalled_transfer_gives_up(cli, server, monkeypatch):
+    """One byte a second never trips a per-read timeout; the minimum rate does."""
+    url = server.add("/trickle.bin", os.urandom(40))
+    server.fault("/trickle.bin", "slow", times=None, step=1, delay=1.0)
+    monkeypatch.setenv("MSN_DOWNLOAD_TIMEOUT", "2")
+    monkeypatch.setenv("MSN_DOWNLOAD_MIN_RATE", "100")
+    t0 = time.monotonic()
+    r = cli("download", url)
+    took = time.monotonic() - t0
+    assert r.code == 4, r.stderr
+    assert "stalled" in r.stderr and "MSN_DOWNLOAD_MIN_RATE" in r.stderr
+    assert took < 8, took
+    part = Cache().partial_path("trickle.bin")
+    assert 0 < part.stat().st_size < 40  # what arrived is kept for the next run

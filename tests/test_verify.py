@@ -520,13 +520,11 @@ def test_against_hub_repo_id_goes_through_snapshot_download(cli, converted, monk
 
     a = converted(TINY, seed=0)
     b = converted(TINY, seed=0)
-    asked = []
+    from tests.test_download_hub import FakeRepo
 
-    def fake_snapshot_download(repo_id, **kwargs):
-        asked.append((repo_id, kwargs))
-        return str(b)
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    repo = FakeRepo(b, {p.name: p.read_bytes() for p in b.iterdir() if p.is_file()})
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", repo)
+    asked = repo.calls
     r, rep = run_verify(cli, a, "--against", "facebook/vit-msn-small")
     assert r.code == 0, r.stderr
     assert asked and asked[0][0] == "facebook/vit-msn-small"

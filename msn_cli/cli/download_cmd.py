@@ -55,6 +55,11 @@ def download(
     once within the same budget of connections. Other commands (inspect, convert) download
     through the same cache.
 
+    Bounds: a file may be at most what a released checkpoint can weigh (twice its float32
+    parameters), else $MSN_DOWNLOAD_MAX_SIZE bytes (16 GiB); a longer answer is refused. A
+    transfer that brings less than $MSN_DOWNLOAD_MIN_RATE bytes/s (10000; 0: never) over
+    $MSN_DOWNLOAD_TIMEOUT seconds (60) is stalled and gives up; the next run resumes it.
+
     Exit codes: 0 done, 2 usage, 3 cache folder unusable or disk full, 4 network or server
     error (or offline with the file not cached), 130 interrupted (Ctrl-C), 143 terminated
     (SIGTERM).

@@ -1,6 +1,7 @@
 """verify's ``against`` check (with ``--against``): another Hugging Face folder, tensor by tensor.
 
-A folder or a Hub repository (fetched with ``snapshot_download``): the key diff (a
+A folder or a Hub repository (its config.json and weights only, size-capped:
+:mod:`msn_cli.transfer.hub_fetch`): the key diff (a
 classification model's ``vit.`` prefix stripped, its head ignored), shapes, and values --
 identical in the same dtype, equal up to rounding to the coarser one across dtypes -- plus the
 computation-relevant config values. A difference of image processor is a note, not a failure.
@@ -11,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from msn_cli.errors import NetworkError
 from msn_cli.hf.folder import SAFE_INDEX, read_json_object, weights_files
 from msn_cli.hf.manifest import CONFIG
 from msn_cli.original import preprocess
 from msn_cli.progress import ProgressFn, no_progress
+from msn_cli.transfer.hub_fetch import clearly_repo_id, fetch_model_folder
 from msn_cli.util import safeio
 from msn_cli.verify.config import RELEVANT_CONFIG
 from msn_cli.verify.context import could_not_run, show_value
@@ -60,19 +61,12 @@ def resolve_against(spec: str, progress: ProgressFn) -> Path:
             raise could_not_run(f"--against {spec}: not a folder",
                                 hint="give a Hugging Face model folder or a Hub repo id")
         return p
-    if spec.count("/") != 1 or spec.startswith((".", "/", "~")):
-        raise could_not_run(f"--against {spec}: no such folder, and not a Hub repo id (owner/name)")
-    from huggingface_hub import snapshot_download
-
-    progress("downloading " + spec, 0, None)
-    try:
-        path = snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "pytorch_model.bin"])
-    except Exception as e:
-        raise NetworkError(f"cannot fetch {spec} from the Hub: {type(e).__name__}: "
-                           f"{(str(e).splitlines() or [''])[0][:200]}",
-                           hint="check the repo id and your connection (HF_HUB_OFFLINE=1 "
-                                "uses only what is cached)") from e
-    return Path(path)
+    if not clearly_repo_id(spec):
+        raise could_not_run(f"--against {spec}: no such folder here",
+                            hint="give a Hugging Face model folder, or a Hub repo id (org/name)")
+    return fetch_model_folder(spec, allow_pickle=True, progress=progress,
+                              hint="check the repo id and your connection (HF_HUB_OFFLINE=1 uses "
+                                   "only what is cached)")
 
 
 class FolderTensors:

@@ -184,12 +184,10 @@ def networks_from_folder(path: Path, encoder: Encoder, num_heads: int | None,
 
 
 def looks_like_hub_id(spec: str) -> bool:
-    """``owner/name`` that is neither a local path nor a URL nor a checkpoint file name."""
-    if "://" in spec or spec.count("/") != 1 or spec.startswith((".", "/", "~")):
-        return False
-    if Path(spec).expanduser().exists():
-        return False
-    return not spec.lower().endswith((".tar", ".pth", ".pt", ".bin", ".safetensors"))
+    """``owner/name`` and clearly not a local path (:func:`msn_cli.transfer.hub_fetch.clearly_repo_id`)."""
+    from msn_cli.transfer.hub_fetch import clearly_repo_id
+
+    return clearly_repo_id(spec)
 
 
 def resolve_export_source(spec: str, *, cache_dir: str | os.PathLike[str] | None = None,
@@ -197,25 +195,16 @@ def resolve_export_source(spec: str, *, cache_dir: str | os.PathLike[str] | None
                           notify: Callable[[str], None] | None = None) -> ResolvedSource:
     """What ``msn export`` reads: like :func:`msn_cli.transfer.sources.resolve_source` (a
     released name, a file, a URL, a folder), and a Hub repo id (``owner/name``), fetched with
-    ``snapshot_download`` (configs and safetensors weights only: never a pickle) into the
-    Hugging Face cache."""
+    with only its config.json and safetensors weights (never a pickle), each size-capped, into
+    the Hugging Face cache (:mod:`msn_cli.transfer.hub_fetch`)."""
     from msn_cli.transfer.sources import resolve_source
 
     if not looks_like_hub_id(spec):
         return resolve_source(spec, cache_dir=cache_dir, base_url=base_url, progress=progress,
                               notify=notify)
-    from msn_cli.errors import NetworkError
+    from msn_cli.transfer.hub_fetch import fetch_model_folder
 
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as e:  # pragma: no cover - a dependency
-        raise NetworkError("huggingface_hub is not installed") from e
-    progress("downloading " + spec, 0, None)
-    try:
-        path = snapshot_download(spec, allow_patterns=["*.json", "*.safetensors"])
-    except Exception as e:
-        raise NetworkError(f"cannot fetch {spec} from the Hub: {type(e).__name__}: "
-                           f"{(str(e).splitlines() or [''])[0][:200]}",
-                           hint="check the repo id and your connection, or give a local path "
-                                "(HF_HUB_OFFLINE=1 uses only what is cached)") from e
+    path = fetch_model_folder(spec, progress=progress,
+                              hint="check the repo id and your connection, or give a local path "
+                                   "(HF_HUB_OFFLINE=1 uses only what is cached)")
     return ResolvedSource(spec, "path", Path(path))

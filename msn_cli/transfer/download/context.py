@@ -9,7 +9,7 @@ from pathlib import Path
 
 from msn_cli.progress import ProgressFn
 from msn_cli.transfer.download.settings import Settings
-from msn_cli.transfer.download.target import Target
+from msn_cli.transfer.download.target import Target, released_size_bound
 
 NotifyFn = Callable[[str], None]
 
@@ -32,6 +32,12 @@ class Transfer:
     @property
     def name(self) -> str:
         return self.target.name
+
+    @property
+    def max_size(self) -> int:
+        """The most this file may be: a released checkpoint's bound, else ``MSN_DOWNLOAD_MAX_SIZE``."""
+        limit = self.settings.max_size
+        return limit if self.target.variant is None else min(limit, released_size_bound(self.target.variant))
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from msn_cli.errors import CacheError
+from msn_cli.transfer.cache import disk_free
 from msn_cli.transfer.download.settings import CHUNK
 from msn_cli.util.safeio import UnsafeInput, open_regular
 
@@ -43,6 +44,16 @@ def clear_unsafe_partial(part: Path, say: NotifyFn) -> None:
                          hint=f"remove it (rm -r {part}) and download again")
     say(f"discarding {part.name}: it is not a regular file (msn never writes through a link)")
     part.unlink()
+
+
+def check_space(part: Path, name: str, need: int) -> None:
+    """Stop before writing when the disk of ``part`` has less than ``need`` bytes free."""
+    free = disk_free(part.parent)
+    if free is not None and free < need:
+        raise CacheError(
+            f"not enough space for {name} in {part.parent}: it needs {need:,} more "
+            f"bytes and {free:,} are free",
+            hint="free some space (msn cache rm ...) or use --cache-dir / MSN_CACHE elsewhere")
 
 
 def discard(*paths: Path) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import http.client
 import re
+import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import requests
@@ -13,7 +15,11 @@ import urllib3.exceptions
 
 from msn_cli import __version__
 from msn_cli.errors import DownloadError
+from msn_cli.transfer.download.partfile import discard
 from msn_cli.util.safeio import redact
+
+if TYPE_CHECKING:
+    from msn_cli.transfer.download.context import Transfer
 
 BodyReader = Callable[[int], bytes]
 """Up to ``n`` bytes of a body as they arrive (at least one), ``b""`` at its end."""
@@ -49,6 +55,43 @@ class FallBack(Exception):
 
 class GaveUp(DownloadError):
     """One segment used up its retries: its worker stops, the others finish what they can."""
+
+
+class Watch:
+    """Gives up on a body that brings less than ``min_rate`` bytes per second over ``window``
+    seconds (a stall: no retry, what arrived is kept) or that would pass ``max_size`` bytes."""
+
+    def __init__(self, t: Transfer, done: int):
+        s = t.settings
+        self.t, self.window, self.min_rate = t, s.read_timeout, s.min_rate
+        self.since = (time.monotonic(), done)
+
+    def check(self, done: int) -> None:
+        t = self.t
+        if done > t.max_size:
+            discard(t.part, t.note_path)  # a lie, not a transfer to resume
+            raise too_large(t, "sent more")
+        if self.min_rate <= 0:
+            return
+        now = time.monotonic()
+        t0, d0 = self.since
+        if now - t0 < self.window:
+            return
+        if done - d0 < self.min_rate * (now - t0):
+            raise DownloadError(
+                f"download of {t.name} from {t.target.shown} stalled: {done - d0:,} bytes in "
+                f"{now - t0:.0f} s, below the minimum of {self.min_rate:,.0f} bytes/s",
+                hint="run the same command again to resume (MSN_DOWNLOAD_MIN_RATE sets the minimum, "
+                     "MSN_DOWNLOAD_TIMEOUT the seconds it is measured over; 0 never gives up)")
+        self.since = (now, done)
+
+
+def too_large(t: Transfer, what: str) -> DownloadError:
+    limit = ("the bound of a released checkpoint" if t.target.variant is not None
+             and t.max_size < t.settings.max_size else "MSN_DOWNLOAD_MAX_SIZE")
+    return DownloadError(f"{t.target.shown} {what}: more than {t.name} can be ({limit}, "
+                         f"{t.max_size:,} bytes); nothing was cached",
+                         hint="check the URL; for a larger file raise MSN_DOWNLOAD_MAX_SIZE")
 
 
 def new_session() -> requests.Session:

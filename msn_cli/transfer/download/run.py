@@ -16,10 +16,11 @@ from msn_cli.transfer.cache import Cache, CacheEntry
 from msn_cli.transfer.download.context import NotifyFn, Outcome, Transfer
 from msn_cli.transfer.download.partfile import clear_unsafe_partial, discard
 from msn_cli.transfer.download.protocol import FallBack, Retry, StartOver, new_session
+from msn_cli.transfer.download.segments import on_the_grid
 from msn_cli.transfer.download.settings import Settings, retry_delay
 from msn_cli.transfer.download.stream import attempt
 from msn_cli.transfer.download.target import CachedFile, Target
-from msn_cli.transfer.partial import DamagedNote, read_partial_note
+from msn_cli.transfer.partial import DamagedNote, PartialNote, read_partial_note
 from msn_cli.util.fmt import utc_now
 
 
@@ -46,6 +47,7 @@ def _keep_or_drop_partial(t: Transfer) -> int:
     clear_unsafe_partial(t.part, t.say)
     try:
         note = read_partial_note(t.note_path)
+        _check_fits(t, note)
     except DamagedNote as e:
         note = None
         t.say(f"the note of a partial {t.name} is damaged ({e}); starting over")
@@ -58,6 +60,16 @@ def _keep_or_drop_partial(t: Transfer) -> int:
     if kept and note is not None and note.have is not None:
         kept = note.have  # a segmented transfer: its file is preallocated
     return kept
+
+
+def _check_fits(t: Transfer, note: PartialNote | None) -> None:
+    """A note whose size this file cannot have, or whose ranges no run could leave, is damaged."""
+    if note is None:
+        return
+    if note.total is not None and note.total > t.max_size:
+        raise DamagedNote(f"its total of {note.total:,} bytes is more than {t.name} can be")
+    if not on_the_grid(note):
+        raise DamagedNote("its finished ranges are not ones msn writes")
 
 
 def _attempts(t: Transfer, outcome: Outcome) -> tuple[str, int]:

@@ -23,7 +23,14 @@ import requests
 
 from msn_cli.errors import DownloadError, UsageError
 from msn_cli.transfer.download.context import Transfer
-from msn_cli.transfer.download.partfile import Hasher, feed, open_for_writing, reading, write_at
+from msn_cli.transfer.download.partfile import (
+    Hasher,
+    check_space,
+    feed,
+    open_for_writing,
+    reading,
+    write_at,
+)
 from msn_cli.transfer.download.protocol import (
     BROKEN,
     CONTENT_RANGE,
@@ -32,6 +39,7 @@ from msn_cli.transfer.download.protocol import (
     GaveUp,
     Retry,
     StartOver,
+    Watch,
     body_reader,
     failed_status,
     new_session,
@@ -41,6 +49,7 @@ from msn_cli.transfer.download.protocol import (
 from msn_cli.transfer.download.settings import (
     CHUNK,
     HASH_BATCH,
+    MAX_CONNECTIONS,
     NOTE_EVERY,
     SEGMENT_MAX,
     SEGMENT_MIN,
@@ -113,7 +122,8 @@ def _prepare(job: Job, fd: int, ledger: Ledger, resuming: bool) -> None:
     # full-size file of zeros that a one-stream note would take for complete.
     ledger.write_note()
     if size != total:
-        os.ftruncate(fd, total)  # sparse: the disk check before this made sure it fits
+        check_space(t.part, t.name, total - ledger.bytes)
+        os.ftruncate(fd, total)  # sparse: what is missing fits, as checked just before
     t.progress(t.name, ledger.bytes, total)
 
 
@@ -161,8 +171,8 @@ class Plan:
 
 def _plan(job: Job, ledger: Ledger, validator: str, first: FirstStream | None) -> Plan:
     """The missing ranges, cut on one grid; the first stream keeps the range it is in."""
-    conns, total = job.transfer.settings.connections, ledger.total
-    seg = max(SEGMENT_MIN, min(SEGMENT_MAX, total // (conns * 4) or 1))
+    total = ledger.total
+    seg = segment_size(total, job.transfer.settings.connections)
     pieces = deque(_cut(_missing(ledger.done, total), seg))
     head = None
     if first is not None and pieces and pieces[0][0] == ledger.prefix():
@@ -170,6 +180,22 @@ def _plan(job: Job, ledger: Ledger, validator: str, first: FirstStream | None) -
         if head[1] - head[0] < seg // 2 and pieces and pieces[0][0] == head[1]:
             head = (head[0], pieces.popleft()[1])  # no request for a sliver
     return Plan(pieces, head, validator)
+
+
+def segment_size(total: int, connections: int) -> int:
+    """The grid a transfer of ``total`` bytes over ``connections`` cuts its missing ranges on."""
+    return max(SEGMENT_MIN, min(SEGMENT_MAX, total // (connections * 4) or 1))
+
+
+def on_the_grid(note: PartialNote) -> bool:
+    """Whether msn could have written ``note``'s finished ranges: each starts at byte 0 or on
+    the grid of some ``--connections`` (a range that reaches a missing one's start merges with
+    it, so every other range begins where a piece did). A note listing ranges no run could
+    leave (thousands of one-byte ranges, one request each) is damaged, not resumed."""
+    if note.segments is None or note.total is None:
+        return True
+    sizes = {segment_size(note.total, c) for c in range(1, MAX_CONNECTIONS + 1)}
+    return all(a == 0 or any(a % s == 0 for s in sizes) for a, _ in note.segments)
 
 
 def _cut(gaps: list[Range], seg: int) -> Iterator[Range]:
@@ -334,11 +360,13 @@ def _copy_range(job: Job, fd: int, ledger: Ledger, r: requests.Response, read: B
     with ledger.cond:
         ledger.responses.add(r)
     noted = cur.pos  # up to here the ledger knows
+    watch = Watch(job.transfer, cur.pos)
     try:
         while cur.pos < cur.end and not ledger.stop.is_set():
             data = read(min(CHUNK, cur.end - cur.pos))
             if not data:
                 break
+            watch.check(cur.pos)  # the range's end bounds its size: only a stall is watched
             write_at(fd, data, cur.pos, job.transfer.part)
             cur.pos += len(data)
             if cur.pos - noted >= CHUNK or cur.pos >= cur.end:

@@ -18,6 +18,15 @@ BACKOFF_MAX = 30.0
 CONNECT_TIMEOUT = 15.0
 READ_TIMEOUT = 60.0
 """Seconds without a byte before the connection counts as lost; ``MSN_DOWNLOAD_TIMEOUT``."""
+MIN_RATE = 10_000.0
+"""Bytes per second: a body that brings less than this over ``MSN_DOWNLOAD_TIMEOUT`` seconds
+is stalled and the download gives up (what arrived is kept for the next run);
+``MSN_DOWNLOAD_MIN_RATE`` (0: never). A per-read timeout alone lets a server that sends a byte
+now and then hold a download for ever."""
+MAX_SIZE = 16 * 1024**3
+"""Bytes: the most a downloaded file may be when msn knows no better bound (a URL that is not a
+released checkpoint); ``MSN_DOWNLOAD_MAX_SIZE``. A training checkpoint of ViT-L is about 5 GB.
+A longer answer (announced or sent) is refused, so a server cannot fill the cache's disk."""
 CONNECTIONS = 4
 """Concurrent ranged requests for one large file; ``--connections`` / ``MSN_DOWNLOAD_CONNECTIONS``."""
 MAX_CONNECTIONS = 16
@@ -95,6 +104,8 @@ class Settings:
     """Bytes per second: a first stream slower than this has the rest of its file split."""
     split_probe: float
     """Seconds of the first stream measured before deciding (0: split at once)."""
+    min_rate: float = MIN_RATE
+    max_size: int = MAX_SIZE
 
     @classmethod
     def from_env(cls, connections: int) -> Settings:
@@ -103,7 +114,10 @@ class Settings:
         below = _env_rate("MSN_DOWNLOAD_SPLIT_BELOW", SPLIT_BELOW)
         probe = _env_rate("MSN_DOWNLOAD_SPLIT_PROBE", SPLIT_PROBE)
         split_min = int(env_number("MSN_DOWNLOAD_SPLIT_MIN", SPLIT_MIN))
-        return cls(connections, retries, read_timeout, split_min, below * 1e6, probe)
+        min_rate = _env_rate("MSN_DOWNLOAD_MIN_RATE", MIN_RATE)
+        max_size = _env_rate("MSN_DOWNLOAD_MAX_SIZE", MAX_SIZE)
+        return cls(connections, retries, read_timeout, split_min, below * 1e6, probe, min_rate,
+                   int(max_size))
 
     @property
     def timeout(self) -> tuple[float, float]:

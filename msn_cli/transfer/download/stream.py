@@ -11,10 +11,16 @@ from dataclasses import dataclass, replace
 
 import requests
 
-from msn_cli.errors import CacheError, DownloadError, UsageError
-from msn_cli.transfer.cache import disk_free
+from msn_cli.errors import DownloadError, UsageError
 from msn_cli.transfer.download.context import Outcome, Transfer
-from msn_cli.transfer.download.partfile import Hasher, feed, open_for_writing, reading, write_at
+from msn_cli.transfer.download.partfile import (
+    Hasher,
+    check_space,
+    feed,
+    open_for_writing,
+    reading,
+    write_at,
+)
 from msn_cli.transfer.download.protocol import (
     BROKEN,
     CONTENT_RANGE,
@@ -22,11 +28,13 @@ from msn_cli.transfer.download.protocol import (
     BodyReader,
     Retry,
     StartOver,
+    Watch,
     body_reader,
     failed_status,
     host,
     short,
     strong_validator,
+    too_large,
 )
 from msn_cli.transfer.download.segments import Job, segmented
 from msn_cli.transfer.download.settings import CHUNK
@@ -47,6 +55,8 @@ def attempt(t: Transfer, session: requests.Session, outcome: Outcome) -> tuple[s
         if r.status_code == 416 and have:
             return _complete_already(t, r, have, note)
         start, total = _start(t, r, have, note, outcome)
+        if total is not None and total > t.max_size:
+            raise too_large(t, f"announces {total:,} bytes")
         _check_space(t, start, total)
         started_at = (note.started_at if note else None) or utc_now()
         note = PartialNote(t.target.shown, r.headers.get("ETag"), r.headers.get("Last-Modified"),
@@ -152,14 +162,8 @@ def _same_version(r: requests.Response, note: PartialNote | None) -> bool:
 
 
 def _check_space(t: Transfer, start: int, total: int | None) -> None:
-    if total is None:
-        return
-    free = disk_free(t.part.parent)
-    if free is not None and free < total - start:
-        raise CacheError(
-            f"not enough space for {t.name} in {t.part.parent}: it needs {total - start:,} more "
-            f"bytes and {free:,} are free",
-            hint="free some space (msn cache rm ...) or use --cache-dir / MSN_CACHE elsewhere")
+    if total is not None:
+        check_space(t.part, t.name, total - start)
 
 
 def _hash_start(t: Transfer, h: Hasher, n: int, stage: str) -> int:
@@ -256,6 +260,7 @@ def _copy(t: Transfer, read: BodyReader, h: Hasher, start: int, total: int | Non
     Returns the bytes the file holds and whether the probe asks to split the rest."""
     fd = open_for_writing(t.part)
     done = shown = start
+    watch = Watch(t, start)
     try:
         if os.fstat(fd).st_size != start:
             # Only when there is something to cut: truncating makes ext4 write the file's
@@ -265,6 +270,7 @@ def _copy(t: Transfer, read: BodyReader, h: Hasher, start: int, total: int | Non
         if probe is not None and probe.window <= 0:
             return done, True  # split at once, without measuring
         while data := read(CHUNK):
+            watch.check(done + len(data))
             write_at(fd, data, done, t.part)
             h.update(data)
             done += len(data)

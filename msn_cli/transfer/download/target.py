@@ -69,6 +69,17 @@ def _url_target(spec: str, cache: Cache, base_url: str | None) -> Target:
     return Target(cache.name_for_url(spec), spec, None)
 
 
+def released_size_bound(name: str) -> int:
+    """The most the released checkpoint ``name`` can weigh: twice its parameters in float32
+    (the encoder, its MLP head and the 1024 prototypes of 256) plus 16 MiB of pickle. Meta
+    publishes no sizes; this bound sits about 2x above the Hub uploads of the same weights."""
+    v = VARIANTS[name]
+    d, m, p = v.hidden_size, v.intermediate_size, v.patch_size
+    params = (v.num_layers * (4 * d * d + 2 * d * m + 9 * d + m) + 3 * p * p * d
+              + (v.num_patches + 1) * d + 2048 * (d + 2048 + 256) + 1024 * 256)
+    return 2 * 4 * params + 16 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class CachedFile:
     """A checked file in the cache."""
