@@ -194,6 +194,7 @@ def test_features_are_the_prenorm_cls_token_and_the_protocol_can_tell(cli, model
     r = cli("fewshot", folder, "--train", train, "--val", val, "--shots", "1", "--splits", "1",
             "--save-features", out, "-q")
     assert r.code == 0, r.stderr
+    assert r.stderr == ""  # -q: nothing from transformers' loading either
     saved = load_file(out)
     paths, _ = val_files(val)
     assert saved["val.features"].shape == (len(paths), DEMO.hidden_size)

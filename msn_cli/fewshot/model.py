@@ -16,8 +16,9 @@ reference).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,6 +105,24 @@ def fetch_hub(spec: str, progress: ProgressFn) -> Path:
                                 "only what is cached)") from e
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' warnings and per-load progress bar off while a folder loads: msn's own
+    bar and messages are the command's output on stderr."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+
+
 def _folder_key(folder: Path, weights: list[Path]) -> str:
     h = hashlib.sha256(FEATURE_DEFINITION.encode())
     for name in ("config.json", "preprocessor_config.json"):
@@ -134,9 +153,10 @@ def load_folder(folder: Path, spec: str, kind: str, device: str) -> FeatureModel
         raise FolderError(f"{folder} has no usable image processor: {why}",
                           hint="msn convert writes preprocessor_config.json beside the weights")
     try:
-        processor = AutoImageProcessor.from_pretrained(str(folder), trust_remote_code=False)
-        model: Any = ViTMSNModel.from_pretrained(str(folder), use_safetensors=True,
-                                                 dtype=torch.float32)
+        with quiet_transformers():
+            processor = AutoImageProcessor.from_pretrained(str(folder), trust_remote_code=False)
+            model: Any = ViTMSNModel.from_pretrained(str(folder), use_safetensors=True,
+                                                     dtype=torch.float32)
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise FolderError(f"{folder} cannot be loaded: {first}", hint=NOT_MSN_HINT) from e
