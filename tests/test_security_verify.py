@@ -283,3 +283,27 @@ def test_transformers_is_told_never_to_trust_the_folders_code(folder, tmp_path, 
     with contextlib.suppress(ValueError):
         load_processor(folder)  # the check bypassed: transformers' own class, or a refusal
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. push publishes only what verify saw: the allow-listed files, and no code reference
+# ---------------------------------------------------------------------------------------------
+
+def test_push_refuses_the_issues_folder_even_unverified(cli, folder):
+    """evil.py and a pickled pytorch_model.bin listed with their right hashes: push uploads
+    only the allow-listed files, so it refuses a manifest that lists others."""
+    for plant in ("evil.py listed", "pytorch_model.bin"):
+        PLANTS[plant](folder)
+    r = cli("push", folder, "my-org/x", "--dry-run", "--skip-verify-check")
+    assert r.code == 3, r.stderr
+    assert "evil.py" in r.stderr and "pytorch_model.bin" in r.stderr
+
+
+@pytest.mark.parametrize("plant", ["config auto_map", "config custom_pipelines", "nested auto_map"])
+def test_push_never_publishes_a_code_reference(cli, folder, plant):
+    """A config naming code (auto_map may name another repository's code) is not published,
+    --skip-verify-check or not."""
+    named = PLANTS[plant](folder)
+    r = cli("push", folder, "my-org/x", "--dry-run", "--skip-verify-check")
+    assert r.code == 3, r.stderr
+    assert named.split(": ")[1] in r.stderr
