@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from msn_cli.fewshot.store import FeatureStore
 
 STAGE = "features"
-MAX_BATCH = 4096
 T = TypeVar("T")
 R = TypeVar("R")
 

@@ -128,7 +128,7 @@ def make_splits(train: ImageFolder, val: ImageFolder, opts: Options) -> list[Spl
     return [data.sample_split(train, k, seed) for k in opts.shots for seed in range(opts.splits)]
 
 
-def _group(splits: list[Split], runs: list[RunResult], n_classes: int) -> list[Group]:
+def _group(splits: list[Split], runs: list[RunResult]) -> list[Group]:
     groups: dict[str, Group] = {}
     for s, r in zip(splits, runs, strict=True):
         label = f"{s.shots}-shot" if s.shots is not None else Path(s.subset or "").name
@@ -182,7 +182,7 @@ def fewshot(model_spec: str, train_dir: Path, val_dir: Path, opts: Options | Non
                       (passed.features[[row_of[p] for p in train_paths]],
                        [label_of[p.relative_to(train.root).parts[0]] for p in train_paths], train_paths),
                       (passed.features[[row_of[p] for p in val_paths]], val_labels.tolist(), val_paths))
-    return FewshotReport(model.to_dict(), solver, opts.lambd, _group(splits, runs, len(train.classes)),
+    return FewshotReport(model.to_dict(), solver, opts.lambd, _group(splits, runs),
                          _pass_record(passed), predictions, notes, train.classes)
 
 
