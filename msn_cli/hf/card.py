@@ -4,6 +4,8 @@ Built with huggingface_hub's card API (:class:`~huggingface_hub.ModelCardData` f
 metadata, :class:`~huggingface_hub.ModelCard` to assemble and re-parse the text), and filled from
 the folder's ``msn_manifest.json`` only: architecture, provenance, training run, verify results.
 A body the user supplies (``--card FILE``) replaces the generated body; the metadata stays ours.
+The manifest may be someone else's: every value taken from it is checked against its type or
+escaped (:mod:`msn_cli.hf.cardtext`), and none reaches the front matter.
 huggingface_hub is imported inside the functions, so importing this module costs nothing.
 
 The card tells Meta's released weights from a model someone trained with the MSN code
