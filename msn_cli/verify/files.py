@@ -141,8 +141,9 @@ def check_files(folder: Path, manifest: Manifest | None, progress: ProgressFn = 
     what = (f"{len(listed)} files match the manifest's sha256" if listed else
             "the manifest lists no files: hashes not checked" if manifest else
             "no manifest: hashes not checked")
-    return FilesFound(CheckResult("files", True, f"{what}; config and weights header agree "
-                                  f"({dtype})", numbers, f.rows), dtype, why)
+    return FilesFound(CheckResult("files", True, f"{what}, no other file and no code named; "
+                                  f"config and weights header agree ({dtype})", numbers, f.rows),
+                      dtype, why)
 
 
 def _header_against_config(header: dict[str, Any], config: dict[str, Any] | None,
