@@ -476,3 +476,17 @@ def test_a_huge_image_is_refused_from_its_header(cli, model_pair, digits, tmp_pa
     huge.write_bytes(_png_header(side, side))
     stderr = _bad(cli, ckpt, "--train", train, "--val", v, "--shots", "1", "--splits", "1")
     assert str(huge) in stderr and "Warning" not in stderr
+
+
+def test_an_image_in_a_format_outside_the_list_is_refused(cli, model_pair, digits, tmp_path):
+    from PIL import Image
+
+    ckpt, _ = model_pair
+    train, val = digits
+    v = _copy(val, tmp_path / "val")
+    disguised = v / "digit4" / "icon.png"  # an ICO file under an image extension: PIL reads ICO
+    Image.new("RGB", (32, 32), "white").save(disguised, format="ICO")
+    with Image.open(disguised) as im:
+        assert im.format == "ICO"
+    stderr = _bad(cli, ckpt, "--train", train, "--val", v, "--shots", "1", "--splits", "1")
+    assert str(disguised) in stderr and "JPEG" in stderr
