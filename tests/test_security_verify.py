@@ -307,3 +307,18 @@ def test_push_never_publishes_a_code_reference(cli, folder, plant):
     r = cli("push", folder, "my-org/x", "--dry-run", "--skip-verify-check")
     assert r.code == 3, r.stderr
     assert named.split(": ")[1] in r.stderr
+
+
+def test_convert_by_released_name_records_what_its_verify_saw(cli, stand_in, server, make_ckpt,
+                                                               tmp_path):
+    """convert hands its verify how it found the source: a fetch by released name is recorded
+    as such; a local file under the released file name is not."""
+    server.add(f"/msn/{stand_in.filename}", make_ckpt().read_bytes())
+    r = cli("convert", stand_in.name, tmp_path / "by-name", "--base-url", server.url("/msn/"))
+    assert r.code == 0, r.stderr
+    assert manifest(tmp_path / "by-name")["verify"]["source"] == {"released": stand_in.name,
+                                                                 "evidence": "name"}
+    local = make_ckpt(name=stand_in.filename, seed=1)  # someone's own file, the release's name
+    r = cli("convert", local, tmp_path / "local")
+    assert r.code == 0, r.stderr
+    assert manifest(tmp_path / "local")["verify"]["source"]["released"] is None
