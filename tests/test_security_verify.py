@@ -322,3 +322,9 @@ def test_convert_by_released_name_records_what_its_verify_saw(cli, stand_in, ser
     r = cli("convert", local, tmp_path / "local")
     assert r.code == 0, r.stderr
     assert manifest(tmp_path / "local")["verify"]["source"]["released"] is None
+    copy = tmp_path / "copy.pth.tar"  # the fetched bytes, kept elsewhere: their sha256 is known
+    shutil.copy(make_ckpt(), copy)
+    r = cli("convert", copy, tmp_path / "copy")
+    assert r.code == 0, r.stderr
+    assert manifest(tmp_path / "copy")["verify"]["source"] == {"released": stand_in.name,
+                                                              "evidence": "sha256"}

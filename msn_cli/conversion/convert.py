@@ -27,7 +27,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -400,7 +400,9 @@ def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, opts
 
             # the weights' sha256 was just computed from the bytes read back from disk
             hashes = {SAFE_WEIGHTS: files[SAFE_WEIGHTS]["sha256"]}
-            report = verify_folder(tmp, checkpoint=ckpt, resolved=source, progress=progress,
+            # how the source was found, and its sha256: what tells a released checkpoint
+            found = replace(source, sha256=src_info["sha256"])
+            report = verify_folder(tmp, checkpoint=ckpt, resolved=found, progress=progress,
                                    known_hashes=hashes, known=known, **(opts.verify_options or {}))
             verify_result = record_in_manifest(tmp, report)
     return ConvertResult(out.absolute(), plan, src_info, files, verify_result,

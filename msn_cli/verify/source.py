@@ -154,7 +154,9 @@ def load_source(found: SourceFile | Checkpoint, options: VerifyOptions,
     if isinstance(found, Checkpoint):
         given: SourceReport = {"path": str(found.path), "kind": "given", "encoder": found.encoder,
                                "given": True}
-        _note_release(given, observed_release(options.resolved, None, options.cache_dir))
+        resolved = options.resolved
+        _note_release(given, observed_release(resolved, resolved.sha256 if resolved else None,
+                                              options.cache_dir))
         return found, given
     resolved, src = found.resolved, found.record
     ckpt = load_checkpoint(resolved.path, found.encoder)
