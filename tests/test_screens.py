@@ -290,7 +290,9 @@ def test_an_error_after_bars_were_drawn_clears_them(garbage_url, tmp_path, colum
     assert BAR.encode() in raw  # bars were drawn ...
     assert not progress_rows(screen)  # ... and nothing is left of them
     assert screen.cursor_visible
-    assert screen.lines[0].startswith("Error:"), screen.text
+    # what is left: the steps that finished, each said in a line, then the error
+    said = screen.lines[:next(i for i, line in enumerate(screen.lines) if line.startswith("Error:"))]
+    assert all(re.fullmatch(r"\S+: .* in \d+\.\d s", line) for line in said), screen.text
 
 
 # -- names that look like markup are shown as they are -----------------------------------------
@@ -340,3 +342,206 @@ def test_names_in_tables_are_never_cut_short(cli, tmp_path, monkeypatch):
     assert r.code == 0, r.stderr
     assert "Training run " + str(run_folder) in " ".join(r.stdout.split())
     assert "msn-experiment-1-latest.pth.tar" in r.stdout and "…" not in r.stdout, r.stdout
+
+
+# -- verify at 80 columns: every number and key whole, -v on stderr ---------------------------
+
+def _words(screen: Screen) -> set[str]:
+    return {w for line in screen.lines for w in re.split(r"[\s│┃]+", line) if w}
+
+
+def _layer_numbers(report: dict) -> set[str]:
+    """The figures of the per-layer table, formatted as the table formats them."""
+    return {f"{s[k]:{fmt}}" for s in report["layers"]
+            for k, fmt in (("max_abs_err", ".2e"), ("allowed", ".2e"), ("mean_abs_err", ".2e"),
+                           ("min_cosine", ".7f"))}
+
+
+@pytest.fixture
+def broken(demo, tmp_path):
+    """The demo folder with one weight of block 1 moved by 1e-3: verify fails there."""
+    from tests.test_verify import L, _perturb, edit_weights
+
+    out = tmp_path / "broken"
+    shutil.copytree(demo["out"], out)
+    edit_weights(out, _perturb(L.format(i=1) + "output.dense.weight"))
+    return out
+
+
+def test_a_failing_verify_at_80_columns_cuts_no_number(cli, broken):
+    report = cli("verify", broken, "--json", "--no-record").json()
+    assert report["first_bad_layer"] == "block 1"
+    code, _raw, screen = run(["verify", broken, "--no-record"], 80)
+    assert code == 1, screen.text
+    words = _words(screen)
+    assert _layer_numbers(report) <= words, sorted(_layer_numbers(report) - words)
+    assert "first" in words and "FAIL" in words
+    for c in report["checks"]:
+        assert c["name"] in words
+    assert all(len(line) <= 80 for line in screen.lines)
+    assert not screen.broken_mid_word(), screen.broken_mid_word()
+    # the error names the failed check and the first bad layer, in a line or two
+    error = screen.text[screen.text.index("Error:"):screen.text.index("Hint:")]
+    assert "parity" in error and "block 1" in error and len(error.splitlines()) <= 2, error
+
+
+def test_verify_v_at_80_columns_cuts_no_number_or_key(cli, demo, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(demo["out"], out)
+    report = cli("verify", out, "--json", "--no-record").json()
+    code, _raw, screen = run(["verify", out, "--no-record", "-v"], 80)
+    assert code == 0, screen.text
+    words = _words(screen)
+    assert _layer_numbers(report) <= words, sorted(_layer_numbers(report) - words)
+    files = next(c for c in report["checks"] if c["name"] == "files")["rows"]
+    config = next(c for c in report["checks"] if c["name"] == "config")["rows"]
+    whole = {r["sha256"] for r in files} | {r["file"] for r in files} | {r["key"] for r in config}
+    whole |= {s["hf"] for s in report["layers"]}
+    assert not {w for w in whole if w not in words and w + ":" not in words}, \
+        sorted(w for w in whole if w not in words and w + ":" not in words)
+    assert all(len(line) <= 80 for line in screen.lines)
+    assert not screen.broken_mid_word(), screen.broken_mid_word()
+
+
+def test_v_adds_on_stderr_only(cli, demo, tiny_ckpt, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    out = tmp_path / "out"
+    shutil.copytree(demo["out"], out)
+    plain, verbose = cli("verify", out, "--no-record"), cli("verify", out, "--no-record", "-v")
+    assert plain.code == verbose.code == 0, verbose.stderr
+    assert verbose.stdout == plain.stdout
+    assert "Layers compared" in verbose.stderr and "config check" in verbose.stderr
+    # OUT=$(msn convert -v ...) captures the folder, and the plan goes to stderr
+    r = cli("convert", tiny_ckpt, tmp_path / "conv", "-v", "--no-verify")
+    assert r.code == 0, r.stderr
+    assert r.stdout.splitlines() == [str((tmp_path / "conv").absolute())]
+    assert "Conversion plan" in r.stderr and "Architecture" in r.stderr
+
+
+def test_q_keeps_the_warnings(cli, tiny_ckpt, tmp_path):
+    """-q: only errors and warnings, in every command (TINY's heads are ASSUMED)."""
+    r = cli("convert", tiny_ckpt, tmp_path / "conv", "-q", "--no-verify")
+    assert r.code == 0, r.stderr
+    assert "Warning: ASSUMED" in r.stderr and "✓" not in r.stderr
+    r = cli("verify", tmp_path / "conv", "-q", "--no-record")
+    assert r.code == 0, r.stderr
+    assert "Warning: ASSUMED" in r.stderr and "✓" not in r.stderr
+
+
+def test_verify_help_lists_every_check_on_a_line_of_its_own():
+    from msn_cli.verify import CHECKS
+
+    code, _raw, screen = run(["verify", "-h"], 80)
+    assert code == 0
+    names = [c.name for c in CHECKS]
+    assert len(names) == 8
+    listed = [line.split()[0] for line in screen.lines if line.split() and line.split()[0] in names
+              and len(line.split()) > 3]
+    assert listed == names, screen.text
+
+
+def test_a_wrong_source_says_the_cause_and_stops(cli, demo, tmp_path):
+    from tests.conftest import TINY_MULTIHEAD
+
+    other = write_checkpoint(tmp_path / "other.pth.tar", TINY_MULTIHEAD, "released", seed=3)
+    out = tmp_path / "out"
+    shutil.copytree(demo["out"], out)
+    code, _raw, screen = run(["verify", out, "--no-record", "--source", other], 80)
+    assert code == 1, screen.text
+    error = screen.text[screen.text.index("Error:"):]
+    said = "".join(error.split())  # a path longer than a line is folded
+    assert "".join(f"{other} is not the file this folder was converted from".split()) in said, error
+    assert "Input image size" not in error and "expected" not in error, error
+    assert len(error[:error.index("Hint:")].splitlines()) <= 3, error
+
+
+def test_a_failed_golden_check_says_which_image_it_needs():
+    from msn_cli.cli.verify_cmd import failure_message
+    from msn_cli.verify.report import CheckResult, VerifyReport
+
+    report = VerifyReport(Path("x"), "float32", None, [
+        CheckResult("parity", True, "ok"), CheckResult("golden", False, "max abs err 1.6e+01")])
+    message, hint = failure_message(report)
+    assert message == "verify failed: golden"
+    assert hint is not None and "000000039769.jpg" in hint and "COCO" in hint
+
+
+def test_the_projection_head_is_described_by_its_shapes(cli, demo):
+    keys = cli("inspect", demo["ckpt"], "--all-keys", "--json").json()["keys"]
+    head = [k for k in keys if k["status"] == "dropped"]
+    assert head
+    for k in head:
+        assert "2048" not in k["note"], k
+        if len(k["shape"]) == 2:
+            assert f"{k['shape'][1]} -> {k['shape'][0]}" in k["note"], k
+
+
+def test_passing_rows_say_why_a_number_over_the_tolerance_passes(make_ckpt, tmp_path):
+    """rocket.jpg is one pixel off (its crop margin is odd): its max diff is far over one 8-bit
+    level, and the row says what is within it; the summary says where parity's worst layer is
+    against its own (scaled) tolerance."""
+    from tests.test_preprocessing import TINY224
+
+    out = tmp_path / "out"
+    code, raw = _in_a_terminal(["convert", str(make_ckpt(TINY224)), str(out), "--no-verify"], {},
+                               size=(80, 60))
+    assert code == 0, raw[-500:]
+    code, _raw, screen = run(["verify", out, "--no-record"], 80)
+    assert code == 0, screen.text
+    text = " ".join(screen.text.replace("│", " ").split())
+    assert "one pixel off" in text
+    assert "within tolerance of the crop with its offset floored" in text, screen.text
+    assert re.search(r"the worst layer at \d+% of its tolerance", text), screen.text
+
+
+# -- silences and Ctrl-C -----------------------------------------------------------------------
+
+def _interrupted_in_a_terminal(args: list[str], server: FileServer, columns: int = 80) -> tuple[int, bytes]:
+    """``python -m msn_cli ARGS`` with a pty as its controlling terminal; once the server holds
+    the download, Ctrl-C is typed (the terminal echoes ``^C`` and sends SIGINT)."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import sys
+    import termios
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES")}
+    env.update({"TERM": "xterm-256color", "MSN_PROGRESS_DELAY": "1000"})  # no bars: a bare line
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.execve(sys.executable, [sys.executable, "-m", "msn_cli", *args], env)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 60, columns, 0, 0))
+    chunks, typed = [], False
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if not typed and server.holding.is_set():
+            os.write(fd, b"\x03")
+            typed = True
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+    server.release()
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), b"".join(chunks)
+
+
+def test_ctrl_c_says_interrupted_on_a_line_of_its_own(tmp_path, tiny_ckpt):
+    with FileServer() as server:
+        server.add("/msn/x.pth.tar", tiny_ckpt)
+        server.fault("/msn/x.pth.tar", "hold", after=1000)
+        code, raw = _interrupted_in_a_terminal(
+            ["inspect", server.url("/msn/x.pth.tar"), "--cache-dir", str(tmp_path / "cache")], server)
+    screen = Screen(80, raw)
+    assert code == 130, screen.text
+    assert "^C" in screen.text  # the terminal's echo: the test typed Ctrl-C
+    assert any(line.startswith("Error: interrupted") for line in screen.lines), screen.lines

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from msn_cli.cli.signals import Terminated, catch_sigterm
+from msn_cli.cli.signals import Terminated, catch_signals
 from msn_cli.errors import (
     EXIT_INTERRUPTED,
     EXIT_OUTPUT_CLOSED,
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from msn_cli.cli.app import app
     from msn_cli.original import checkpoint
 
-    catch_sigterm()
+    catch_signals()
     checkpoint.FREEZE_GC_AFTER_TORCH = True  # a short-lived process: see checkpoint.import_torch
     command = typer.main.get_command(app)
     args = completion.optional_values(list(sys.argv[1:] if argv is None else argv))

@@ -376,8 +376,8 @@ def _fit_widths(cols: list[Col], rows: list[list[Cell]], room: int) -> list[int]
 def records(title: str, cols: list[Col], rows: list[list[Cell]], width: int,
             caption: str | None = None) -> Group:
     """The list layout of a table too wide for ``width``: per row, the ``lead`` values on a
-    line, then ``header value`` pairs packed on indented lines (a pair is never split), and each
-    ``words`` value as a paragraph of its own that wraps between words."""
+    line, then ``header: value`` pairs packed on indented lines (a pair is never split), and a
+    ``words`` value too long for a line as a paragraph of its own that wraps between words."""
     out: list[RenderableType] = [Text(title, style="table.title")]
     lead = [i for i, c in enumerate(cols) if c.lead] or [0]
     for r in rows:
@@ -389,7 +389,8 @@ def records(title: str, cols: list[Col], rows: list[list[Cell]], width: int,
             if i in lead or not _plain(r[i]):
                 continue
             pair = Text(f"{c.header}: ", style="dim").append_text(_as_text(r[i]))
-            (paragraphs if c.words or "\n" in _plain(r[i]) else pairs).append(pair)
+            long = "\n" in _plain(r[i]) or (c.words and cell_len(pair.plain) > width - 2)
+            (paragraphs if long else pairs).append(pair)
         out.extend(Padding(line, (0, 0, 0, 2)) for line in _pack(pairs, width - 2))
         out.extend(Padding(p, (0, 0, 0, 2)) for p in paragraphs)
     if caption:

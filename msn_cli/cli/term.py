@@ -17,8 +17,9 @@ think about them:
   message; on a pipe they stay one line each. Tables on stdout take the terminal's width, or
   ``COLUMNS`` (else 80) when stdout is not a terminal.
 - **Progress only when it helps.** A step gets a bar only once it has run for
-  :data:`DELAY` seconds, finished bars are removed, and the display is cleared when the command
-  ends (``-v`` then says how long each long step took). Bars appear only on an interactive
+  :data:`DELAY` seconds; when it finishes its bar is removed and a line says what it did and
+  how long it took, so no long step passes in silence and none is said only at the end. The
+  display is cleared when the command ends. Bars appear only on an interactive
   stderr, never under ``--json`` or ``--quiet``; a command that ends quickly, by success or
   error, writes no control codes at all. Rich honours ``NO_COLOR`` on its own.
 """
@@ -55,6 +56,7 @@ from rich.segment import Segment
 from rich.table import Column, Table
 from rich.text import Span, Text
 
+from msn_cli.cli.signals import bars_drawn
 from msn_cli.progress import ProgressFn, item_unit
 from msn_cli.util.fmt import human_size
 
@@ -289,11 +291,12 @@ class Term:
         bars = self._bars = _Bars(self.err, delay)
         try:
             yield bars.report
-        finally:
+        except BaseException:
             self._bars = None
-            bars.close()
-            for line in bars.timings():
-                self.detail(line)
+            bars.close(failed=True)
+            raise
+        self._bars = None
+        bars.close()
 
 
 def _print_result(console: Console, renderable: RenderableType) -> None:
@@ -392,6 +395,11 @@ class _Bars:
             if not st.finished:
                 self._draw(name, st)
         self.progress.start()
+        bars_drawn(True)
+
+    def _stop(self) -> None:
+        self.progress.stop()
+        bars_drawn(False)
 
     def _draw(self, name: str, st: _Stage) -> None:
         if st.task is None:
@@ -400,25 +408,41 @@ class _Bars:
         else:
             self.progress.update(st.task, completed=st.done, total=st.total)
 
-    def _end(self, st: _Stage, now: float) -> None:
+    def _end(self, st: _Stage, now: float, said: bool = True) -> None:
+        """The stage is over: its bar goes, and a step long enough to have had one is said,
+        as it finishes (Rich prints the line above the bars still running)."""
         st.ended = now
         if st.task is not None:
             self.progress.remove_task(st.task)
             st.task = None
+            if said and now - st.started >= self.delay:
+                self.console.print(Text(self._finished(st), style="dim"))
+
+    def _finished(self, st: _Stage) -> str:
+        name = next(k for k, v in self.stages.items() if v is st)
+        took = (st.ended or st.started) - st.started
+        if st.total is None and not st.done:  # a step that counts nothing (an import, a check)
+            return f"{name}: {took:.1f} s"
+        unit = item_unit(name)
+        amount = f"{st.done} {unit}" if unit else human_size(st.done)
+        return f"{name}: {amount} in {took:.1f} s"
 
     @contextlib.contextmanager
     def lifted(self) -> Iterator[None]:
         with self.lock:
             was_live = self.live
             if was_live:
-                self.progress.stop()
+                self._stop()
             try:
                 yield
             finally:
                 if was_live and not self.closed:
                     self.progress.start()
+                    bars_drawn(True)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Stop drawing; a step of unknown size still drawn ended with the command, and is said
+        unless the command failed."""
         with self.lock:
             self.closed = True
             if self.timer is not None:
@@ -427,20 +451,9 @@ class _Bars:
             now = time.monotonic()
             for st in self.stages.values():
                 if not st.finished:
-                    st.ended = now
+                    self._end(st, now, said=not failed and st.total is None)
             if self.live:
-                self.progress.stop()
-
-    def timings(self) -> list[str]:
-        """One line per step that ran long enough to get a bar: what it did and how long."""
-        out = []
-        for name, st in self.stages.items():
-            took = (st.ended or st.started) - st.started
-            if took >= self.delay:
-                unit = item_unit(name)
-                amount = f"{st.done} {unit}" if unit else human_size(st.done)
-                out.append(f"{name}: {amount} in {took:.1f} s")
-        return out
+                self._stop()
 
 
 class _Amount(ProgressColumn):
@@ -452,6 +465,8 @@ class _Amount(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         unit = task.fields.get("unit")
+        if task.total is None and not task.completed:  # a step that counts nothing: no amount
+            return Text("")
         if unit is None:
             return self._bytes.render(task)
         total = "?" if task.total is None else f"{int(task.total)}"

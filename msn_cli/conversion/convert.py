@@ -372,6 +372,7 @@ def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, opts
              progress: ProgressFn) -> ConvertResult:
     """The plan, and unless ``check`` is None (a dry run) the folder written and verified."""
     known, run = run_context(source.path, opts.config, opts.num_heads)
+    progress("loading checkpoint", 0, None)  # a spinner if it is slow (importing torch, reading)
     ckpt = load_checkpoint(source.path, opts.encoder)
     plan = build_plan(ckpt, opts.dtype, known=known)
     plan.require_ok()

@@ -78,6 +78,7 @@ def verify_folder(folder: str | os.PathLike[str], options: VerifyOptions | None 
     found_at = time.perf_counter()
     hashes = BackgroundHashes(_to_hash(found, options))  # on the second core, during the imports
     try:
+        options.progress("importing torch and transformers", 0, None)  # a spinner if it is slow
         versions = import_versions()
         imported_at = time.perf_counter()
         ctx = _context(found, options, hashes)
@@ -87,6 +88,7 @@ def verify_folder(folder: str | os.PathLike[str], options: VerifyOptions | None 
         last_model_user = max(i for i, c in enumerate(CHECKS) if c.uses_models)
         for i, check in enumerate(CHECKS):
             began = time.perf_counter()
+            options.progress(f"{check.name} check", 0, None)  # a spinner while it runs, if long
             result = check.run(ctx)
             result.seconds = time.perf_counter() - began
             checks.append(result)
