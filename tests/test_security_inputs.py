@@ -242,6 +242,10 @@ def test_a_nan_loss_is_carried_and_json_stays_json(cli, tmp_path):
     assert r.code == 0, r.stderr
     assert _no_bare_nan(r.stdout)["plan"]["numbers"]["loss"] == "nan"
     assert math.isnan(torch.load(out, weights_only=True)["loss"])
+    r = cli("inspect", src, "--json")  # the entries list the loss too
+    assert r.code == 0, r.stderr
+    entries = {e["name"]: e for e in _no_bare_nan(r.stdout)["entries"]}
+    assert entries["loss"]["value"] == "nan"
 
 
 # -- item 12: --image ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ that callers use beside :func:`load_checkpoint` are importable from here too.
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
 import warnings
@@ -207,7 +208,12 @@ class Entry:
     value: Scalar = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        """The entry for JSON: a NaN or infinite value (a diverged run's loss) as its name,
+        ``"nan"``, since JSON has no such number."""
+        out = {k: v for k, v in self.__dict__.items() if v is not None}
+        if isinstance(self.value, float) and not math.isfinite(self.value):
+            out["value"] = str(self.value)
+        return out
 
 
 def _describe(name: str, obj: Any) -> Entry:
