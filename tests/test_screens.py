@@ -545,3 +545,18 @@ def test_ctrl_c_says_interrupted_on_a_line_of_its_own(tmp_path, tiny_ckpt):
     assert code == 130, screen.text
     assert "^C" in screen.text  # the terminal's echo: the test typed Ctrl-C
     assert any(line.startswith("Error: interrupted") for line in screen.lines), screen.lines
+
+
+def test_each_long_step_is_said_as_it_finishes(demo, tmp_path):
+    """Every step is drawn (delay 0): the imports and each check have a spinner, and each step
+    is said when it finishes, before the result, without -v."""
+    out = tmp_path / "out"
+    shutil.copytree(demo["out"], out)
+    code, raw, screen = run(["verify", out, "--no-record"], 80, {"MSN_PROGRESS_DELAY": "0"})
+    assert code == 0, screen.text
+    assert b"importing torch and transformers" in raw and b"preprocessing check" in raw
+    lines = screen.lines
+    table = next(i for i, line in enumerate(lines) if line.startswith("msn verify "))
+    said = [line for line in lines[:table] if re.fullmatch(r"[\w ]+: (\d+ \w+ in )?\d+\.\d s", line)]
+    assert any(line.startswith("importing torch and transformers: ") for line in said), screen.text
+    assert any(line.startswith("parity: ") for line in said), screen.text
