@@ -13,6 +13,7 @@ Last-Modified with If-Range, and faults injected per path that a test queues up:
 - ``no_length``: no Content-Length (the body ends when the connection closes);
 - ``ignore_if_range``: serve the Range even when If-Range names another version (a broken
   cache in the path).
+- ``redirect``: answer 302 with ``Location: location``;
 - ``announce``: a Content-Length of ``after`` bytes, whatever the body is;
 - ``swap_etag``: serve the Range whatever If-Range says, under the ETag ``etag`` (None: no
   ETag and no Last-Modified), as a server whose file changed and that ignores If-Range does.
@@ -63,6 +64,7 @@ class Fault:
     ranged: bool = False
     start: int | None = None
     etag: str | None = None
+    location: str = ""
 
     def matches(self, rng: str | None) -> bool:
         if (self.ranged or self.start is not None) and not rng:
@@ -233,6 +235,15 @@ class _Handler(BaseHTTPRequestHandler):
         if item is None or (fault and fault.kind == "not_found"):
             srv._record(Logged(self.command, path, rng, 404))
             self._simple(404, b"not found\n")
+            return
+        if fault and fault.kind == "redirect":
+            srv._record(Logged(self.command, path, rng, 302))
+            self.send_response(302)
+            self.send_header("Location", fault.location)
+            self.send_header("Content-Length", "0")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
             return
         if fault and fault.kind == "error":
             srv._record(Logged(self.command, path, rng, fault.status))

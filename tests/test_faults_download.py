@@ -221,3 +221,44 @@ def test_a_stalled_transfer_gives_up(cli, server, monkeypatch):
     assert took < 8, took
     part = Cache().partial_path("trickle.bin")
     assert 0 < part.stat().st_size < 40  # what arrived is kept for the next run
+
+
+# -- what msn does not fetch, and a network that is not there ---------------------------------
+
+
+@pytest.mark.parametrize("location", ["file:///etc/passwd", "ftp://127.0.0.1/x.bin"])
+def test_a_redirect_to_another_scheme_is_a_network_error(cli, server, location):
+    url = server.add("/r.bin", b"x" * 100)
+    server.fault("/r.bin", "redirect", location=location)
+    r = cli("download", url)
+    assert r.code == 4, r.stderr
+    assert f"redirects to {location}, which msn does not fetch" in r.stderr
+    assert "bug" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_base_url_or_an_index_url_that_is_not_http_is_a_network_error(cli, server, monkeypatch):
+    r = cli("download", "vits16", "--base-url", "file:///etc/")
+    assert r.code == 4 and "the base URL is file:///etc/, not an http(s) URL" in r.stderr, r.stderr
+    url = server.add("/i.bin", b"y" * 100)
+    assert cli("download", url).code == 0
+    index = Cache().root / "index.json"
+    index.write_text(index.read_text().replace(url, "file:///etc/passwd"))
+    r = cli("download", "i.bin", "--force")
+    assert r.code == 4, r.stderr
+    assert "source of i.bin is file:///etc/passwd, not an http(s) URL" in r.stderr
+    assert "bug" not in r.stderr
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/x.bin", "http://no-such-host.invalid/x.bin"])
+def test_no_network_is_not_retried_for_long(cli, url, monkeypatch):
+    monkeypatch.setattr(settings, "BACKOFF", 1.0)
+    t0 = time.monotonic()
+    r = cli("download", url)
+    took = time.monotonic() - t0
+    assert r.code == 4
+    assert took < 5, took
+    lines = r.stderr.splitlines()
+    retries = [x for x in lines if "retrying" in x]
+    assert len(retries) <= 1
+    assert all(len(x) <= 100 for x in retries), retries  # one line at 80-100 columns
+    assert any(w in r.stderr for w in ("connection refused", "the name does not resolve"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -39,10 +40,13 @@ BROKEN: tuple[type[BaseException], ...] = (
 class Retry(Exception):
     """An attempt failed in a way another attempt may mend."""
 
-    def __init__(self, reason: str, gained: int = 0):
+    def __init__(self, reason: str, gained: int = 0, unreachable: bool = False):
         super().__init__(reason)
         self.reason = reason
         self.gained = gained
+        self.unreachable = unreachable
+        """No connection at all (a name that does not resolve, a refused connection): no network
+        or a wrong host, which waiting seldom mends, so it is retried once only."""
 
 
 class StartOver(Exception):
@@ -94,6 +98,17 @@ def too_large(t: Transfer, what: str) -> DownloadError:
                          hint="check the URL; for a larger file raise MSN_DOWNLOAD_MAX_SIZE")
 
 
+def unfollowed(t: Transfer, e: requests.RequestException) -> DownloadError:
+    """A request msn cannot make: a redirect to another scheme than http(s), too many redirects."""
+    if isinstance(e, requests.TooManyRedirects):
+        return DownloadError(f"{t.target.shown} redirects too many times", hint="check the URL")
+    text = redact(str(e))
+    m = re.search(r"'([^']*)'", text)
+    where = m.group(1) if m else text
+    return DownloadError(f"{t.target.shown} redirects to {where}, which msn does not fetch "
+                         "(only http and https)", hint="check the URL (or --base-url / MSN_BASE_URL)")
+
+
 def new_session() -> requests.Session:
     s = requests.Session()
     s.headers.update({"User-Agent": f"msn-cli/{__version__}", "Accept-Encoding": "identity"})
@@ -138,8 +153,35 @@ def host(url: str) -> str:
     return urlsplit(url).netloc or url
 
 
+def _causes(e: BaseException) -> list[BaseException]:
+    """``e`` and what it wraps (``reason``, exception arguments, ``__cause__``), a few deep."""
+    seen: list[BaseException] = []
+    todo = [e]
+    while todo and len(seen) < 12:
+        x = todo.pop(0)
+        if any(x is y for y in seen):
+            continue
+        seen.append(x)
+        inner = [getattr(x, "reason", None), x.__cause__, x.__context__, *getattr(x, "args", ())]
+        todo += [i for i in inner if isinstance(i, BaseException)]
+    return seen
+
+
+def no_connection(e: BaseException) -> str | None:
+    """"the name does not resolve" or "connection refused" when that is why ``e`` happened."""
+    causes = _causes(e)
+    if any(isinstance(x, (socket.gaierror, urllib3.exceptions.NameResolutionError)) for x in causes):
+        return "the name does not resolve"
+    if any(isinstance(x, ConnectionRefusedError) for x in causes):
+        return "connection refused"
+    return None
+
+
 def short(e: BaseException) -> str:
     """The innermost cause of a requests/urllib3 error, in a few words."""
+    plain = no_connection(e)
+    if plain is not None:
+        return plain
     for _ in range(6):
         inner = getattr(e, "reason", None)
         if not isinstance(inner, BaseException):

@@ -99,7 +99,8 @@ def _attempts(t: Transfer, outcome: Outcome) -> tuple[str, int]:
 
 
 def _wait_or_give_up(t: Transfer, e: Retry, failures: int, attempts: int) -> None:
-    if failures > t.settings.retries or attempts >= t.settings.max_attempts:
+    retries = min(t.settings.retries, 1) if e.unreachable else t.settings.retries
+    if failures > retries or attempts >= t.settings.max_attempts:
         have = t.part.stat().st_size if t.part.exists() else 0
         raise DownloadError(
             f"download of {t.name} from {t.target.shown} failed after {attempts} "

@@ -45,6 +45,7 @@ from msn_cli.transfer.download.protocol import (
     new_session,
     short,
     strong_validator,
+    unfollowed,
 )
 from msn_cli.transfer.download.settings import (
     CHUNK,
@@ -317,6 +318,9 @@ def fetch_range(job: Job, session: requests.Session, fd: int, ledger: Ledger, pi
             reason = e.reason
         except requests.exceptions.InvalidURL as e:
             raise UsageError(f"invalid URL {job.transfer.target.shown}: {redact(str(e))}") from None
+        except (requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema,
+                requests.TooManyRedirects) as e:
+            raise unfollowed(job.transfer, e) from None
         except BROKEN as e:
             if ledger.stop.is_set():
                 return

@@ -32,9 +32,11 @@ from msn_cli.transfer.download.protocol import (
     body_reader,
     failed_status,
     host,
+    no_connection,
     short,
     strong_validator,
     too_large,
+    unfollowed,
 )
 from msn_cli.transfer.download.segments import Job, segmented
 from msn_cli.transfer.download.settings import CHUNK
@@ -95,7 +97,10 @@ def _request(t: Transfer, session: requests.Session, have: int,
     except requests.exceptions.InvalidURL as e:
         raise UsageError(f"invalid URL {t.target.shown}: {redact(str(e))}") from None
     except (requests.ConnectionError, requests.Timeout) as e:
-        raise Retry(f"cannot reach {host(t.target.shown)} ({short(e)})") from None
+        raise Retry(f"cannot reach {host(t.target.shown)} ({short(e)})",
+                    unreachable=no_connection(e) is not None) from None
+    except requests.RequestException as e:  # a redirect to file:// or ftp://, or a loop of them
+        raise unfollowed(t, e) from None
 
 
 def _complete_already(t: Transfer, r: requests.Response, have: int,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from msn_cli.errors import UsageError
+from msn_cli.errors import DownloadError, UsageError
 from msn_cli.original.variants import DEFAULT_BASE_URL, VARIANTS, find_variant, get_variant
 from msn_cli.transfer.cache import Cache
 from msn_cli.util.safeio import strip_credentials
@@ -52,9 +52,22 @@ def resolve_target(spec: str, cache: Cache, base_url: str | None) -> Target:
         return _url_target(spec, cache, base_url)
     entry = None if find_variant(spec) else cache.get(spec.strip())
     if entry is not None:
+        _http_only(entry.url, f"the cache index's source of {entry.name}",
+                   f"give the file's http(s) URL, or remove the entry (msn cache rm {entry.name})")
         return Target(entry.name, entry.url, entry.variant)
     v = get_variant(spec)
-    return Target(v.filename, v.url(effective_base_url(base_url)), v.name)
+    base = effective_base_url(base_url)
+    _http_only(base, "the base URL", "give an http(s) mirror in --base-url / MSN_BASE_URL")
+    return Target(v.filename, v.url(base), v.name)
+
+
+def _http_only(url: str, what: str, hint: str) -> None:
+    """Only http(s) is fetched: a URL from the environment or the (shared) cache index that
+    names another scheme is a network error of its own, never handed to requests."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in ("http", "https"):
+        raise DownloadError(f"{what} is {strip_credentials(url)}, not an http(s) URL",
+                            hint=hint)
 
 
 def _url_target(spec: str, cache: Cache, base_url: str | None) -> Target:
