@@ -328,3 +328,15 @@ def test_convert_by_released_name_records_what_its_verify_saw(cli, stand_in, ser
     assert r.code == 0, r.stderr
     assert manifest(tmp_path / "copy")["verify"]["source"] == {"released": stand_in.name,
                                                               "evidence": "sha256"}
+
+
+def test_fewshot_never_loads_a_folder_that_names_code(folder, tmp_path):
+    """The other command that hands a folder to transformers refuses one naming code too."""
+    from msn_cli.errors import FolderError
+    from msn_cli.fewshot.model import load_folder
+
+    marker = tmp_path / "marker"
+    plant_evil_processor(folder, marker)
+    with pytest.raises(FolderError, match=r"processor_config\.json: auto_map"):
+        load_folder(folder, str(folder), "folder", "cpu")
+    assert not marker.exists()

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from msn_cli.errors import FolderError, NetworkError, UsageError
 from msn_cli.fewshot.store import FEATURE_DEFINITION
-from msn_cli.hf.folder import config_architecture, read_json_object, weights_files
+from msn_cli.hf.folder import code_references, config_architecture, read_json_object, weights_files
 from msn_cli.progress import ProgressFn, no_progress
 from msn_cli.util.hashing import sha256_file
 
@@ -152,11 +152,15 @@ def load_folder(folder: Path, spec: str, kind: str, device: str) -> FeatureModel
     if processor_config is None:
         raise FolderError(f"{folder} has no usable image processor: {why}",
                           hint="msn convert writes preprocessor_config.json beside the weights")
+    code = code_references(folder)  # transformers never sees a folder that names code
+    if code:
+        raise FolderError(f"{folder} names code to run ({'; '.join(code[:5])}), which msn never runs",
+                          hint=NOT_MSN_HINT)
     try:
         with quiet_transformers():
             processor = AutoImageProcessor.from_pretrained(str(folder), trust_remote_code=False)
             model: Any = ViTMSNModel.from_pretrained(str(folder), use_safetensors=True,
-                                                     dtype=torch.float32)
+                                                     dtype=torch.float32, trust_remote_code=False)
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise FolderError(f"{folder} cannot be loaded: {first}", hint=NOT_MSN_HINT) from e
