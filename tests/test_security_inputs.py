@@ -127,6 +127,32 @@ def test_a_compressed_pickle_bomb_is_refused_before_it_inflates(tmp_path, tiny_c
     assert "data.pkl" in line and "inflate" in line
 
 
+def test_a_legacy_pickle_bomb_is_refused_from_its_opcodes(tmp_path):
+    """A file in torch's pre-zip format is pickles read whole: 16 MiB of empty dicts took 18 s
+    and 1.5 GB before torch said anything."""
+    import pickle
+
+    from msn_cli.original.archive import LEGACY_MAGIC
+
+    path = tmp_path / "legacy-bomb.pth.tar"
+    with open(path, "wb") as f:
+        pickle.dump(0x1950A86A20F9469CFC6C, f, protocol=2)  # torch's legacy magic number
+        pickle.dump(1001, f, protocol=2)
+        pickle.dump({"protocol_version": 1001, "little_endian": True,
+                     "type_sizes": {"short": 2, "int": 4, "long": 4}}, f, protocol=2)
+        f.write(b"\x80\x02](" + b"}" * (16 << 20) + b"e.")  # a list of 16 M empty dicts
+    assert path.read_bytes()[:len(LEGACY_MAGIC)] == LEGACY_MAGIC
+    line = assert_one_line_error(run_bounded("inspect", path))
+    assert "pickles run past" in line
+
+
+def test_a_legacy_checkpoint_still_converts(cli, tmp_path):
+    path = tmp_path / "legacy.pth.tar"
+    torch.save(make_checkpoint(TINY), path, _use_new_zipfile_serialization=False)
+    r = cli("convert", path, tmp_path / "out", "--no-verify")
+    assert r.code == 0, r.stderr
+
+
 # -- item 10: numbers past what the format holds: the format's error, not exit 70 --------------
 
 def test_an_epoch_of_2000_bits_in_a_run_is_a_checkpoint_error(tmp_path):

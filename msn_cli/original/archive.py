@@ -10,6 +10,7 @@ and refuses an archive whose members would inflate past what a checkpoint holds.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import struct
 import zipfile
@@ -31,10 +32,14 @@ LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 _LOCAL_HEADER = 30  # bytes of a zip local file header before the member's name and extra field
 _CHUNK = 8 << 20
 
-MAX_PICKLE_BYTES = 4 << 20
-"""The most a checkpoint's object table (``data.pkl``) may hold. A ViT-H/14 training file's is
-about 190 kB; unpickling builds objects of up to 70 times the table's size, so the cap bounds
-the memory and time of every load."""
+MAX_PICKLE_BYTES = 1 << 20
+"""The most a checkpoint's object table (``data.pkl``, or a legacy file's pickles) may hold. A
+ViT-H/14 training file's, the largest there is, is about 190 kB. torch's weights-only unpickler
+spends about 5 us and 300 bytes on an object a single byte can make (an empty dict), so the cap
+is what bounds the time and memory of a load: about 5 s and 300 MB at most."""
+LEGACY_PICKLES = 5
+"""A legacy file: magic number, protocol, system info, the object, the storage keys (then the
+tensors' bytes, which are not pickled)."""
 MAX_INFLATED_BYTES = MAX_PICKLE_BYTES
 """The most a compressed member may inflate to: ``torch.save`` compresses nothing, so only a
 file made by other means has one, and a few kB of DEFLATE can inflate to gigabytes."""
@@ -99,6 +104,26 @@ def refuse_bombs(path: Path, zf: zipfile.ZipFile) -> None:
             f"the {cap >> 20} MiB msn reads",
             hint="a torch.save file's object table is well under 1 MiB and nothing in it is "
                  "compressed; do not trust this file")
+
+
+def check_legacy_pickles(path: Path) -> None:
+    """Refuse a legacy or plain-pickle file whose pickles run past :data:`MAX_PICKLE_BYTES`,
+    from their opcodes alone (nothing is built), before torch unpickles them; a file that is
+    not pickles at all is left to torch to name."""
+    import pickletools
+
+    with open(path, "rb") as f:
+        head = io.BytesIO(f.read(MAX_PICKLE_BYTES + 1))
+    try:
+        for _ in range(LEGACY_PICKLES):
+            for _op in pickletools.genops(head):
+                pass
+    except ValueError:  # no STOP before the bytes read ran out, or not a pickle
+        if head.tell() > MAX_PICKLE_BYTES:
+            raise CheckpointError(
+                f"refused {path.name}: its pickles run past the {MAX_PICKLE_BYTES >> 20} MiB "
+                "msn reads", hint="a checkpoint's pickled objects are well under 1 MiB; do not "
+                                  "trust this file") from None
 
 
 def check_pickle_crc(path: Path) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from msn_cli.errors import CheckpointError
-from msn_cli.original.archive import check_pickle_crc
+from msn_cli.original.archive import check_legacy_pickles, check_pickle_crc
 from msn_cli.original.archive import check_zip_integrity as check_zip_integrity
 from msn_cli.original.archive import sniff as sniff
 from msn_cli.original.backbone import DDP_PREFIX as DDP_PREFIX
@@ -94,6 +94,8 @@ def _check_loadable(path: Path) -> str:
                               hint="download it again (msn download --force NAME)")
     if kind == "zip":
         check_pickle_crc(path)  # a damaged pickle must not read as a hostile one
+    else:
+        check_legacy_pickles(path)
     return kind
 
 
