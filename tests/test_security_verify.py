@@ -340,3 +340,17 @@ def test_fewshot_never_loads_a_folder_that_names_code(folder, tmp_path):
     with pytest.raises(FolderError, match=r"processor_config\.json: auto_map"):
         load_folder(folder, str(folder), "folder", "cpu")
     assert not marker.exists()
+
+
+def test_only_the_canonical_url_is_evidence_of_a_url(tmp_path):
+    """A fetch from Meta's own URL is a release; the same file name on another host is not."""
+    from msn_cli.transfer.sources import ResolvedSource
+    from msn_cli.verify.source import observed_release
+
+    v = VARIANTS["vits16"]
+    f = tmp_path / v.filename
+    fetched = ResolvedSource(v.url(), "url", f, url=v.url())
+    assert observed_release(fetched, None) == (v, "url")
+    mirror = f"https://mirror.example/msn/{v.filename}"
+    assert observed_release(ResolvedSource(mirror, "url", f, url=mirror), None) is None
+    assert observed_release(ResolvedSource(str(f), "path", f), "ab" * 32) is None

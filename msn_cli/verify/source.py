@@ -132,8 +132,9 @@ def observed_release(resolved: ResolvedSource | None, sha256: str | None,
         return None
     if resolved.kind == "variant" and resolved.name in VARIANTS:
         return VARIANTS[resolved.name], "name"
-    if resolved.kind == "url" and public_url({"url": resolved.url}):
-        return next(v for v in VARIANTS.values() if v.url() == public_url({"url": resolved.url})), "url"
+    canonical = public_url({"url": resolved.url}) if resolved.kind == "url" else None
+    if canonical is not None:
+        return next(v for v in VARIANTS.values() if v.url() == canonical), "url"
     if sha256 is None:
         return None
     from msn_cli.transfer.cache import Cache
