@@ -116,6 +116,14 @@ def test_help_folds_urls_rather_than_cutting_them(cli, monkeypatch):
     assert COCO_URL in re.sub(r"[\s│]", "", _help(cli, monkeypatch, "verify"))
 
 
+def test_no_help_screen_cuts_a_word_even_at_50_columns(cli, monkeypatch):
+    from tests.test_conventions import ALL
+
+    for name, _ in ALL:
+        text = _help(cli, monkeypatch, *name.split(), columns=50)
+        assert "…" not in text, name
+
+
 def test_example_comment_never_wraps_to_column_one(cli, monkeypatch):
     text = _help(cli, monkeypatch, "convert")
     examples = text.split("Examples:")[1].split("╭")[0]

@@ -141,29 +141,47 @@ def live_help(text: str, width: int | None = None) -> str:
     return "\n\n".join(paragraphs)
 
 
+_HIGHLIGHTERS = ("highlighter", "negative_highlighter", "types_highlighter")
+"""typer.rich_utils' highlighters: between them they style every text of a help screen."""
+
+
 @contextlib.contextmanager
 def _folding_help() -> Iterator[None]:
-    """Typer's help rendering with long words (URLs) folded onto the next line rather than cut
-    with "…", which is what the narrow help column of an options table otherwise does. Typer
-    reads its module's ``highlighter`` each time it styles a text and has no option for the
-    overflow, so the highlighter also sets it. (Rich and typer's Rich layer are imported here:
-    only -h needs them.)"""
+    """Typer's help rendering with long words (URLs, an environment variable's name, a long
+    --no-option) folded onto the next line rather than cut with "…", which is what the narrow
+    columns of its tables otherwise do. Typer has no option for the overflow, but looks up
+    names of its module each time it builds a cell: its highlighters, which style every text,
+    and ``Columns``, which groups a help cell's texts (help, env var, default); each sets it
+    here. (Rich and typer's Rich layer are imported here: only -h needs them.)"""
+    from rich.columns import Columns
     from rich.highlighter import Highlighter
     from rich.text import Text
     from typer import rich_utils
 
-    inner = rich_utils.highlighter
-
     class Folding(Highlighter):
+        def __init__(self, inner: Highlighter):
+            self.inner = inner
+
         def highlight(self, text: Text) -> None:
-            inner.highlight(text)
+            self.inner.highlight(text)
             text.overflow = "fold"
 
-    rich_utils.highlighter = Folding()  # type: ignore[assignment]  # duck-typed by typer
+    def folding(renderables: list[Any], *args: Any, **kwargs: Any) -> Columns:
+        for item in renderables:
+            if isinstance(item, Text):
+                item.overflow = "fold"
+        return Columns(renderables, *args, **kwargs)
+
+    patched: dict[str, Any] = {name: Folding(getattr(rich_utils, name)) for name in _HIGHLIGHTERS}
+    patched["Columns"] = folding  # typer calls it, never subclasses it
+    saved = {name: getattr(rich_utils, name) for name in patched}
+    for name, value in patched.items():
+        setattr(rich_utils, name, value)
     try:
         yield
     finally:
-        rich_utils.highlighter = inner
+        for name, value in saved.items():
+            setattr(rich_utils, name, value)
 
 
 def help_width() -> int:
