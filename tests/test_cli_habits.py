@@ -157,6 +157,7 @@ def test_completion_offers_values_and_variant_names(tmp_path):
     assert offered == ["vits16", "vits16_800ep.pth.tar"]  # the name, and the file beside
     assert "all" in _complete("msn convert a", tmp_path)
     assert _complete("msn inspect vitl", tmp_path) == ["vitl16", "vitl7"]
+    assert _complete("msn download vitb", tmp_path) == ["vitb16", "vitb4"]
 
 
 def test_version_json_is_json(cli):

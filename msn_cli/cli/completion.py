@@ -118,6 +118,13 @@ def sources(ctx: Any, args: list[str], incomplete: str) -> list[str]:
     return [n for n in names if n.startswith(incomplete)] + paths(incomplete)
 
 
+def released(ctx: Any, args: list[str], incomplete: str) -> list[str]:
+    """Completion for download's NAMES: the released names (a URL is typed, not offered)."""
+    from msn_cli.original.variants import VARIANTS
+
+    return [n for n in VARIANTS if n.startswith(incomplete)]
+
+
 def paths(incomplete: str) -> list[str]:
     """The files and folders whose path starts with ``incomplete`` (folders end with /),
     hidden ones only when asked for by a leading dot."""

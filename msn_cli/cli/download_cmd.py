@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from msn_cli.cli import completion
 from msn_cli.cli.options import BaseUrlOpt, CacheDirOpt, JsonOpt, QuietOpt, VerboseOpt
 from msn_cli.cli.signals import Terminated
 from msn_cli.cli.term import Term
@@ -23,7 +24,8 @@ RELEASED_HELP = "vits16, vitb16, vitl16, vitb4, vitl7"
 def download(
     names: Annotated[Optional[list[str]], typer.Argument(
         help=f"Released names ({RELEASED_HELP}), entries of msn cache ls (fetched again from "
-             "their source with --verify or --force) or http(s) URLs.", show_default=False)] = None,
+             "their source with --verify or --force) or http(s) URLs.",
+        autocompletion=completion.released, show_default=False)] = None,
     all_released: Annotated[bool, typer.Option(
         "--all", help="All five released checkpoints.")] = False,
     sha256: Annotated[Optional[str], typer.Option(
