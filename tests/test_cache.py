@@ -200,3 +200,104 @@ def test_a_cache_location_that_is_a_file_is_an_error(cli, tmp_path, monkeypatch,
     assert r.code == 3
     assert "is a file, not a folder" in r.stderr and r.stdout == ""
     assert not_a_dir.read_text() == "not a folder"
+
+
+# -- files the index lost, --force, and hf's habits ---------------------------------------------
+
+
+def test_files_without_an_index_entry_are_adopted_listed_and_removable(cli, server, filled):
+    import hashlib
+
+    (Cache().root / "index.json").unlink()  # what the hint for a damaged index says to do
+    n = len(server.requests())
+    r = cli("cache", "ls", "--json")
+    assert r.code == 0, r.stderr
+    got = {e["name"]: e for e in r.json()["entries"]}
+    assert set(got) == {"vits16_800ep.pth.tar", "vitb4_300ep.pth.tar", "my_run.pth.tar"}
+    for name, e in got.items():
+        assert e["sha256"] == hashlib.sha256(filled[name]).hexdigest() and e["intact"]
+    assert got["vits16_800ep.pth.tar"]["variant"] == "vits16"
+    assert r.json()["total_bytes"] == sum(len(filled[k]) for k in got)
+    # the next download uses the adopted file: not one request
+    r = cli("download", "vits16", "--base-url", server.url("/m/"))
+    assert r.code == 0 and len(server.requests()) == n
+    (Cache().root / "index.json").unlink()
+    r = cli("cache", "rm", "--all", "--yes", "--json")
+    assert r.code == 0, r.stderr
+    assert r.json()["bytes"] == sum(len(filled[k]) for k in got)
+    assert list((Cache().root / "files").iterdir()) == []
+
+
+def test_an_orphan_is_adopted_by_the_download_that_wants_it(cli, server, filled):
+    (Cache().root / "index.json").unlink()
+    n = len(server.requests())
+    r = cli("download", filled["url"], "--json")
+    assert r.code == 0, r.stderr
+    assert len(server.requests()) == n
+    assert r.json()["files"][0]["downloaded"] is False
+
+
+def test_force_keeps_the_old_file_until_the_new_one_is_complete(cli, server, filled, monkeypatch):
+    url = filled["url"]
+    entry = Cache().get("my_run.pth.tar")
+    server.fault("/other/my_run.pth.tar", "cut", times=None, after=10_000)
+    monkeypatch.setenv("MSN_DOWNLOAD_RETRIES", "0")
+    r = cli("download", url, "--force")
+    assert r.code == 4
+    assert Cache().file_path("my_run.pth.tar").read_bytes() == filled["my_run.pth.tar"]
+    assert Cache().get("my_run.pth.tar") == entry
+    server.clear_faults()
+    n = len(server.requests())
+    r = cli("download", url)  # the old file is still the cached one
+    assert r.code == 0 and len(server.requests()) == n
+    server.add("/other/my_run.pth.tar", new := blob(44_444, 9))
+    r = cli("download", url, "--force")
+    assert r.code == 0, r.stderr
+    assert Cache().file_path("my_run.pth.tar").read_bytes() == new
+    assert Cache().get("my_run.pth.tar").size == len(new)
+
+
+def test_list_and_verify_are_ls_and_check(cli, filled):
+    assert cli("cache", "list", "--json").json() == cli("cache", "ls", "--json").json()
+    v, c = cli("cache", "verify", "--json"), cli("cache", "check", "--json")
+    assert v.code == c.code == 0 and v.json() == c.json()
+
+
+def test_rm_dry_run_removes_nothing_and_says_what_it_would(cli, filled):
+    files = sorted(p.name for p in (Cache().root / "files").iterdir())
+    index = (Cache().root / "index.json").read_bytes()
+    r = cli("cache", "rm", "--all", "--dry-run", "--json")
+    assert r.code == 0, r.stderr
+    doc = r.json()
+    assert doc["dry_run"] is True and doc["removed"] == []
+    assert sorted(w["name"] for w in doc["would_remove"]) == files
+    assert doc["bytes"] == sum(len(filled[n]) for n in files)
+    r = cli("cache", "rm", "vits16", "--dry-run")  # no --yes needed: nothing is removed
+    assert r.code == 0 and "vits16_800ep.pth.tar" in r.stdout and "would remove 1" in r.stderr
+    assert sorted(p.name for p in (Cache().root / "files").iterdir()) == files
+    assert (Cache().root / "index.json").read_bytes() == index
+
+
+def test_ls_at_80_columns_is_one_line_per_file_and_never_splits_a_url(cli, server, filled,
+                                                                      monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    long_url = server.add("/a/rather/long/path/to/a/mirror/of/the/checkpoints/" + "x" * 40
+                          + "/big_run.pth.tar", blob(3_000_000, 5))
+    server.fault("/a/rather/long/path/to/a/mirror/of/the/checkpoints/" + "x" * 40
+                 + "/big_run.pth.tar", "cut", after=1_000_000)
+    monkeypatch.setenv("MSN_DOWNLOAD_RETRIES", "0")
+    assert cli("download", long_url).code == 4  # leaves a partial download
+    r = cli("cache", "ls")
+    assert r.code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    cut = lines.index("sources:")
+    table, sources = lines[:cut], lines[cut + 1:]
+    urls = [filled["url"], long_url, server.url(f"/m/{VARIANTS['vits16'].filename}"),
+            server.url(f"/m/{VARIANTS['vitb4'].filename}")]
+    for u in urls:
+        assert sum(x.endswith(" " + u) for x in sources) == 1, (u, r.stdout)  # whole, on one line
+    assert len(sources) == len(urls)
+    assert all(len(x) <= 80 for x in table), r.stdout
+    for name in ("vits16_800ep.pth.tar", "vitb4_300ep.pth.tar", "my_run.pth.tar", "big_run.pth.tar"):
+        assert sum(name in x for x in table) == 1, (name, r.stdout)  # one row each
+    assert len(lines) <= 16, r.stdout

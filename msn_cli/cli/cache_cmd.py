@@ -6,6 +6,7 @@ import sys
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -23,7 +24,8 @@ cache_app = typer.Typer(
     name="cache",
     cls=MsnGroup,
     help="List, check and remove downloaded checkpoints.\n\n"
-         "The cache is --cache-dir, else $MSN_CACHE, else $XDG_CACHE_HOME/msn, else ~/.cache/msn.\n\n"
+         "The cache is --cache-dir, else $MSN_CACHE, else $XDG_CACHE_HOME/msn, else ~/.cache/msn. "
+         "As in hf cache, 'list' is ls and 'verify' is check.\n\n"
          "Examples:\n\n"
          "  msn cache ls\n\n"
          "  msn cache check --json\n\n"
@@ -41,7 +43,10 @@ def cache_ls(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """List the cached checkpoints, unfinished downloads and the total size.
+    """List the cached checkpoints, unfinished downloads and the total size (alias: list).
+
+    Files in the cache that its index does not list (an index deleted or started afresh) are
+    hashed once, recorded again and listed.
 
     Examples:
 
@@ -56,36 +61,44 @@ def cache_ls(
     if json_out:
         term.emit_json(summary)
         return
-    narrow = term.width < 120  # the source URL goes under the name instead of in a column
-    t = Table(title=f"Cache: {summary['cache_dir']}", title_justify="left")
-    t.add_column("name" + (" and source" if narrow else ""), overflow="fold")
+    _warn_damaged(term, summary["damaged"])
+    term.data(_ls_table(summary, term.width, verbose > 0))
+    # The sources below the table, each URL whole on a line of its own: one that a table cell
+    # folds over several lines (or cuts) cannot be copied.
+    sources = [(e["name"], e["url"]) for e in summary["entries"] if e["url"]]
+    sources += [(p["name"], p["url"]) for p in summary["partial"] if p["url"]]
+    if sources:
+        term.line("sources:")
+    for name, url in sources:
+        term.line(f"  {name}  {url}")
+
+
+cache_app.command("list", cls=MsnCommand, hidden=True)(cache_ls)  # hf cache's name for it
+
+
+def _ls_table(summary: dict[str, Any], width: int, whole_sha: bool) -> Table:
+    """One line per file (the sources go under the table); compact below 120 columns."""
+    narrow = width < 120
+    t = Table(title=f"Cache: {summary['cache_dir']}", title_justify="left",
+              box=None if narrow else box.HEAVY_HEAD, pad_edge=not narrow)
+    t.add_column("name", overflow="fold")
     for col in ("released", "size", "downloaded", "sha256"):
         t.add_column(col, no_wrap=True, justify="right" if col == "size" else "left")
-    if not narrow:
-        t.add_column("source", overflow="fold")
-
-    def row(name: Text, url: str, *cells: str) -> None:
-        if narrow:
-            name.append("\n" + url, style="dim")
-        t.add_row(name, *cells, *(() if narrow else (url,)))
-
     for e in summary["entries"]:
         name = Text(e["name"])
         if not e["intact"]:
             name.append(" (damaged: size differs)", style="red")
-        when = e["downloaded_at"].replace("T", " ")[:16]
-        row(name, e["url"], e["variant"] or "", human_size(e["size"]), when,
-            e["sha256"][:12] if not verbose else e["sha256"])
+        when = e["downloaded_at"].replace("T", " ")[: 10 if narrow else 16]
+        t.add_row(name, e["variant"] or "", human_size(e["size"]), when,
+                  e["sha256"] if whole_sha else e["sha256"][:12])
     for p in summary["partial"]:
-        of = f" of {human_size(p['total'])}" if p["total"] else ""
-        row(Text.assemble(p["name"], (" (partial)", "yellow")), p["url"] or "", "",
-            human_size(p["size"]) + of, "unfinished", "")
-    _warn_damaged(term, summary["damaged"])
+        of = ("/" if narrow else " of ") + human_size(p["total"]) if p["total"] else ""
+        t.add_row(Text(p["name"]), "", human_size(p["size"]) + of, Text("unfinished", "yellow"), "")
     n = len(summary["entries"])
     t.caption = (f"{n} file{'s' if n != 1 else ''}"
                  + (f", {len(summary['partial'])} unfinished" if summary["partial"] else "")
                  + f", {human_size(summary['total_bytes'])} in all")
-    term.data(t)
+    return t
 
 
 def _printable(text: str) -> str:
@@ -107,7 +120,7 @@ def _warn_damaged(term: Term, damaged: list[dict[str, Any]]) -> None:
 def _selected(cache: Cache, names: list[str] | None, everything: bool) -> list[str]:
     """Entry names (finished or partial, and damaged index keys) for what the user typed."""
     known = ({e.name for e in cache.entries()} | {p.name for p in cache.partials()}
-             | {d.key for d in cache.damaged()})
+             | {d.key for d in cache.damaged()} | set(cache.orphans()))
     if everything:
         if names:
             raise UsageError("give names or --all, not both")
@@ -141,6 +154,8 @@ def cache_rm(
         help="Entry names from msn cache ls, released names or source URLs.", show_default=False)] = None,
     all_entries: Annotated[bool, typer.Option("--all", help="Empty the whole cache.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Show what would be removed and how much it frees; remove nothing.")] = False,
     cache_dir: CacheDirOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -155,6 +170,8 @@ def cache_rm(
       msn cache rm vits16
 
       msn cache rm --all --yes
+
+      msn cache rm --all --dry-run
     """
     from msn_cli.transfer.cache import Cache
 
@@ -162,6 +179,7 @@ def cache_rm(
     cache = Cache(cache_dir)
     selected = _selected(cache, names, all_entries)
     sizes = {e.name: e.size for e in cache.entries()}
+    sizes.update({n: cache.file_path(n).lstat().st_size for n in cache.orphans()})
     for p in cache.partials():
         sizes[p.name] = sizes.get(p.name, 0) + p.size
     total = sum(sizes.get(n, 0) for n in selected)
@@ -169,6 +187,9 @@ def cache_rm(
         term.info("the cache is empty; nothing to remove")
         if json_out:
             term.emit_json({"cache_dir": str(cache.root), "removed": [], "bytes": 0})
+        return
+    if dry_run:
+        _say_dry_run(term, cache, selected, sizes, json_out)
         return
     if not yes:
         if not _stdin_interactive():
@@ -189,6 +210,20 @@ def cache_rm(
         term.success(f"removed {', '.join(selected)}: {human_size(freed)} freed")
 
 
+def _say_dry_run(term: Term, cache: Cache, selected: list[str], sizes: dict[str, int],
+                 json_out: bool) -> None:
+    total = sum(sizes.get(n, 0) for n in selected)
+    if json_out:
+        term.emit_json({"cache_dir": str(cache.root), "dry_run": True, "removed": [],
+                        "would_remove": [{"name": n, "bytes": sizes.get(n, 0)} for n in selected],
+                        "bytes": total})
+        return
+    for n in selected:
+        term.line(f"{n}  {human_size(sizes.get(n, 0))}")
+    term.info(f"would remove {len(selected)} file(s), {human_size(total)}, from {cache.root}; "
+              "nothing was removed (run it without --dry-run to remove them)")
+
+
 @cache_app.command("check", cls=MsnCommand)
 def cache_check(
     names: Annotated[Optional[list[str]], typer.Argument(
@@ -201,8 +236,8 @@ def cache_check(
 ) -> None:
     """Re-hash cached checkpoints and compare them with the index.
 
-    Exits 1 when a file is missing (a NAME not in the cache included), has another size or
-    another sha256. Nothing is changed: 'msn download NAME --verify' (or --force) fetches a
+    Alias: verify. Exits 1 when a file is missing (a NAME not in the cache included), has
+    another size or another sha256. Nothing is changed: 'msn download NAME --verify' (or --force) fetches a
     damaged file again.
 
     Examples:
@@ -215,6 +250,8 @@ def cache_check(
 
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
     cache = Cache(cache_dir)
+    with term.progress() as progress:
+        cache.adopt_orphans(progress)  # files the index lost are checked as its entries
     entries = cache.entries()
     damaged = cache.damaged()
     rows: list[dict[str, Any]] = []
@@ -246,3 +283,6 @@ def cache_check(
                                  + ", ".join(r["name"] for r in bad),
                                  hint="msn download NAME --verify fetches a missing or damaged "
                                       "file again")
+
+
+cache_app.command("verify", cls=MsnCommand, hidden=True)(cache_check)  # hf cache's name for it

@@ -36,6 +36,7 @@ import os
 import re
 import shutil
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -425,8 +426,55 @@ class Cache:
             row["problem"] = "sha256 differs from the index"
         return row
 
+    def orphans(self) -> list[str]:
+        """Names of regular files in ``files/`` that the index does not list (an index deleted
+        or damaged and started afresh, a run killed between the rename and the index update)."""
+        folder = self.root / "files"
+        if not folder.is_dir() or folder.is_symlink():
+            return []
+        good, damaged = self._typed()
+        known = set(good) | {d.key for d in damaged}
+        out = []
+        for p in sorted(folder.iterdir()):
+            try:
+                safe_name(p.name)
+            except UnsafeInput:
+                continue
+            if p.name not in known and stat.S_ISREG(p.lstat().st_mode):
+                out.append(p.name)
+        return out
+
+    def adopt(self, name: str, progress: ProgressFn = no_progress) -> CacheEntry | None:
+        """Record an orphan file of ``files/`` in the index, hashed once (None: not one, or being
+        downloaded now). Only a finished, checked download is ever renamed into ``files/``, so
+        its bytes are what was fetched; where from is not known any more: a released file
+        keeps its canonical URL, any other file none."""
+        from filelock import Timeout
+
+        try:
+            with self.entry_lock(name, timeout=0):
+                if self.get(name) is not None or name not in self.orphans():
+                    return self.get(name)
+                path = self.file_path(name)
+                digest = sha256_file(path, progress, f"adopting {name}")
+                st = path.lstat()
+                v = variant_for_filename(name)
+                when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(st.st_mtime))
+                entry = CacheEntry(name, v.url() if v else "", st.st_size, digest, when,
+                                   v.name if v else None)
+                self.put(entry)
+                return entry
+        except Timeout:
+            return None
+        except UnsafeInput:  # swapped for a link meanwhile: left alone
+            return None
+
+    def adopt_orphans(self, progress: ProgressFn = no_progress) -> list[CacheEntry]:
+        return [e for name in self.orphans() if (e := self.adopt(name, progress)) is not None]
+
     def summary(self) -> dict[str, Any]:
         self.check_layout()
+        self.adopt_orphans()
         good, damaged = self._typed()
         entries = sorted(good.values(), key=lambda e: e.name)
         partials = self.partials()

@@ -51,6 +51,7 @@ from msn_cli.errors import CacheError, DownloadError, MsnError, OfflineError
 from msn_cli.progress import ProgressFn, no_progress
 from msn_cli.transfer.cache import Cache
 from msn_cli.transfer.download.context import NotifyFn
+from msn_cli.transfer.download.partfile import discard
 from msn_cli.transfer.download.settings import download_connections
 from msn_cli.transfer.download.target import CachedFile, Target, check_sha256, resolve_target
 from msn_cli.transfer.offline import offline_variable
@@ -97,8 +98,8 @@ def fetch(spec: str, *, cache_dir: str | os.PathLike[str] | None = None, base_ur
 
     cache.ensure()
     with _locked(cache, target.name, say):
-        if force:
-            _discard(cache, target.name)
+        if force:  # the cached file stays until the new one is complete and replaces it
+            discard(cache.partial_path(target.name), cache.partial_meta_path(target.name))
         else:
             # Another process may have finished it while this one waited (said nothing new).
             hit = _lookup(cache, target, pinned, False, progress, _silent)
@@ -131,6 +132,8 @@ def _lookup(cache: Cache, target: Target, pinned: str | None, verify: bool,
             progress: ProgressFn, say: NotifyFn) -> CachedFile | None:
     """The cached file when the index has it whole (and, with ``verify``, its bytes match)."""
     entry = cache.get(target.name)
+    if entry is None and cache.file_path(target.name).exists():
+        entry = cache.adopt(target.name, progress)  # a file the index lost: hashed once, kept
     if entry is None:
         return None
     if not cache.intact(entry):
@@ -159,13 +162,6 @@ def _sha256(cache: Cache, name: str, progress: ProgressFn) -> str:
     except UnsafeInput as e:
         raise CacheError(f"refusing to read {e}",
                          hint="someone else writes into this cache: download again") from None
-
-
-def _discard(cache: Cache, name: str) -> None:
-    for p in (cache.file_path(name), cache.partial_path(name), cache.partial_meta_path(name)):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()  # a link is removed, never its target
-    cache.drop(name)
 
 
 # -- several files at once ---------------------------------------------------------------------
