@@ -24,9 +24,10 @@ PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF")
 """PIL's names of the formats cameras and phones write (PIL's JPEG opener also reads the MPO
 files many cameras save); no format PIL decodes through another program."""
 
-MAX_PIXELS = 64_000_000
-"""More than any camera writes by default (an 8000 x 8000 photo); the checks resize a photo to
-the model's input size (224 px) anyway. At this size the decoded RGB image is 192 MB."""
+MAX_PIXELS = 50_000_000
+"""More than a camera or phone writes by default (a 50 MP sensor's 8688 x 5792), and the limit
+``msn fewshot`` holds its images to; the checks resize a photo to the model's input size
+(224 px) anyway. At this size the decoded RGB image is 150 MB."""
 
 _decoded: dict[tuple[int, int, int, int], Image.Image] = {}
 """The last photo decoded, by the file's device, inode, size and modification time."""
