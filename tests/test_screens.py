@@ -560,3 +560,17 @@ def test_each_long_step_is_said_as_it_finishes(demo, tmp_path):
     said = [line for line in lines[:table] if re.fullmatch(r"[\w ]+: (\d+ \w+ in )?\d+\.\d s", line)]
     assert any(line.startswith("importing torch and transformers: ") for line in said), screen.text
     assert any(line.startswith("parity: ") for line in said), screen.text
+
+
+def test_a_run_folder_at_80_columns_cuts_no_number(cli, tmp_path):
+    from msn_cli.dev.synth import write_run_folder
+
+    run_folder = write_run_folder(tmp_path / "run", tag="msn-vits16-imagenet-1k-long-run-tag")
+    report = cli("inspect", run_folder, "--json").json()
+    code, _raw, screen = run(["inspect", run_folder], 80)
+    assert code == 0, screen.text
+    words = _words(screen)
+    for c in report["checkpoints"]:
+        assert c["file"] in words, (c["file"], screen.text)
+        assert f"{c['loss']:.4f}" in words, (c["loss"], screen.text)
+    assert not screen.broken_mid_word(), screen.broken_mid_word()

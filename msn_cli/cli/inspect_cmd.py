@@ -146,7 +146,7 @@ def _inspect_run(folder: Path, term: Term) -> None:
     if term.json_mode:
         term.emit_json(report.to_dict())
     else:
-        term.data(run_checkpoints_table(report))
+        term.data(run_checkpoints_table(report, term.width))
         term.data(run_config_table(report))
     report.require_ok()
 

@@ -14,6 +14,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from msn_cli.cli.term import printable
 from msn_cli.conversion.mapping import BLOCK_INDEX
 from msn_cli.conversion.plan import ConversionPlan
 from msn_cli.conversion.provenance import HEADS, assumed_warning
@@ -249,24 +250,24 @@ def assumption_warnings(plan: ConversionPlan) -> list[str]:
     return [*plan.warnings, *([summary] if summary else [])]
 
 
-def run_checkpoints_table(report: RunReport) -> Table:
-    """A run folder's checkpoints: epoch and loss as each file stores them."""
-    t = Table(title=f"Training run {report.folder}", title_justify="left")
-    for name, justify in (("checkpoint", "left"), ("epoch", "right"), ("loss", "right"),
-                          ("world size", "right"), ("size", "right"), ("holds", "left")):
-        t.add_column(name, justify=justify, no_wrap=name == "checkpoint")  # type: ignore[arg-type]
+def run_checkpoints_table(report: RunReport, width: int = 80) -> RenderableType:
+    """A run folder's checkpoints: epoch and loss as each file stores them, laid out for
+    ``width`` columns with every name and number whole."""
+    rows: list[list[Cell]] = []
     for c in report.checkpoints:
         if c.problem is not None:
-            t.add_row(c.file, "", "", "", human_size(c.size), Text(c.problem, style="bold red"))
+            rows.append([c.file, "", "", "", human_size(c.size), Text(c.problem, style="bold red")])
             continue
         loss = c.values.get("loss")
-        t.add_row(c.file, "—" if c.epoch is None else str(c.epoch),
-                  "—" if loss is None else (f"{loss:.4f}" if isinstance(loss, float) else str(loss)),
-                  str(c.values.get("world_size", "—")), human_size(c.size), ", ".join(c.networks))
+        rows.append([c.file, "—" if c.epoch is None else str(c.epoch),
+                     "—" if loss is None else (f"{loss:.4f}" if isinstance(loss, float) else str(loss)),
+                     str(c.values.get("world_size", "—")), human_size(c.size), ", ".join(c.networks)])
     latest = report.latest
-    t.caption = ("epoch: as stored in the file (the training code names -ep{N} one above it)"
-                 + (f"; furthest: {latest.file} at epoch {latest.epoch}" if latest else ""))
-    return t
+    caption = ("epoch: as stored in the file (the training code names -ep{N} one above it)"
+               + (f"; furthest: {latest.file} at epoch {latest.epoch}" if latest else ""))
+    cols = [Col("checkpoint", lead=True), Col("epoch", "right"), Col("loss", "right"),
+            Col("world size", "right"), Col("size", "right"), Col("holds", words=True)]
+    return fitted_table(f"Training run {report.folder}", cols, rows, width, caption)
 
 
 def run_config_table(report: RunReport) -> Table | str:
@@ -340,7 +341,8 @@ def fitted_table(title: str, cols: list[Col], rows: list[list[Cell]], width: int
 
 
 def _plain(cell: Cell) -> str:
-    return cell.plain if isinstance(cell, Text) else cell
+    """The text of a cell as the terminal will show it (control characters escaped)."""
+    return printable(cell.plain if isinstance(cell, Text) else cell)
 
 
 def _words(text: str) -> list[str]:
