@@ -16,6 +16,10 @@ ITEM_STAGES = {"parity": "inputs", "features": "images"}
 """Stages that count items, not bytes, and what they count."""
 
 
+SUM_STAGES = {"all files"}
+"""Stages that sum the others (several files downloaded at once): drawn below them."""
+
+
 def item_unit(stage: str) -> str | None:
     """What ``stage`` counts when it is not bytes (None for bytes). A prefix such as the
     batch converter's "vits16: " is ignored."""

@@ -574,3 +574,24 @@ def test_a_run_folder_at_80_columns_cuts_no_number(cli, tmp_path):
         assert c["file"] in words, (c["file"], screen.text)
         assert f"{c['loss']:.4f}" in words, (c["loss"], screen.text)
     assert not screen.broken_mid_word(), screen.broken_mid_word()
+
+
+def test_the_total_row_of_several_downloads_stays_below_the_files(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from msn_cli.cli.term import Term
+    from msn_cli.transfer.download import TOTAL_STAGE as total
+
+    monkeypatch.setenv("TERM", "xterm-256color")
+    term = Term()
+    term.err = Console(file=io.StringIO(), force_terminal=True, width=80)
+    with term.progress(delay=0) as report:
+        report("vits16_800ep.pth.tar", 10, 1000)
+        report(total, 10, 2000)
+        report("vitb16_600ep.pth.tar", 10, 1000)
+        report(total, 20, 2000)
+        assert term._bars is not None
+        rows = [t.description for t in term._bars.progress.tasks]
+    assert rows == ["vits16_800ep.pth.tar", "vitb16_600ep.pth.tar", total]

@@ -57,7 +57,7 @@ from rich.table import Column, Table
 from rich.text import Span, Text
 
 from msn_cli.cli.signals import bars_drawn
-from msn_cli.progress import ProgressFn, item_unit
+from msn_cli.progress import SUM_STAGES, ProgressFn, item_unit
 from msn_cli.util.fmt import human_size
 
 DELAY = 0.5
@@ -405,6 +405,11 @@ class _Bars:
         if st.task is None:
             st.task = self.progress.add_task(name, total=st.total, completed=st.done,
                                              unit=item_unit(name))
+            for other, total in self.stages.items():  # a sum stays below what it sums
+                if other in SUM_STAGES and other != name and total.task is not None:
+                    self.progress.remove_task(total.task)
+                    total.task = None
+                    self._draw(other, total)
         else:
             self.progress.update(st.task, completed=st.done, total=st.total)
 
