@@ -416,6 +416,10 @@ def test_v_adds_on_stderr_only(cli, demo, tiny_ckpt, tmp_path, monkeypatch):
     assert r.code == 0, r.stderr
     assert r.stdout.splitlines() == [str((tmp_path / "conv").absolute())]
     assert "Conversion plan" in r.stderr and "Architecture" in r.stderr
+    r = cli("export", out, tmp_path / "resume.pth.tar", "-v")
+    assert r.code == 0, r.stderr
+    assert r.stdout.splitlines() == [str((tmp_path / "resume.pth.tar").absolute())]
+    assert "Export plan" in r.stderr
 
 
 def test_q_keeps_the_warnings(cli, tiny_ckpt, tmp_path):
