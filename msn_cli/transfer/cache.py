@@ -514,7 +514,8 @@ def _entry_name(name: str) -> str:
 
 def _damaged_index(path: Path, why: str) -> CacheError:
     return CacheError(f"the cache index {path} is damaged ({why})",
-                      hint=f"delete it (the files stay and are re-checked on next use): rm {path}")
+                      hint=f"delete it: rm {path} (the files stay; the next msn cache ls or "
+                           "download hashes them once and records them again)")
 
 
 def _unlink_link(path: Path) -> None:

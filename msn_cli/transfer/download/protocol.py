@@ -65,9 +65,10 @@ class Watch:
     """Gives up on a body that brings less than ``min_rate`` bytes per second over ``window``
     seconds (a stall: no retry, what arrived is kept) or that would pass ``max_size`` bytes."""
 
-    def __init__(self, t: Transfer, done: int):
+    def __init__(self, t: Transfer, done: int, share: int = 1):
+        """``share``: connections the file's transfer runs over, each held to its share."""
         s = t.settings
-        self.t, self.window, self.min_rate = t, s.read_timeout, s.min_rate
+        self.t, self.window, self.min_rate = t, s.read_timeout, s.min_rate / share
         self.since = (time.monotonic(), done)
 
     def check(self, done: int) -> None:

@@ -364,7 +364,7 @@ def _copy_range(job: Job, fd: int, ledger: Ledger, r: requests.Response, read: B
     with ledger.cond:
         ledger.responses.add(r)
     noted = cur.pos  # up to here the ledger knows
-    watch = Watch(job.transfer, cur.pos)
+    watch = Watch(job.transfer, cur.pos, share=job.transfer.settings.connections)
     try:
         while cur.pos < cur.end and not ledger.stop.is_set():
             data = read(min(CHUNK, cur.end - cur.pos))
