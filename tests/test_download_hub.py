@@ -147,3 +147,28 @@ def test_a_missing_local_path_is_not_sent_to_the_hub(cli, tmp_path, monkeypatch,
         r = cli("verify", out, "--against", spec)
         assert "no such folder here" in r.stderr, (spec, r.stderr)
     assert repo.calls == []  # nothing asked of the Hub, so no token went anywhere
+
+
+def test_offline_uses_what_an_earlier_fetch_cached_and_fetches_nothing(tmp_path, monkeypatch):
+    cached = tmp_path / "cached"
+    cached.mkdir()
+    calls = []
+
+    def offline(repo_id, *, local_files_only=False, dry_run=False, **kwargs):
+        calls.append((local_files_only, dry_run))
+        if not local_files_only:
+            raise OSError("offline mode is enabled")  # as huggingface_hub's DryRunError says it
+        return str(cached)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    assert fetch_model_folder("org/name", hint=HINT) == cached
+    assert calls == [(False, True), (True, False)]  # a dry run, then the cache only
+
+
+def test_nothing_cached_and_no_hub_is_one_network_error(tmp_path, monkeypatch):
+    def down(repo_id, **kwargs):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", down)
+    with pytest.raises(NetworkError, match="cannot fetch org/name from the Hub: OSError: connection refused"):
+        fetch_model_folder("org/name", hint=HINT)
