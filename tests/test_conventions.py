@@ -19,6 +19,7 @@ import struct
 import subprocess
 import sys
 import termios
+from pathlib import Path
 
 import pytest
 import typer
@@ -123,6 +124,19 @@ def pipeline(tmp_path):
                "out": tmp_path / "out"}
 
 
+def _images(root: Path) -> Path:
+    """Two classes of two small photos-to-be (noise), the layout msn fewshot reads."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
 def test_data_on_stdout_messages_on_stderr_across_the_pipeline(cli, pipeline):
     url, ck, cache, out = pipeline["url"], pipeline["ckpt"], pipeline["cache"], pipeline["out"]
     steps = [
@@ -132,6 +146,9 @@ def test_data_on_stdout_messages_on_stderr_across_the_pipeline(cli, pipeline):
         ("verify", [out, "--no-record"]),
         ("push", [out, "someone/vit-msn-tiny", "--dry-run"]),
         ("export", [out, out.parent / "resume.pth.tar", "--force"]),
+        ("fewshot", [out, "--train", _images(out.parent / "train"), "--val",
+                     _images(out.parent / "val"), "--shots", "1", "--splits", "1",
+                     "--cache-dir", cache]),
         ("cache ls", ["--cache-dir", cache]),
         ("cache check", ["--cache-dir", cache]),
     ]

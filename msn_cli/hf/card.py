@@ -252,16 +252,21 @@ def architecture_table(manifest: Manifest) -> str:
         ("Released variant", _variant_row(origin(manifest))),
         ("Hidden size", a.get("hidden_size")),
         ("Layers", a.get("num_layers")),
-        ("Attention heads", f"{a.get('num_heads')} (head size {a.get('head_dim')})"
-         + _origin(manifest, "num_attention_heads")),
+        ("Attention heads", _Markdown(_md(f"{a.get('num_heads')} (head size {a.get('head_dim')})")
+                                      + _origin(manifest, "num_attention_heads"))),
         ("MLP size", a.get("intermediate_size")),
         ("Patch size", a.get("patch_size")),
         ("Image size", f"{a.get('image_size')} ({grid}x{grid} patches + cls token)"),
         ("Parameters", f"{parameters:,}" if parameters is not None else "unknown"),
         ("Weights dtype", manifest.get("dtype")),
     ]
-    lines = ["| | |", "|---|---|"] + [f"| {k} | {_md(v)} |" for k, v in rows]
+    lines = ["| | |", "|---|---|"] + [f"| {k} | {v if isinstance(v, _Markdown) else _md(v)} |"
+                                      for k, v in rows]
     return "\n".join(lines)
+
+
+class _Markdown(str):
+    """Text the card wrote itself, its manifest values escaped already: kept as it is."""
 
 
 def _origin(manifest: Manifest, key: str) -> str:
