@@ -110,7 +110,7 @@ def test_rm_without_yes_and_no_terminal_refuses(cli, filled):
     assert len(Cache().entries()) == 3
 
 
-@pytest.mark.parametrize(("answer", "kept"), [("n\n", 3), ("y\n", 0)])
+@pytest.mark.parametrize(("answer", "kept"), [("n\n", 3), ("y\n", 0), ("", 3)])  # "": Ctrl-D
 def test_rm_prompts_when_interactive(cli, filled, monkeypatch, answer, kept):
     from msn_cli.cli import cache_cmd
 
@@ -301,3 +301,16 @@ def test_ls_at_80_columns_is_one_line_per_file_and_never_splits_a_url(cli, serve
     for name in ("vits16_800ep.pth.tar", "vitb4_300ep.pth.tar", "my_run.pth.tar", "big_run.pth.tar"):
         assert sum(name in x for x in table) == 1, (name, r.stdout)  # one row each
     assert len(lines) <= 16, r.stdout
+
+
+def test_check_hashes_an_adopted_file_once(cli, filled, monkeypatch):
+    from msn_cli.transfer import cache as cache_mod
+
+    (Cache().root / "index.json").unlink()
+    hashed = []
+    real = cache_mod.sha256_file
+    monkeypatch.setattr(cache_mod, "sha256_file", lambda p, *a: hashed.append(p.name) or real(p, *a))
+    r = cli("cache", "verify", "--json")
+    assert r.code == 0, r.stderr
+    assert sorted(hashed) == sorted(n for n in filled if n != "url")  # once each
+    assert all(row["ok"] for row in r.json()["checked"])

@@ -196,8 +196,7 @@ def cache_rm(
             raise UsageError(f"refusing to delete {len(selected)} cached file(s) without confirmation",
                              hint="add --yes")
         listing = ", ".join(selected)
-        if not typer.confirm(f"Delete {listing} ({human_size(total)}) from {cache.root}?",
-                             default=False, err=True):
+        if not _confirm(f"Delete {listing} ({human_size(total)}) from {cache.root}?"):
             term.info("nothing deleted")
             if json_out:
                 term.emit_json({"cache_dir": str(cache.root), "removed": [], "bytes": 0})
@@ -208,6 +207,17 @@ def cache_rm(
         term.emit_json({"cache_dir": str(cache.root), "removed": removed, "bytes": freed})
     else:
         term.success(f"removed {', '.join(selected)}: {human_size(freed)} freed")
+
+
+def _confirm(question: str) -> bool:
+    """The user's yes; end of input (Ctrl-D) at the prompt is a no, as the default says."""
+    try:
+        return typer.confirm(question, default=False, err=True)
+    except typer.Abort as e:
+        if isinstance(e.__context__, KeyboardInterrupt):  # Ctrl-C stays an interruption
+            raise KeyboardInterrupt from None
+        sys.stderr.write("\n")
+        return False
 
 
 def _say_dry_run(term: Term, cache: Cache, selected: list[str], sizes: dict[str, int],
@@ -251,7 +261,7 @@ def cache_check(
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
     cache = Cache(cache_dir)
     with term.progress() as progress:
-        cache.adopt_orphans(progress)  # files the index lost are checked as its entries
+        adopted = {e.name for e in cache.adopt_orphans(progress)}  # hashed just now: not again
     entries = cache.entries()
     damaged = cache.damaged()
     rows: list[dict[str, Any]] = []
@@ -266,13 +276,17 @@ def cache_check(
              for d in damaged]  # reported, never followed
     with term.progress() as progress:
         for e in entries:
-            rows.append(cache.check(e, progress))
+            rows.append({"name": e.name, "path": str(cache.file_path(e.name)), "ok": True,
+                         "adopted": True, "size": e.size, "sha256": e.sha256}
+                        if e.name in adopted else cache.check(e, progress))
     bad = [r for r in rows if not r["ok"]]
     if json_out:
         term.emit_json({"cache_dir": str(cache.root), "checked": rows, "ok": not bad})
     else:
         for r in rows:
-            if r["ok"]:
+            if r.get("adopted"):
+                term.success(f"{r['name']}: not in the index; hashed and recorded again")
+            elif r["ok"]:
                 term.success(f"{r['name']}: sha256 matches the index")
             else:
                 term.failure(f"{r['name']}: {r['problem']}")
