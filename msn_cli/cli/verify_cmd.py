@@ -53,7 +53,7 @@ EffectOpt = Annotated[bool, typer.Option(
 
 
 def verify(
-    out: Annotated[Path, typer.Argument(help="The folder msn convert wrote.", show_default=False)],
+    folder: Annotated[Path, typer.Argument(help="The folder msn convert wrote.", show_default=False)],
     source: SourceOpt = None,
     image: ImageOpt = None,
     against: AgainstOpt = None,
@@ -116,11 +116,11 @@ def verify(
 
     term = Term(json_mode=json_out, quiet=quiet, verbose=verbose)
     with term.progress() as progress:
-        report = verify_folder(out, source=source, image=image, against=against,
+        report = verify_folder(folder, source=source, image=image, against=against,
                                cache_dir=cache_dir, base_url=base_url, num_heads=num_heads,
                                config=config_choice(config, no_config), progress=progress,
                                preprocessing_effect=effect)
-    finish(term, report, out, record=not no_record)
+    finish(term, report, folder, record=not no_record)
 
 
 def finish(term: Term, report: VerifyReport, out: Path, *, record: bool) -> None:

@@ -537,6 +537,9 @@ Which output is which:
   original code's `forward_features`.
 - `hidden_states[-1][:, 0]` is the cls token as the last transformer block leaves it, before the
   final norm: the features the paper's linear and logistic-regression evaluations are computed on.
+  `msn fewshot {repo_id} --train DIR --val DIR` (msn-cli) runs that low-shot logistic-regression
+  evaluation on your own labelled images (one sub-folder per class); msn-cli's docs/fewshot.md
+  says what its numbers mean.
 
 {preprocessing_section(manifest, image_size)}
 
