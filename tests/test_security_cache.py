@@ -346,14 +346,15 @@ def test_a_released_checkpoint_from_a_mirror_publishes_the_canonical_url(cli, se
     write_checkpoint(mirror / "vits16_800ep.pth.tar", arch_for("vits16"))
     server.add("/m/vits16_800ep.pth.tar", mirror / "vits16_800ep.pth.tar")
     out = tmp_path / "out"
-    r = cli("convert", "vits16", out, "--no-verify", "--base-url", with_credentials(server.url("/m/")))
+    # fetched by its released name (from a mirror) and verified: the release is what verify saw
+    r = cli("convert", "vits16", out, "--base-url", with_credentials(server.url("/m/")))
     assert r.code == 0, r.stderr
     canonical = VARIANTS["vits16"].url()
     manifest = json.loads((out / "msn_manifest.json").read_text())
     assert manifest["source"]["url"] == canonical
     from msn_cli.transfer.push import plan_push
 
-    plan = plan_push(out, "alice/vits16", skip_verify_check=True)
+    plan = plan_push(out, "alice/vits16")
     assert f"Source checkpoint: <{canonical}>" in plan.card
     assert f"Source: {canonical}" in plan.commit_description
     published = plan.card + plan.commit_description + "".join(

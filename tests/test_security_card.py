@@ -128,3 +128,15 @@ def test_an_honest_manifest_is_published_as_it_was(cli, hub, folder):
     data = json.loads(hub.commits[0].files[MANIFEST])
     for key in ("created", "msn_version", "preprocessing", "verify", "files", "architecture"):
         assert data[key] == manifest[key], key
+
+
+def test_the_published_manifest_names_metas_url_only_for_a_release_verify_saw(manifest):
+    """A manifest that calls its source Meta's vits16 (issue 24 item 1) does not get Meta's URL
+    added when it is published: the card does not claim the release, nor does the manifest."""
+    from msn_cli.transfer.published import public_manifest
+
+    forged = copy.deepcopy(manifest)
+    forged["source"] = {"kind": "variant", "name": "vits16", "path": "vits16_800ep.pth.tar"}
+    published = json.loads(public_manifest(forged))
+    assert published["source"].get("url") is None
+    assert "dl.fbaipublicfiles.com" not in json.dumps(published)

@@ -20,7 +20,7 @@ from msn_cli.transfer.sources import public_file_name, public_url
 
 def public_manifest(manifest: Manifest) -> bytes:
     """The manifest as published: the source's local path cut to its file name, its URL the
-    released checkpoint's canonical one or none (never a mirror, an internal host or
+    released checkpoint's canonical one (when the card's origin is that release) or none (never a mirror, an internal host or
     credentials), and of the training record only the hyperparameters a run's config may
     publish (never a path).
 
@@ -28,12 +28,14 @@ def public_manifest(manifest: Manifest) -> bytes:
     server it came from is no business of the Hub; everything else, hashes and verify results
     included, goes up unchanged.
     """
+    from msn_cli.hf.card import origin
     from msn_cli.original.runconfig import publishable
 
     public = json.loads(json.dumps(manifest))
     src = public.get("source")
     if isinstance(src, dict):
-        url = public_url(src)
+        # Meta's URL only for a release msn verify saw, as the card: never the manifest's word
+        url = public_url(src) if origin(manifest).kind == "released" else None
         if src.get("path"):
             src["path"] = PurePosixPath(str(src["path"]).replace("\\", "/")).name
         if src.get("url") or url:
