@@ -490,3 +490,24 @@ def test_an_image_in_a_format_outside_the_list_is_refused(cli, model_pair, digit
         assert im.format == "ICO"
     stderr = _bad(cli, ckpt, "--train", train, "--val", v, "--shots", "1", "--splits", "1")
     assert str(disguised) in stderr and "JPEG" in stderr
+
+
+def test_a_cyanure_fit_leaves_torch_float16_arithmetic_intact():
+    """cyanure's own OpenMP runtime, run on several threads, made torch's float16 matrix
+    products in the same process return NaN (found through msn verify's float16 parity failing
+    after this file's tests): the fit runs on one thread."""
+    pytest.importorskip("cyanure")
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(128, 256, generator=gen), torch.randn(256, 128, generator=gen)
+
+    def half_error() -> float:
+        return float(((a.half() @ b.half()).float() - a @ b).abs().max())
+
+    before = half_error()
+    rng = np.random.default_rng(0)
+    x = classifier.normalise_rows(rng.standard_normal((600, 64)))
+    classifier.fit(x, np.arange(600) % 20, LAMBD, "cyanure")
+    after = half_error()
+    assert np.isfinite(after) and after == before, (before, after)

@@ -7,6 +7,12 @@ solver='auto', seed=0, max_epochs=300``. cyanure minimises ``(1/n) sum(loss) + (
 ||W||^2``; scikit-learn's ``LogisticRegression`` minimises ``C sum(loss) + (1/2) ||W||^2``:
 the same optimum at ``C = 1 / (n lambda) = 1 / --lambd``. cyanure (the original's solver) is
 used when it is installed, else scikit-learn; both come with ``pip install 'msn-cli[fewshot]'``.
+
+cyanure runs on one thread (the original: all cores). Its wheel brings its own OpenMP runtime,
+and after a fit on several threads torch's float16 matrix products in the same process return
+NaN or garbage (cyanure 1.2.2, torch 2.13 CPU): a converted float16 folder would then give
+wrong features, and msn verify in the same process a wrong verdict. One thread changes
+neither the problem nor its optimum.
 """
 
 from __future__ import annotations
@@ -103,7 +109,7 @@ def fit(x: np.ndarray, labels: np.ndarray, lambd: float, solver: str = "auto") -
         est: Any = Classifier(loss="multiclass-logistic", penalty="l2", fit_intercept=False,
                               lambda_1=lam, lambda_2=lam, tol=1e-3, solver="auto",
                               random_state=0, max_iter=MAX_ITER, duality_gap_interval=10,
-                              n_threads=-1, verbose=False)
+                              n_threads=1, verbose=False)
     else:
         from sklearn.linear_model import LogisticRegression
 
