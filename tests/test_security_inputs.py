@@ -327,3 +327,21 @@ def test_the_image_is_decoded_once_per_verify(cli, folder, tmp_path, monkeypatch
     checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
     assert checks["image"]["passed"] is True and checks["preprocessing"]["passed"] is True
     assert len(opened) == 1
+
+
+def test_verify_refuses_a_huge_image_before_loading_anything(cli, folder, tmp_path, monkeypatch):
+    """The refusal comes before torch and transformers are imported and the models loaded (it
+    came after them, some 15 s into a verify of a small model on a loaded machine)."""
+    from PIL import Image
+
+    from msn_cli.verify import run as verify_run
+
+    def imports_not_reached():
+        raise AssertionError("verify imported torch and transformers before refusing the image")
+
+    monkeypatch.setattr(verify_run, "import_versions", imports_not_reached)
+    path = tmp_path / "huge.png"
+    Image.new("1", (13300, 13300)).save(path)
+    r = cli("verify", folder, "--image", path)
+    assert r.code == 3, r.stderr
+    assert "13300 x 13300" in r.stderr and "Traceback" not in r.stderr

@@ -24,6 +24,7 @@ from msn_cli.util.fmt import utc_now
 from msn_cli.util.hashing import BackgroundHashes
 from msn_cli.verify import against, config, files, golden, image, loading, parity, preprocessing
 from msn_cli.verify.context import VerifyContext, VerifyOptions, could_not_run
+from msn_cli.verify.image_input import read_photo
 from msn_cli.verify.report import CheckResult, VerifyReport
 from msn_cli.verify.source import SourceFile, find_source, import_versions, load_source, recorded_heads
 
@@ -123,6 +124,8 @@ def _find(folder: Path, options: VerifyOptions) -> _Found:
     if image is not None and not image.is_file():
         raise could_not_run(f"the image {image} is not a regular file" if image.exists()
                             else f"no such image: {image}")
+    if image is not None:
+        read_photo(image)  # a photo msn refuses fails here, before the imports (kept decoded)
     manifest: Manifest | None = None
     if (folder / MANIFEST).exists() or (options.checkpoint is None and options.source is None):
         try:
