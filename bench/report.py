@@ -116,6 +116,7 @@ class Measured:
     cold: tuple[str, dict[str, Series]] | None = None
     stages: Stages | None = None
     download: str | None = None
+    fewshot: str | None = None
 
 
 @dataclass
@@ -508,4 +509,6 @@ def render(opts: Options, ctx: Context, m: Measured) -> tuple[str, list[Target]]
     lines += targets_table(found)
     if m.download:
         lines += [m.download.rstrip(), ""]
+    if m.fewshot:
+        lines += [m.fewshot.rstrip(), ""]
     return "\n".join(lines) + "\n", found

@@ -23,7 +23,8 @@ What it does (everything in ``.bench/``, which is gitignored):
 7. per variant: ``msn verify`` on the converted folder against one forward pass of the
    converted model on verify's own inputs (``bench/forward.py``); and where the time of one
    convert goes, stage by stage (``bench/stages.py``);
-8. runs ``bench/download_bench.py`` and includes the section it prints;
+8. runs ``bench/download_bench.py`` and includes the section it prints (and likewise
+   ``bench/fewshot_bench.py``: msn fewshot's feature pass against a plain transformers loop);
 9. writes its part of ``docs/benchmarks.md``, between two markers, the rest of the page kept
    (``bench/report.py``: medians, ratios to the baseline, the targets with pass/fail, the
    machine's core count and the versions).
@@ -309,6 +310,18 @@ def stage_profile(src: Path, scratch: Path, verify: bool) -> list[StageRecord] |
     return found
 
 
+def fewshot_section(opts: Options, scratch: Path) -> str:
+    """``bench/fewshot_bench.py``: msn fewshot's feature pass against a plain transformers loop."""
+    extra = ["--images", "64", "--runs", "2"] if opts.quick else ["--runs", str(opts.runs)]
+    cmd = [PY, str(BENCH / "fewshot_bench.py"), *extra]
+    log("fewshot feature-pass benchmark: " + " ".join(cmd[1:]))
+    run: Run = measure(cmd, scratch, timeout=1800)
+    if run.rc != 0:
+        return f"## Few-shot feature pass\n\n`bench/fewshot_bench.py` failed (exit {run.rc}):\n\n" \
+               f"```\n{run.stderr.strip()[-1500:]}\n```\n"
+    return run.stdout.strip() + "\n"
+
+
 def download_section(opts: Options, scratch: Path) -> str:
     extra = ["--size-mb", "64", "--runs", "1"] if opts.quick else ["--runs", str(opts.runs)]
     cmd = [PY, str(BENCH / "download_bench.py"), *extra]
@@ -348,6 +361,8 @@ def parser() -> argparse.ArgumentParser:
                     help="skip msn verify vs one forward pass")
     ap.add_argument("--no-stages", action="store_true", help="skip the stage profile")
     ap.add_argument("--no-download", action="store_true", help="skip bench/download_bench.py")
+    ap.add_argument("--no-fewshot", action="store_true",
+                    help="skip bench/fewshot_bench.py (msn fewshot's feature pass vs transformers)")
     ap.add_argument("--seed-4x", metavar="PYTHON", default=None,
                     help="also run the baseline under this python with transformers 4.x, for "
                          "reference [default: .venv-compat/bin/python if it has 4.x; 'none' to skip]")
@@ -420,6 +435,8 @@ def measure_all(opts: Options, args: argparse.Namespace, scratch: Path) -> Measu
                           stage_profile(sources[big], scratch, True) if have_verify else None)
     if not args.no_download:
         m.download = download_section(opts, scratch)
+    if not args.no_fewshot:
+        m.fewshot = fewshot_section(opts, scratch)
     return m
 
 
