@@ -20,9 +20,9 @@ from msn_cli.transfer.sources import public_file_name, public_url
 
 def public_manifest(manifest: Manifest) -> bytes:
     """The manifest as published: the source's local path cut to its file name, its URL the
-    released checkpoint's canonical one (when the card's origin is that release) or none (never a mirror, an internal host or
-    credentials), and of the training record only the hyperparameters a run's config may
-    publish (never a path).
+    released checkpoint's canonical one when the card's origin is that release, else none
+    (never a mirror, an internal host or credentials), and of the training record only the
+    hyperparameters a run's config may publish (never a path).
 
     Where the checkpoint lay on the converting machine (a home folder, a cache path) or which
     server it came from is no business of the Hub; everything else, hashes and verify results
