@@ -2,7 +2,7 @@
 
 A long step calls ``progress(stage, done, total)`` with a short stage label ("hashing",
 "writing", ...), bytes done so far and the total (None when unknown); the stages in
-``ITEM_STAGES`` count items instead (verify's parity counts inputs). The CLI turns these
+``ITEM_STAGES`` count items instead (verify's parity counts forward passes). The CLI turns these
 calls into Rich progress bars on stderr; library users pass their own callable or nothing.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 
-ITEM_STAGES = {"parity": "inputs", "features": "images"}
+ITEM_STAGES = {"parity": "passes", "features": "images"}
 """Stages that count items, not bytes, and what they count."""
 
 

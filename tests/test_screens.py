@@ -260,7 +260,7 @@ def test_verbose_says_how_long_the_long_steps_took(demo, tmp_path, columns):
     code, _raw, screen = run(["verify", tmp_path / "out", "--no-record", "-v"], columns,
                             {"MSN_PROGRESS_DELAY": "0"})
     assert code == 0, screen.text
-    assert re.search(r"^parity: \d+ inputs in \d+\.\d s$", screen.text, re.M), screen.text
+    assert re.search(r"^parity: \d+ passes in \d+\.\d s$", screen.text, re.M), screen.text
 
 
 # -- errors leave the terminal as it was -------------------------------------------------------

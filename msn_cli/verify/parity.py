@@ -126,11 +126,13 @@ def check_parity(model: Any, reference: Any, arch: Architecture, dtype: str,
         {"input": i.description, "size": i.size, "layers": "all" if i.every_layer else "embeddings"}
         for g in groups.values() for i in g]
     acc: dict[tuple[int, int], _Running] = {}
-    done = 0
-    for (size, every_layer), group in groups.items():
+    passes = 2 * len(groups)  # the reference, then the converted model, on each size's batch
+    for done, ((size, every_layer), group) in enumerate(groups.items()):
         pixels = torch.cat([i.pixels for i in group])
         desc = " and ".join(i.description for i in group)
+        progress("parity", 2 * done, passes)
         ref = _reference_outputs(reference, pixels, every_layer)
+        progress("parity", 2 * done + 1, passes)
         try:
             hf = _model_outputs(model, pixels, dtype, every_layer, size != arch.image_size)
         except Exception as e:
@@ -144,8 +146,7 @@ def check_parity(model: Any, reference: Any, arch: Architecture, dtype: str,
                 f"on {desc}")), [], descriptions
         _accumulate(acc, size, hf, ref)
         del ref, hf
-        done += len(group)
-        progress("parity", done, n_inputs)
+        progress("parity", 2 * done + 2, passes)
     tol = tolerance_for(dtype)
     stats = _layer_stats(acc, layer_names(arch.num_layers), tol)
     numbers: dict[str, Json] = {"layers": arch.num_layers + 2, "inputs": n_inputs,
