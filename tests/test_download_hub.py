@@ -1,7 +1,8 @@
 """Hub fetches (``export`` from a repo id, ``verify --against``): only config.json and the
 weights (the shards the index names), each size-capped; a missing local path is never sent to
-the Hub as a repo id. ``snapshot_download`` is replaced by a stand-in repository that honours
-``allow_patterns`` and ``dry_run`` as huggingface_hub does, and records what was fetched."""
+the Hub as a repo id. The Hub's listing (``hub_fetch.list_files``) and ``snapshot_download``
+are replaced by a stand-in repository that honours ``allow_patterns`` as huggingface_hub does,
+and records what was asked and fetched."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import huggingface_hub
 import pytest
 
 from msn_cli.errors import NetworkError
+from msn_cli.transfer import hub_fetch
 from msn_cli.transfer.hub_fetch import clearly_repo_id, fetch_model_folder, is_repo_id
 
 HINT = "test"
@@ -26,17 +28,26 @@ class FakeRepo:
         self.fetched: list[str] = []  # files written into the snapshot (not dry runs)
         self.calls: list[tuple[str, dict]] = []
 
-    def __call__(self, repo_id, *, allow_patterns=None, dry_run=False, local_files_only=False,
-                 revision=None, **kwargs):
-        self.calls.append((repo_id, {"allow_patterns": allow_patterns, "dry_run": dry_run}))
+    def install(self, monkeypatch) -> FakeRepo:
+        """Stand in for the Hub: its listing (``hub_fetch.list_files``) and ``snapshot_download``."""
+        from msn_cli.transfer import hub_fetch
+
+        monkeypatch.setattr(huggingface_hub, "snapshot_download", self)
+        monkeypatch.setattr(hub_fetch, "list_files", self.listing)
+        return self
+
+    def listing(self, repo_id):
+        """What ``HfApi.model_info(files_metadata=True)`` says: the commit, each file's size."""
+        self.calls.append((repo_id, {"listing": True}))
+        return "c0ffee", {n: self.sizes.get(n, len(b)) for n, b in self.files.items()}
+
+    def __call__(self, repo_id, *, allow_patterns=None, local_files_only=False, revision=None,
+                 **kwargs):
+        self.calls.append((repo_id, {"allow_patterns": allow_patterns}))
         if local_files_only:
             raise OSError("nothing cached")
         names = [n for n in self.files
                  if allow_patterns is None or any(fnmatch.fnmatch(n, p) for p in allow_patterns)]
-        if dry_run:
-            return [huggingface_hub.DryRunFileInfo(
-                commit_hash="c0ffee", file_size=self.sizes.get(n, len(self.files[n])), filename=n,
-                local_path=str(self.root / n), is_cached=False, will_download=True) for n in names]
         self.root.mkdir(parents=True, exist_ok=True)
         for n in names:
             (self.root / n).write_bytes(self.files[n])
@@ -47,9 +58,7 @@ class FakeRepo:
 @pytest.fixture
 def fake_hub(monkeypatch, tmp_path):
     def install(files, sizes=None) -> FakeRepo:
-        repo = FakeRepo(tmp_path / "snapshot", files, sizes)
-        monkeypatch.setattr(huggingface_hub, "snapshot_download", repo)
-        return repo
+        return FakeRepo(tmp_path / "snapshot", files, sizes).install(monkeypatch)
     return install
 
 
@@ -154,21 +163,27 @@ def test_offline_uses_what_an_earlier_fetch_cached_and_fetches_nothing(tmp_path,
     cached.mkdir()
     calls = []
 
-    def offline(repo_id, *, local_files_only=False, dry_run=False, **kwargs):
-        calls.append((local_files_only, dry_run))
+    def no_listing(repo_id):
+        calls.append("listing")
+        raise OSError("offline mode is enabled")
+
+    def offline(repo_id, *, local_files_only=False, **kwargs):
+        calls.append(("snapshot", local_files_only))
         if not local_files_only:
-            raise OSError("offline mode is enabled")  # as huggingface_hub's DryRunError says it
+            raise OSError("offline mode is enabled")
         return str(cached)
 
+    monkeypatch.setattr(hub_fetch, "list_files", no_listing)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     assert fetch_model_folder("org/name", hint=HINT) == cached
-    assert calls == [(False, True), (True, False)]  # a dry run, then the cache only
+    assert calls == ["listing", ("snapshot", True)]  # the listing failed: the cache only
 
 
 def test_nothing_cached_and_no_hub_is_one_network_error(tmp_path, monkeypatch):
     def down(repo_id, **kwargs):
         raise OSError("connection refused")
 
+    monkeypatch.setattr(hub_fetch, "list_files", down)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", down)
     with pytest.raises(NetworkError, match="cannot fetch org/name from the Hub: OSError: connection refused"):
         fetch_model_folder("org/name", hint=HINT)

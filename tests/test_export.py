@@ -572,12 +572,14 @@ def test_half_precision_folder_gets_float32_prototypes_and_resumes(cli, released
 def test_a_hub_repo_id_goes_through_snapshot_download(cli, released, tmp_path, monkeypatch):
     import huggingface_hub
 
+    from msn_cli.transfer import hub_fetch
+
     folder = tmp_path / "snapshot"
     assert cli("convert", released, folder, "--no-verify").code == 0
     from tests.test_download_hub import FakeRepo
 
     repo = FakeRepo(folder, {p.name: p.read_bytes() for p in folder.iterdir()})
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", repo)
+    repo.install(monkeypatch)
     out = tmp_path / "o.pth.tar"
     r = cli("export", "facebook/vit-msn-small", out, "--head-from", released)
     assert r.code == 0, r.stderr
@@ -594,6 +596,7 @@ def test_a_hub_repo_id_goes_through_snapshot_download(cli, released, tmp_path, m
         raise OSError("connection refused")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", failing)
+    monkeypatch.setattr(hub_fetch, "list_files", failing)
     r = cli("export", "facebook/vit-msn-small", tmp_path / "y.pth.tar")
     assert r.code == 4 and "cannot fetch facebook/vit-msn-small" in r.stderr
     assert len(repo.calls) == asked

@@ -419,20 +419,17 @@ def test_without_the_extra_it_says_what_to_install(cli, model_pair, digits, monk
     assert "pip install 'msn-cli[fewshot]'" in stderr
 
 
-def test_a_hub_id_is_fetched_as_json_and_safetensors_only(model_pair, digits, monkeypatch):
-    import huggingface_hub
+def test_a_hub_id_is_fetched_as_json_and_safetensors_only(model_pair, digits, monkeypatch, tmp_path):
+    from tests.test_download_hub import FakeRepo
 
     _, folder = model_pair
     train, val = digits
-    asked = {}
-
-    def fake_snapshot_download(repo_id, allow_patterns=None, **kw):
-        asked.update(repo_id=repo_id, allow_patterns=allow_patterns)
-        return str(folder)
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    files.update({"evil.py": b"import os\n", "pytorch_model.bin": b"pickle", "big.json": b"{}"})
+    repo = FakeRepo(tmp_path / "snapshot", files).install(monkeypatch)
     report = fewshot("someone/vit-msn-tiny", train, val, _options(shots=(1,), splits=1))
-    assert asked == {"repo_id": "someone/vit-msn-tiny", "allow_patterns": ["*.json", "*.safetensors"]}
+    # the config, the weights and the processor's config, each size-capped: nothing else
+    assert sorted(repo.fetched) == ["config.json", "model.safetensors", "preprocessor_config.json"]
     assert report.model["kind"] == "hub"
     direct = fewshot(str(folder), train, val, _options(shots=(1,), splits=1))
     assert report.predictions == direct.predictions and report.model["key"] == direct.model["key"]

@@ -519,12 +519,14 @@ def test_against_identical_and_different_folders(cli, converted, tmp_path):
 def test_against_hub_repo_id_goes_through_snapshot_download(cli, converted, monkeypatch):
     import huggingface_hub
 
+    from msn_cli.transfer import hub_fetch
+
     a = converted(TINY, seed=0)
     b = converted(TINY, seed=0)
     from tests.test_download_hub import FakeRepo
 
     repo = FakeRepo(b, {p.name: p.read_bytes() for p in b.iterdir() if p.is_file()})
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", repo)
+    repo.install(monkeypatch)
     asked = repo.calls
     r, rep = run_verify(cli, a, "--against", "facebook/vit-msn-small")
     assert r.code == 0, r.stderr
@@ -535,6 +537,7 @@ def test_against_hub_repo_id_goes_through_snapshot_download(cli, converted, monk
         raise OSError("connection refused")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", failing)
+    monkeypatch.setattr(hub_fetch, "list_files", failing)
     r = cli("verify", a, "--against", "facebook/vit-msn-small")
     assert r.code == 4
     assert "cannot fetch facebook/vit-msn-small" in r.stderr

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from msn_cli.errors import FolderError, NetworkError, UsageError
+from msn_cli.errors import FolderError, UsageError
 from msn_cli.fewshot.store import FEATURE_DEFINITION
 from msn_cli.hf.folder import code_references, config_architecture, read_json_object, weights_files
 from msn_cli.progress import ProgressFn, no_progress
@@ -93,16 +93,13 @@ def load_model(spec: str, *, device: str = "cpu", cache_dir: str | None = None,
 
 
 def fetch_hub(spec: str, progress: ProgressFn) -> Path:
-    from huggingface_hub import snapshot_download
+    """The config, the safetensors weights and the processor config only, each size-capped:
+    nothing a folder could run, no pickled weights (:mod:`msn_cli.transfer.hub_fetch`)."""
+    from msn_cli.transfer.hub_fetch import fetch_model_folder
 
-    progress("downloading " + spec, 0, None)
-    try:  # JSON and safetensors only: nothing a folder could run, no pickled weights
-        return Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors"]))
-    except Exception as e:
-        raise NetworkError(f"cannot fetch {spec} from the Hub: {type(e).__name__}: "
-                           f"{(str(e).splitlines() or [''])[0][:200]}",
-                           hint="check the repo id and your connection (HF_HUB_OFFLINE=1 uses "
-                                "only what is cached)") from e
+    return fetch_model_folder(spec, extra_json=("preprocessor_config.json",), progress=progress,
+                              hint="check the repo id and your connection (HF_HUB_OFFLINE=1 "
+                                   "uses only what is cached)")
 
 
 @contextlib.contextmanager

@@ -4,8 +4,8 @@
 (``model.safetensors``, else the shards that ``model.safetensors.index.json`` names, else, where
 the caller allows it, ``pytorch_model.bin``). Nothing else a repository holds is fetched, so a
 repository cannot make msn download every file it carries or a file of any size: the Hub's
-listing (``snapshot_download(..., dry_run=True)``, which fetches nothing) gives each file's
-size first, and a file over its cap stops the fetch before a byte of it arrives.
+listing (:func:`list_files`: the model info with file metadata, which fetches no file) gives
+each file's size first, and a file over its cap stops the fetch before a byte of it arrives.
 
 A spec is a repo id only when it clearly is one (:func:`is_repo_id`); anything else that does
 not exist locally is said to be missing, never sent to the Hub with the user's token.
@@ -59,26 +59,35 @@ def max_weights_size() -> int:
     return int(env_number("MSN_DOWNLOAD_MAX_SIZE", MAX_SIZE))
 
 
-def fetch_model_folder(repo_id: str, *, allow_pickle: bool = False,
+def list_files(repo_id: str) -> tuple[str | None, dict[str, int | None]]:
+    """The repository's commit and each of its files with its size (None where the Hub gives
+    none), from ``HfApi.model_info(files_metadata=True)``: huggingface_hub 0.x (transformers
+    4.57) and 1.x alike."""
+    from huggingface_hub import HfApi
+
+    info = HfApi().model_info(repo_id, files_metadata=True)
+    return info.sha, {str(s.rfilename): s.size for s in info.siblings or []}
+
+
+def fetch_model_folder(repo_id: str, *, allow_pickle: bool = False, extra_json: tuple[str, ...] = (),
                        progress: ProgressFn = no_progress, hint: str) -> Path:
-    """The snapshot folder of ``repo_id`` with its config and weights, fetched into the Hugging
-    Face cache; a :class:`NetworkError` when the Hub cannot be reached (and nothing is cached),
-    the repository is not a model msn can read, or a file is over its cap."""
+    """The snapshot folder of ``repo_id`` with its config and weights (and the ``extra_json``
+    files it lists, e.g. ``preprocessor_config.json``), fetched into the Hugging Face cache; a
+    :class:`NetworkError` when the Hub cannot be reached (and nothing is cached), the repository
+    is not a model msn can read, or a file is over its cap."""
     try:
         from huggingface_hub import snapshot_download
     except ImportError as e:  # pragma: no cover - a dependency
         raise NetworkError("huggingface_hub is not installed") from e
     progress("downloading " + repo_id, 0, None)
-    wanted = [CONFIG, WEIGHTS, INDEX] + ([PICKLE] if allow_pickle else [])
+    wanted = [CONFIG, WEIGHTS, INDEX, *extra_json] + ([PICKLE] if allow_pickle else [])
     try:
-        listing = snapshot_download(repo_id, allow_patterns=wanted, dry_run=True)
+        revision, listed = list_files(repo_id)
     except Exception as e:  # offline or unreachable: what an earlier fetch left, or the error
         try:
             return Path(str(snapshot_download(repo_id, allow_patterns=wanted, local_files_only=True)))
         except Exception:
             raise _fetch_error(repo_id, e, hint) from e
-    listed = _sizes(listing)
-    revision = next((str(f.commit_hash) for f in listing), None) if isinstance(listing, list) else None
     if CONFIG not in listed:
         raise NetworkError(f"{repo_id} on the Hub has no {CONFIG}: not a Hugging Face model", hint=hint)
     get = functools.partial(_call, snapshot_download, repo_id, hint, revision=revision)
@@ -87,19 +96,19 @@ def fetch_model_folder(repo_id: str, *, allow_pickle: bool = False,
     elif INDEX in listed:
         _cap(repo_id, INDEX, listed[INDEX], JSON_MAX)
         shards = _shards(repo_id, Path(str(get(allow_patterns=[INDEX]))) / INDEX)
-        listed.update(_sizes(get(allow_patterns=shards, dry_run=True)))
         files = [CONFIG, INDEX, *shards]
     elif allow_pickle and PICKLE in listed:
         files = [CONFIG, PICKLE]
     else:
         raise NetworkError(f"{repo_id} on the Hub has no {WEIGHTS}, {INDEX}"
                            + (f" or {PICKLE}" if allow_pickle else ""), hint=hint)
+    files += [name for name in extra_json if name in listed]
     for name in files:
         _cap(repo_id, name, listed.get(name), JSON_MAX if name.endswith(".json") else max_weights_size())
     folder = Path(str(get(allow_patterns=[f for f in files if f != INDEX])))  # it is there
     for name in files:  # what arrived is what was listed
         size = (folder / name).stat().st_size if (folder / name).exists() else None
-        if size != listed[name]:
+        if size != listed.get(name):
             raise NetworkError(f"{repo_id}: {name} arrived with {size} bytes, not the "
                                f"{listed[name]:,} the Hub listed", hint=hint)
     return folder
@@ -115,13 +124,6 @@ def _call(fn: Callable[..., Any], repo_id: str, hint: str, **kwargs: Any) -> Any
         return fn(repo_id, **kwargs)
     except Exception as e:
         raise _fetch_error(repo_id, e, hint) from e
-
-
-def _sizes(listing: Any) -> dict[str, int | None]:
-    """File name -> size from a dry run's list (a size the Hub did not give is None)."""
-    if not isinstance(listing, list):
-        return {}
-    return {str(f.filename): f.file_size for f in listing}
 
 
 def _cap(repo_id: str, name: str, size: int | None, limit: int) -> None:
