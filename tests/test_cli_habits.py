@@ -131,6 +131,14 @@ def test_example_comment_never_wraps_to_column_one(cli, monkeypatch):
     assert lines and all(line.startswith("   ") for line in lines), lines
     assert "  # the official uploads' processor" in examples
     assert all(len(line.rstrip()) <= 80 for line in text.splitlines())
+    from tests.test_conventions import ALL
+
+    for name, _ in ALL:  # no command's example wraps back to the text's margin at 80 columns
+        text = _help(cli, monkeypatch, *name.split())
+        examples = text.split("Examples:")[1].split("╭")[0] if "Examples:" in text else ""
+        wrapped = [line for line in examples.splitlines()
+                   if line.startswith(" ") and not line.startswith("  ") and " --" in f" {line}"]
+        assert not wrapped, (name, wrapped)
 
 
 # -- item 27: choices in help and in completion ----------------------------------------------

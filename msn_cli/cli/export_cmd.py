@@ -112,7 +112,7 @@ def export(
 
       msn export facebook/vit-msn-small ./resume.pth.tar --head-from vits16
 
-      msn export ./run/msn-latest.pth.tar ./resume.pth.tar --encoder online --single-process
+      msn export run/latest.pth.tar out.pth.tar --encoder online --single-process
 
       msn export vitb16 ./resume.pth.tar --dry-run --all-keys
     """

@@ -83,11 +83,11 @@ def fewshot(
 
     Examples:
 
-      msn fewshot ./vit-msn-small --train ./pets/train --val ./pets/val
+      msn fewshot ./vit-msn-small --train pets/train --val pets/val
 
-      msn fewshot vits16 --train ./pets/train --val ./pets/val --shots 1,5 --splits 5 --json
+      msn fewshot vits16 --train pets/train --val pets/val --shots 1,5 --json
 
-      msn fewshot vits16 --train in1k/train --val in1k/val --subset imagenet_subsets1/1imgs_class.txt
+      msn fewshot vits16 --train train/ --val val/ --subset 1imgs_class.txt
     """
     from msn_cli.fewshot.run import Options
     from msn_cli.fewshot.run import fewshot as run_fewshot
