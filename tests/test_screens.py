@@ -599,3 +599,16 @@ def test_the_total_row_of_several_downloads_stays_below_the_files(monkeypatch):
         assert term._bars is not None
         rows = [t.description for t in term._bars.progress.tasks]
     assert rows == ["vits16_800ep.pth.tar", "vitb16_600ep.pth.tar", total]
+
+
+def test_convert_says_its_plan_before_it_writes_and_verifies(demo, tmp_path):
+    """The counts line comes as soon as the plan is built, above the verify steps, not with the
+    result after them (issue 25 item 24)."""
+    code, _raw, screen = run(["convert", demo["ckpt"], tmp_path / "out"], 80,
+                             {"MSN_PROGRESS_DELAY": "0"})
+    assert code == 0, screen.text
+    lines = screen.lines
+    counts = next(i for i, line in enumerate(lines) if "Hugging Face tensors from" in line)
+    parity = next(i for i, line in enumerate(lines) if line.startswith("parity: "))
+    wrote = next(i for i, line in enumerate(lines) if line.startswith("✓ wrote "))
+    assert counts < parity < wrote, screen.text

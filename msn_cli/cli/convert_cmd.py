@@ -33,6 +33,7 @@ from msn_cli.util.fmt import human_size
 if TYPE_CHECKING:
     from msn_cli.conversion.batch import BatchItem
     from msn_cli.conversion.convert import ConvertResult
+    from msn_cli.conversion.plan import ConversionPlan
 
 SourceArg = Annotated[str, typer.Argument(
     help="A checkpoint file, a released name (vits16, vitb16, vitl16, vitb4, vitl7) or an "
@@ -113,14 +114,21 @@ def convert(
                      preprocessing=_preprocessing(preprocessing), force=force, dry_run=dry_run,
                      verify=not no_verify)
         return
+    said: list[ConversionPlan] = []
+
+    def say_plan(plan: ConversionPlan) -> None:  # as soon as it is known, before the writing
+        if not term.json_mode:
+            _say_plan(term, plan)
+            said.append(plan)
+
     with term.progress() as progress:
         src = resolve_source(source, cache_dir=cache_dir, base_url=base_url, progress=progress,
                              notify=term.info)
         result = run_convert(src, out, dtype=dtype, encoder=encoder_choice(encoder),
                              num_heads=num_heads, config=config, force=force, dry_run=dry_run,
                              verify=not no_verify, preprocessing=_preprocessing(preprocessing),
-                             progress=progress)
-    _show(term, result, out, all_keys=all_keys, verbose=verbose)
+                             progress=progress, on_plan=say_plan)
+    _show(term, result, out, all_keys=all_keys, verbose=verbose, plan_said=bool(said))
     if result.verify is not None and not result.verify.get("passed"):
         raise VerificationFailed(
             f"verify failed: {result.verify.get('summary', 'see msn verify')}",
@@ -128,12 +136,20 @@ def convert(
                  "msn push refuses it. Run msn verify on it for the full report")
 
 
-def _show(term: Term, result: ConvertResult, out: Path, *, all_keys: bool, verbose: int) -> None:
-    """The result: JSON, or the plan's tables as asked and a line on what was written."""
-    plan = result.plan
+def _say_plan(term: Term, plan: ConversionPlan) -> None:
     for warning in assumption_warnings(plan):
         term.caution(warning)
+    term.info(counts_line(plan))
+
+
+def _show(term: Term, result: ConvertResult, out: Path, *, all_keys: bool, verbose: int,
+          plan_said: bool = False) -> None:
+    """The result: JSON, or the plan's tables as asked and a line on what was written (the
+    warnings and the counts line unless ``plan_said``: convert said them as the plan was built)."""
+    plan = result.plan
     if term.json_mode:
+        for warning in assumption_warnings(plan):
+            term.caution(warning)
         payload = result.to_dict()
         if not all_keys:
             payload["plan"].pop("keys", None)
@@ -146,7 +162,8 @@ def _show(term: Term, result: ConvertResult, out: Path, *, all_keys: bool, verbo
         show(arch_table(plan))
     if result.dry_run or all_keys or verbose:
         show(keydiff_table(plan, full=all_keys, title="Conversion plan", width=width))
-    term.info(counts_line(plan))
+    if not plan_said:
+        _say_plan(term, plan)
     if result.dry_run:
         term.info(f"dry run: would write {human_size(plan.output_bytes)} of {plan.dtype} "
                   f"weights to {out}; nothing written")

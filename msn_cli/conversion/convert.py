@@ -320,8 +320,12 @@ def convert(
     verify_options: dict[str, Any] | None = None,
     preprocessing: str = "msn",
     progress: ProgressFn = no_progress,
+    on_plan: Callable[[ConversionPlan], None] | None = None,
 ) -> ConvertResult:
     """Convert ``source`` into the folder ``out``; see the module docstring for the steps.
+
+    ``on_plan`` is called with the plan once it is built, before anything is written (the CLI
+    says the plan's counts then, not after verify).
 
     ``config``: the run's ``params-msn-train.yaml`` (default: the one beside the checkpoint,
     if any); its ``meta.model_name`` gives the heads, and its hyperparameters go into the
@@ -343,7 +347,7 @@ def convert(
     check = None if dry_run else _SourceCheck(Path(source.path), source.sha256)
     try:
         return _convert(source, out, check, _Options(dtype, encoder, num_heads, config, force,
-                                                     verify, verify_options, preprocessing),
+                                                     verify, verify_options, preprocessing, on_plan),
                         progress)
     finally:
         if check is not None:
@@ -362,6 +366,7 @@ class _Options:
     verify: bool
     verify_options: dict[str, Any] | None
     preprocessing: str
+    on_plan: Callable[[ConversionPlan], None] | None = None
 
 
 def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, opts: _Options,
@@ -380,6 +385,8 @@ def _convert(source: ResolvedSource, out: Path, check: _SourceCheck | None, opts
     if wrong:
         raise CheckpointError(wrong, hint="the mirror or cache holds the wrong file: "
                                           f"msn download --force {source.name}")
+    if opts.on_plan is not None and check is not None:
+        opts.on_plan(plan)
     src_info = _source_record(source, ckpt)
     run_info = run_record(run, opts.config is not None)
     training = run.training() if run else None
