@@ -310,25 +310,14 @@ def stage_profile(src: Path, scratch: Path, verify: bool) -> list[StageRecord] |
     return found
 
 
-def fewshot_section(opts: Options, scratch: Path) -> str:
-    """``bench/fewshot_bench.py``: msn fewshot's feature pass against a plain transformers loop."""
-    extra = ["--images", "64", "--runs", "2"] if opts.quick else ["--runs", str(opts.runs)]
-    cmd = [PY, str(BENCH / "fewshot_bench.py"), *extra]
-    log("fewshot feature-pass benchmark: " + " ".join(cmd[1:]))
+def script_section(script: str, title: str, args: list[str], scratch: Path) -> str:
+    """The markdown section a bench script prints (``bench/download_bench.py``,
+    ``bench/fewshot_bench.py``), or the failure in its place."""
+    cmd = [PY, str(BENCH / script), *args]
+    log(f"{title}: " + " ".join(cmd[1:]))
     run: Run = measure(cmd, scratch, timeout=1800)
     if run.rc != 0:
-        return f"## Few-shot feature pass\n\n`bench/fewshot_bench.py` failed (exit {run.rc}):\n\n" \
-               f"```\n{run.stderr.strip()[-1500:]}\n```\n"
-    return run.stdout.strip() + "\n"
-
-
-def download_section(opts: Options, scratch: Path) -> str:
-    extra = ["--size-mb", "64", "--runs", "1"] if opts.quick else ["--runs", str(opts.runs)]
-    cmd = [PY, str(BENCH / "download_bench.py"), *extra]
-    log("download benchmark: " + " ".join(cmd[1:]))
-    run: Run = measure(cmd, scratch, timeout=1200)
-    if run.rc != 0:
-        return f"## Download\n\n`bench/download_bench.py` failed (exit {run.rc}):\n\n```\n" \
+        return f"## {title}\n\n`bench/{script}` failed (exit {run.rc}):\n\n```\n" \
                f"{run.stderr.strip()[-1500:]}\n```\n"
     return run.stdout.strip() + "\n"
 
@@ -434,9 +423,12 @@ def measure_all(opts: Options, args: argparse.Namespace, scratch: Path) -> Measu
         m.stages = Stages(big, stage_profile(sources[big], scratch, False),
                           stage_profile(sources[big], scratch, True) if have_verify else None)
     if not args.no_download:
-        m.download = download_section(opts, scratch)
+        m.download = script_section("download_bench.py", "Download", ["--size-mb", "64", "--runs", "1"]
+                                    if opts.quick else ["--runs", str(opts.runs)], scratch)
     if not args.no_fewshot:
-        m.fewshot = fewshot_section(opts, scratch)
+        m.fewshot = script_section("fewshot_bench.py", "Few-shot feature pass",
+                                   ["--images", "64", "--runs", "2"] if opts.quick
+                                   else ["--runs", str(opts.runs)], scratch)
     return m
 
 

@@ -508,3 +508,17 @@ def test_a_cyanure_fit_leaves_torch_float16_arithmetic_intact():
     classifier.fit(x, np.arange(600) % 20, LAMBD, "cyanure")
     after = half_error()
     assert np.isfinite(after) and after == before, (before, after)
+
+
+def test_a_missing_local_path_is_not_sent_to_the_hub(cli, digits, monkeypatch, tmp_path):
+    """``runs/latest`` beside a ``runs/`` folder is a missing file, not a repo id (the rule
+    export and verify --against follow: ``hub_fetch.clearly_repo_id``)."""
+    from tests.test_download_hub import FakeRepo
+
+    repo = FakeRepo(tmp_path / "snapshot", {}).install(monkeypatch)
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    train, val = digits
+    r = cli("fewshot", "runs/latest", "--train", train, "--val", val)
+    assert r.code not in (0, 70) and "Traceback" not in r.stderr, r.stderr
+    assert repo.calls == []

@@ -16,9 +16,8 @@ reference).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 from msn_cli.errors import FolderError, UsageError
 from msn_cli.fewshot.store import FEATURE_DEFINITION
 from msn_cli.hf.folder import code_references, config_architecture, read_json_object, weights_files
+from msn_cli.hf.quiet import quiet_transformers
 from msn_cli.progress import ProgressFn, no_progress
+from msn_cli.transfer.hub_fetch import clearly_repo_id
 from msn_cli.util.hashing import sha256_file
 
 if TYPE_CHECKING:
@@ -73,11 +74,6 @@ def check_device(device: str) -> str:
     return device
 
 
-def is_hub_id(spec: str) -> bool:
-    return spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and "://" not in spec \
-        and not Path(spec).exists()
-
-
 def load_model(spec: str, *, device: str = "cpu", cache_dir: str | None = None,
                base_url: str | None = None, num_heads: int | None = None,
                progress: ProgressFn = no_progress) -> FeatureModel:
@@ -86,7 +82,7 @@ def load_model(spec: str, *, device: str = "cpu", cache_dir: str | None = None,
     path = Path(spec).expanduser()
     if path.is_dir():
         return load_folder(path, spec, "folder", device)
-    if is_hub_id(spec):
+    if clearly_repo_id(spec):
         return load_folder(fetch_hub(spec, progress), spec, "hub", device)
     return load_checkpoint_model(spec, device=device, cache_dir=cache_dir, base_url=base_url,
                                  num_heads=num_heads, progress=progress)
@@ -100,24 +96,6 @@ def fetch_hub(spec: str, progress: ProgressFn) -> Path:
     return fetch_model_folder(spec, extra_json=("preprocessor_config.json",), progress=progress,
                               hint="check the repo id and your connection (HF_HUB_OFFLINE=1 "
                                    "uses only what is cached)")
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """transformers' warnings and per-load progress bar off while a folder loads: msn's own
-    bar and messages are the command's output on stderr."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def _folder_key(folder: Path, weights: list[Path]) -> str:

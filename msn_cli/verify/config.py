@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, TypedDict
 
 from msn_cli.hf.folder import folder_files_problem, read_json_object
 from msn_cli.hf.manifest import CONFIG, PREPROCESSOR
+from msn_cli.hf.quiet import quiet_transformers
 from msn_cli.original.architecture import LAYER_NORM_EPS, Architecture
-from msn_cli.verify.context import quiet_transformers, show_value
+from msn_cli.verify.context import show_value
 from msn_cli.verify.photos import declared_choice
 from msn_cli.verify.report import CheckResult, Json
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from msn_cli.hf.folder import folder_files_problem
-from msn_cli.verify.context import quiet_transformers
+from msn_cli.hf.quiet import quiet_transformers
 from msn_cli.verify.report import CheckResult, Json
 
 if TYPE_CHECKING:

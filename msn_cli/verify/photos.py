@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from msn_cli.hf.folder import folder_files_problem, read_json_object
 from msn_cli.hf.manifest import CONFIG, MANIFEST, PREPROCESSOR
+from msn_cli.hf.quiet import quiet_transformers
 from msn_cli.original import preprocess
 from msn_cli.original.architecture import IMAGENET_STD
-from msn_cli.verify.context import first_line, quiet_transformers
+from msn_cli.verify.context import first_line
 from msn_cli.verify.report import CheckResult
 
 if TYPE_CHECKING:

@@ -183,23 +183,17 @@ def networks_from_folder(path: Path, encoder: Encoder, num_heads: int | None,
     return SourceNetworks(backbone, None, "a copy of target_encoder (the folder's backbone)")
 
 
-def looks_like_hub_id(spec: str) -> bool:
-    """``owner/name`` and clearly not a local path (:func:`msn_cli.transfer.hub_fetch.clearly_repo_id`)."""
-    from msn_cli.transfer.hub_fetch import clearly_repo_id
-
-    return clearly_repo_id(spec)
-
-
 def resolve_export_source(spec: str, *, cache_dir: str | os.PathLike[str] | None = None,
                           base_url: str | None = None, progress: ProgressFn = no_progress,
                           notify: Callable[[str], None] | None = None) -> ResolvedSource:
     """What ``msn export`` reads: like :func:`msn_cli.transfer.sources.resolve_source` (a
-    released name, a file, a URL, a folder), and a Hub repo id (``owner/name``), fetched with
+    released name, a file, a URL, a folder), and a Hub repo id (``owner/name``), fetched
     with only its config.json and safetensors weights (never a pickle), each size-capped, into
     the Hugging Face cache (:mod:`msn_cli.transfer.hub_fetch`)."""
+    from msn_cli.transfer.hub_fetch import clearly_repo_id
     from msn_cli.transfer.sources import resolve_source
 
-    if not looks_like_hub_id(spec):
+    if not clearly_repo_id(spec):
         return resolve_source(spec, cache_dir=cache_dir, base_url=base_url, progress=progress,
                               notify=notify)
     from msn_cli.transfer.hub_fetch import fetch_model_folder
